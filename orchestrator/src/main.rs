@@ -1,1 +1,95 @@
-fn main() {}
+//! The orchestrator daemon: connects to NATS, rebuilds the actor tree from the store, serves
+//! the HTTP API.
+//!
+//! ```text
+//! System
+//! └─ OperatorManager        operator and secret records; routes resource requests
+//!    └─ OperatorRuntime     one per operator: compiled schemas, subjects, entities
+//!       ├─ NatsBridge       streams, command publishes, queries, status events
+//!       └─ ResourceEntity   one per resource: record, generation, status, command resends
+//! ```
+
+mod api;
+mod bridge;
+mod config;
+mod entity;
+mod error;
+mod manager;
+mod records;
+mod runtime;
+mod store;
+
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpServer};
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::manager::OperatorManager;
+use crate::store::Store;
+
+fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    operator_shared::telemetry::init_logging("info");
+    // Actors live on this thread; NATS I/O runs on the runtime's worker threads.
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot build the async runtime: {e}"))
+    });
+    system.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let client = connect(&config).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let store = Store::open(&js)
+        .await
+        .context("cannot open the orchestrator's KV buckets (is JetStream enabled on the NATS server? start it with -js)")?;
+    let manager = OperatorManager::restore(store, client, config.query_timeout()).await?;
+    let manager = actix::Actor::start(manager);
+    info!(listen = %config.listen, "orchestrator API listening");
+    HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(manager.clone()))
+            .configure(api::configure)
+    })
+    .workers(config.http_workers)
+    .bind(config.listen)
+    .with_context(|| format!("cannot listen on {}", config.listen))?
+    .run()
+    .await?;
+    info!("orchestrator stopped");
+    Ok(())
+}
+
+/// Connects to NATS, retrying until the configured deadline, and refuses a server that is too old.
+async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
+    let deadline = Instant::now() + config.nats_connect_timeout();
+    let client = loop {
+        match async_nats::ConnectOptions::new()
+            .name("orchestrator")
+            .connect(&config.nats_url)
+            .await
+        {
+            Ok(client) => break client,
+            Err(e) if Instant::now() < deadline => {
+                warn!(nats_url = %config.nats_url, error = %e, "NATS not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => bail!(
+                "cannot reach NATS at {} (set NATS_URL or --nats-url): {e}",
+                config.nats_url
+            ),
+        }
+    };
+    let version = client.server_info().version;
+    if let Err(reason) = operator_shared::version::check_nats_server_version(&version) {
+        bail!("{reason}");
+    }
+    info!(nats_url = %config.nats_url, server_version = %version, "connected to NATS");
+    Ok(client)
+}

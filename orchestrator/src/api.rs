@@ -1,0 +1,255 @@
+//! The HTTP API: apply, get, list and delete of operators, resources and secrets. Handlers
+//! parse and route; every piece of state answers from its actor.
+
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse, ResponseError};
+use operator_shared::manifest::MAX_MANIFEST_BYTES;
+use operator_shared::{EntityKey, Manifest, ManifestKind};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ControlError;
+use crate::manager::{
+    ApplyOperator, ApplySecret, DeleteOperator, DeleteResourceByKey, DeleteSecret, GetRecord,
+    ListRecords, OperatorManager, RouteResource,
+};
+use crate::records::Applied;
+
+impl ResponseError for ControlError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({
+            "error": self.to_string(),
+            "details": self.details(),
+        }))
+    }
+}
+
+type Manager = web::Data<Addr<OperatorManager>>;
+
+/// Mounts every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(MAX_MANIFEST_BYTES))
+        .route(
+            "/healthz",
+            web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+        )
+        .service(
+            web::scope("/api/v1")
+                .route("/apply", web::post().to(apply))
+                .route("/operators", web::get().to(list_operators))
+                .route("/operators/{name}", web::get().to(get_operator))
+                .route("/operators/{name}", web::delete().to(delete_operator))
+                .route("/resources", web::get().to(list_resources))
+                .route("/secrets", web::get().to(list_secrets))
+                .route(
+                    "/workspaces/{ws}/resources/{name}",
+                    web::get().to(get_resource),
+                )
+                .route(
+                    "/workspaces/{ws}/resources/{name}",
+                    web::delete().to(delete_resource),
+                )
+                .route("/workspaces/{ws}/secrets/{name}", web::get().to(get_secret))
+                .route(
+                    "/workspaces/{ws}/secrets/{name}",
+                    web::delete().to(delete_secret),
+                ),
+        );
+}
+
+#[derive(Deserialize)]
+struct WorkspaceQuery {
+    workspace: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DetailsQuery {
+    #[serde(default)]
+    details: bool,
+}
+
+/// Applies every document of the body in order; stops at the first failure, whose answer says
+/// which documents were applied before it.
+async fn apply(manager: Manager, query: web::Query<WorkspaceQuery>, body: String) -> HttpResponse {
+    let manifests = match Manifest::parse_all(&body) {
+        Ok(m) => m,
+        Err(e) => return ControlError::invalid(e.to_string()).error_response(),
+    };
+    let count = manifests.len();
+    let mut applied: Vec<Applied> = Vec::new();
+    for (i, manifest) in manifests.into_iter().enumerate() {
+        let name = format!("{} {}", manifest.kind, manifest.name);
+        match apply_one(&manager, manifest, query.workspace.clone()).await {
+            Ok(a) => applied.push(a),
+            Err(e) => {
+                let prefix = if count > 1 {
+                    format!("document {}: ", i + 1)
+                } else {
+                    String::new()
+                };
+                return HttpResponse::build(e.status_code()).json(json!({
+                    "error": format!("{prefix}{name}: {e}"),
+                    "details": e.details(),
+                    "applied": applied,
+                }));
+            }
+        }
+    }
+    HttpResponse::Ok().json(json!({ "applied": applied }))
+}
+
+async fn apply_one(
+    manager: &Manager,
+    manifest: Manifest,
+    workspace: Option<String>,
+) -> Result<Applied, ControlError> {
+    let workspace = manifest.effective_workspace(workspace.as_deref());
+    if let Some(ws) = &workspace {
+        operator_shared::names::validate_name("workspace", ws)
+            .map_err(|e| ControlError::invalid(e.to_string()))?;
+    }
+    let workspace = workspace.unwrap_or_default();
+    match manifest.kind {
+        ManifestKind::Operator => manager.send(ApplyOperator { manifest }).await?,
+        ManifestKind::Secret => {
+            manager
+                .send(ApplySecret {
+                    manifest,
+                    workspace,
+                })
+                .await?
+        }
+        ManifestKind::Resource => {
+            manager
+                .send(RouteResource {
+                    manifest,
+                    workspace,
+                })
+                .await?
+        }
+    }
+}
+
+async fn list(
+    manager: Manager,
+    kind: ManifestKind,
+    workspace: Option<String>,
+) -> Result<HttpResponse, ControlError> {
+    let items = manager.send(ListRecords { kind, workspace }).await?;
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+async fn list_operators(manager: Manager) -> Result<HttpResponse, ControlError> {
+    list(manager, ManifestKind::Operator, None).await
+}
+
+async fn list_resources(
+    manager: Manager,
+    query: web::Query<WorkspaceQuery>,
+) -> Result<HttpResponse, ControlError> {
+    list(
+        manager,
+        ManifestKind::Resource,
+        query.into_inner().workspace,
+    )
+    .await
+}
+
+async fn list_secrets(
+    manager: Manager,
+    query: web::Query<WorkspaceQuery>,
+) -> Result<HttpResponse, ControlError> {
+    list(manager, ManifestKind::Secret, query.into_inner().workspace).await
+}
+
+async fn get(
+    manager: Manager,
+    kind: ManifestKind,
+    workspace: Option<String>,
+    name: String,
+    details: bool,
+) -> Result<HttpResponse, ControlError> {
+    let view = manager
+        .send(GetRecord {
+            kind,
+            workspace,
+            name,
+            details,
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn get_operator(
+    manager: Manager,
+    path: web::Path<String>,
+    q: web::Query<DetailsQuery>,
+) -> Result<HttpResponse, ControlError> {
+    get(
+        manager,
+        ManifestKind::Operator,
+        None,
+        path.into_inner(),
+        q.details,
+    )
+    .await
+}
+
+async fn get_resource(
+    manager: Manager,
+    path: web::Path<(String, String)>,
+    q: web::Query<DetailsQuery>,
+) -> Result<HttpResponse, ControlError> {
+    let (ws, name) = path.into_inner();
+    get(manager, ManifestKind::Resource, Some(ws), name, q.details).await
+}
+
+async fn get_secret(
+    manager: Manager,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ControlError> {
+    let (ws, name) = path.into_inner();
+    get(manager, ManifestKind::Secret, Some(ws), name, false).await
+}
+
+async fn delete_operator(
+    manager: Manager,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ControlError> {
+    let applied = manager
+        .send(DeleteOperator {
+            name: path.into_inner(),
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(applied))
+}
+
+async fn delete_resource(
+    manager: Manager,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ControlError> {
+    let (ws, name) = path.into_inner();
+    let key = EntityKey::new(ws, name).map_err(|e| ControlError::invalid(e.to_string()))?;
+    let applied = manager.send(DeleteResourceByKey { key }).await??;
+    Ok(HttpResponse::Ok().json(applied))
+}
+
+async fn delete_secret(
+    manager: Manager,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ControlError> {
+    let (workspace, name) = path.into_inner();
+    let applied = manager.send(DeleteSecret { workspace, name }).await??;
+    Ok(HttpResponse::Ok().json(applied))
+}

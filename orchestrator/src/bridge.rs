@@ -1,0 +1,327 @@
+//! `NatsBridge`: one per operator runtime, the runtime's only door to NATS. It owns the
+//! operator's streams, publishes commands (de-duplicated by envelope id), sends queries by
+//! request/reply, and feeds status events from the operator's event stream to the runtime,
+//! acknowledging each only after the runtime has stored it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use operator_shared::envelope::MSG_ID_HEADER;
+use operator_shared::subject::{self, TypeSubjects};
+use operator_shared::{Envelope, EnvelopeKind, Operation};
+use tracing::{debug, info, warn};
+
+use crate::error::ControlError;
+
+/// How many status events are applied at once.
+const EVENTS_IN_FLIGHT: usize = 256;
+/// How long the orchestrator has to apply a status event before JetStream redelivers it.
+const EVENT_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The streams an operator needs, derived from its resource types' subjects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPlan {
+    pub operator: String,
+    /// Command stream name → the command subjects it captures.
+    pub command_streams: BTreeMap<String, Vec<String>>,
+    /// Every reply subject, captured by the operator's event stream.
+    pub reply_subjects: Vec<String>,
+}
+
+impl StreamPlan {
+    /// The plan for an operator's resource types.
+    pub fn new<'a>(operator: &str, types: impl Iterator<Item = &'a TypeSubjects>) -> Self {
+        let mut command_streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut reply_subjects = Vec::new();
+        for t in types {
+            let subjects = command_streams.entry(t.command_stream.clone()).or_default();
+            if !subjects.contains(&t.command_subject) {
+                subjects.push(t.command_subject.clone());
+            }
+            if !reply_subjects.contains(&t.reply_subject) {
+                reply_subjects.push(t.reply_subject.clone());
+            }
+        }
+        Self {
+            operator: operator.to_string(),
+            command_streams,
+            reply_subjects,
+        }
+    }
+}
+
+/// Creates or updates the operator's command and event streams. Called before an operator's
+/// apply is acknowledged, so components can consume as soon as it is.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    plan: &StreamPlan,
+) -> Result<(), ControlError> {
+    let streams = plan
+        .command_streams
+        .iter()
+        .map(|(name, subjects)| (name.clone(), subjects.clone()))
+        .chain(std::iter::once((
+            subject::event_stream(&plan.operator),
+            plan.reply_subjects.clone(),
+        )));
+    for (name, subjects) in streams {
+        js.create_or_update_stream(stream::Config {
+            name: name.clone(),
+            subjects,
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ControlError::Invalid {
+            reason: format!(
+                "cannot create stream {name} for operator {}: {e}",
+                plan.operator
+            ),
+            details: vec!["two operators may not share a subject or a stream".into()],
+        })?;
+    }
+    Ok(())
+}
+
+/// Deletes the operator's streams when the operator is deleted.
+async fn remove_streams(js: &jetstream::Context, plan: &StreamPlan) {
+    let names = plan
+        .command_streams
+        .keys()
+        .cloned()
+        .chain(std::iter::once(subject::event_stream(&plan.operator)));
+    for name in names {
+        if let Err(e) = js.delete_stream(&name).await {
+            warn!(stream = %name, error = %e, "stream not deleted");
+        }
+    }
+}
+
+/// A status event from a component, for the runtime to apply and store.
+#[derive(Message)]
+#[rtype(result = "Result<(), ControlError>")]
+pub struct StatusReported {
+    pub envelope: Envelope,
+}
+
+/// Publish a command on its stream and wait for JetStream's acknowledgement.
+#[derive(Message)]
+#[rtype(result = "Result<(), ControlError>")]
+pub struct PublishCommand {
+    pub subject: String,
+    pub envelope: Envelope,
+}
+
+/// Ask the operator's components about one entity.
+#[derive(Message)]
+#[rtype(result = "Result<Envelope, ControlError>")]
+pub struct SendQuery {
+    pub subject: String,
+    pub envelope: Envelope,
+}
+
+/// The operator was deleted: stop consuming and delete its streams.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveStreams {
+    pub plan: StreamPlan,
+}
+
+/// The bridge actor.
+pub struct NatsBridge {
+    operator: String,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    events: Recipient<StatusReported>,
+    query_timeout: Duration,
+    consumer_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl NatsBridge {
+    pub fn new(
+        operator: &str,
+        client: async_nats::Client,
+        events: Recipient<StatusReported>,
+        query_timeout: Duration,
+    ) -> Self {
+        Self {
+            operator: operator.to_string(),
+            js: jetstream::new(client.clone()),
+            client,
+            events,
+            query_timeout,
+            consumer_task: None,
+        }
+    }
+}
+
+impl Actor for NatsBridge {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        let (js, operator, events) = (self.js.clone(), self.operator.clone(), self.events.clone());
+        self.consumer_task = Some(tokio::spawn(consume_events(js, operator, events)));
+        info!(operator = %self.operator, "bridge started");
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if let Some(task) = self.consumer_task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Reads the operator's event stream for as long as the bridge lives, re-attaching after errors.
+async fn consume_events(
+    js: jetstream::Context,
+    operator: String,
+    events: Recipient<StatusReported>,
+) {
+    let stream_name = subject::event_stream(&operator);
+    let durable = subject::event_consumer(&operator);
+    loop {
+        let attach = async {
+            let stream = js
+                .get_stream(&stream_name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let consumer = stream
+                .get_or_create_consumer(
+                    &durable,
+                    consumer::pull::Config {
+                        durable_name: Some(durable.clone()),
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        ack_wait: EVENT_ACK_WAIT,
+                        max_ack_pending: (EVENTS_IN_FLIGHT * 4) as i64,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            consumer.messages().await.map_err(|e| e.to_string())
+        };
+        match attach.await {
+            Ok(messages) => {
+                messages
+                    .for_each_concurrent(EVENTS_IN_FLIGHT, |message| {
+                        let events = events.clone();
+                        async move {
+                            match message {
+                                Ok(message) => apply_event(message, &events).await,
+                                Err(e) => warn!(error = %e, "event stream error"),
+                            }
+                        }
+                    })
+                    .await;
+            }
+            Err(e) => warn!(stream = %stream_name, error = %e, "cannot attach to event stream"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn apply_event(message: jetstream::Message, events: &Recipient<StatusReported>) {
+    let envelope = match Envelope::decode(&message.payload) {
+        Ok(e) if e.kind == EnvelopeKind::Event && e.operation == Operation::Status => e,
+        Ok(e) => {
+            warn!(kind = ?e.kind, operation = ?e.operation, "not a status event; dropped");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+        Err(e) => {
+            warn!(error = %e, subject = %message.subject, "malformed event; dropped");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let key = envelope.key.clone();
+    match events.send(StatusReported { envelope }).await {
+        Ok(Ok(())) => {
+            if let Err(e) = message.ack().await {
+                warn!(entity.key = %key, error = %e, "event ack failed; it will be redelivered");
+            }
+        }
+        Ok(Err(e)) => {
+            warn!(entity.key = %key, error = %e, "status not stored; retrying");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                .await;
+        }
+        Err(_) => debug!(entity.key = %key, "runtime gone; event left for redelivery"),
+    }
+}
+
+impl Handler<PublishCommand> for NatsBridge {
+    type Result = ResponseFuture<Result<(), ControlError>>;
+
+    fn handle(&mut self, msg: PublishCommand, _ctx: &mut Self::Context) -> Self::Result {
+        let js = self.js.clone();
+        Box::pin(async move {
+            let mut headers = HeaderMap::new();
+            headers.insert(MSG_ID_HEADER, msg.envelope.id.to_string().as_str());
+            let ack = js
+                .publish_with_headers(msg.subject.clone(), headers, msg.envelope.encode().into())
+                .await
+                .map_err(|e| {
+                    ControlError::Unavailable(format!("publish to {} failed: {e}", msg.subject))
+                })?;
+            ack.await.map_err(|e| {
+                ControlError::Unavailable(format!("no ack from stream for {}: {e}", msg.subject))
+            })?;
+            Ok(())
+        })
+    }
+}
+
+impl Handler<SendQuery> for NatsBridge {
+    type Result = ResponseFuture<Result<Envelope, ControlError>>;
+
+    fn handle(&mut self, msg: SendQuery, _ctx: &mut Self::Context) -> Self::Result {
+        let client = self.client.clone();
+        let timeout = self.query_timeout;
+        Box::pin(async move {
+            let request = async_nats::Request::new()
+                .payload(msg.envelope.encode().into())
+                .timeout(Some(timeout));
+            let reply = client
+                .send_request(msg.subject.clone(), request)
+                .await
+                .map_err(|e| {
+                    use async_nats::client::RequestErrorKind;
+                    ControlError::Unavailable(match e.kind() {
+                        RequestErrorKind::NoResponders => format!(
+                            "no component is listening on {}; is the operator's component running?",
+                            msg.subject
+                        ),
+                        RequestErrorKind::TimedOut => format!(
+                            "no component answered on {} within {} ms",
+                            msg.subject,
+                            timeout.as_millis()
+                        ),
+                        _ => format!("query on {} failed: {e}", msg.subject),
+                    })
+                })?;
+            Envelope::decode(&reply.payload)
+                .map_err(|e| ControlError::Unavailable(format!("component sent a bad reply: {e}")))
+        })
+    }
+}
+
+impl Handler<RemoveStreams> for NatsBridge {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: RemoveStreams, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(task) = self.consumer_task.take() {
+            task.abort();
+        }
+        ctx.stop();
+        let js = self.js.clone();
+        Box::pin(async move { remove_streams(&js, &msg.plan).await })
+    }
+}

@@ -1,0 +1,357 @@
+//! `ResourceEntity`: one actor per Resource. It owns the resource's record (desired spec,
+//! generation, status), writes it to the store before answering, sends the command that
+//! follows, resends it with backoff until JetStream has it, and applies status events.
+
+mod state;
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use operator_shared::subject::TypeSubjects;
+use operator_shared::{EntityKey, EntityStatus, Envelope, EnvelopeKind, Manifest, Operation};
+use tracing::{debug, info, info_span, warn};
+
+use crate::bridge::{NatsBridge, PublishCommand, SendQuery, StatusReported};
+use crate::error::ControlError;
+use crate::records::{Applied, Outcome, Record, RecordView};
+use crate::store::{workspaced_key, Bucket, Store, StoreError};
+use state::{ApplyPlan, StatusDecision};
+
+const FIRST_RESEND: Duration = Duration::from_millis(200);
+const MAX_RESEND: Duration = Duration::from_secs(30);
+
+/// Apply a resource manifest whose spec the runtime has validated.
+#[derive(Message)]
+#[rtype(result = "Result<Applied, ControlError>")]
+pub struct ApplySpec {
+    pub manifest: Manifest,
+}
+
+/// Start deleting the resource.
+#[derive(Message)]
+#[rtype(result = "Result<Applied, ControlError>")]
+pub struct RequestDelete;
+
+/// The resource's view; with `details`, the component's live answer too.
+#[derive(Message)]
+#[rtype(result = "Option<RecordView>")]
+pub struct GetView {
+    pub details: bool,
+}
+
+/// Told to the runtime when an entity has stopped for good (deleted, or never stored).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EntityGone {
+    pub key: EntityKey,
+    pub entity: Addr<ResourceEntity>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ResendTick;
+
+/// The entity actor.
+pub struct ResourceEntity {
+    key: EntityKey,
+    kv_key: String,
+    subjects: TypeSubjects,
+    /// The record and the store revision it was written at; `None` until first stored.
+    stored: Option<(Record, u64)>,
+    store: Store,
+    bridge: Addr<NatsBridge>,
+    runtime: Recipient<EntityGone>,
+    resend_after: Duration,
+    resend_pending: bool,
+}
+
+impl ResourceEntity {
+    pub fn new(
+        key: EntityKey,
+        subjects: TypeSubjects,
+        stored: Option<(Record, u64)>,
+        store: Store,
+        bridge: Addr<NatsBridge>,
+        runtime: Recipient<EntityGone>,
+    ) -> Self {
+        Self {
+            kv_key: workspaced_key(&key.workspace, &key.name),
+            key,
+            subjects,
+            stored,
+            store,
+            bridge,
+            runtime,
+            resend_after: FIRST_RESEND,
+            resend_pending: false,
+        }
+    }
+
+    fn record(&self) -> Option<&Record> {
+        self.stored.as_ref().map(|(r, _)| r)
+    }
+
+    /// Publishes the record's last command; on failure tries again later with backoff.
+    fn send_command(&mut self, ctx: &mut Context<Self>) {
+        let Some(envelope) = self.record().and_then(|r| r.last_command.clone()) else {
+            return;
+        };
+        let id = envelope.id;
+        let subject = self.subjects.command_subject.clone();
+        debug!(entity.key = %self.key, generation = envelope.generation, "sending command");
+        self.bridge
+            .send(PublishCommand { subject, envelope })
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                let error = match result {
+                    Ok(Ok(())) => {
+                        act.resend_after = FIRST_RESEND;
+                        return;
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                let still_current = act.record().and_then(|r| r.last_command.as_ref()).map(|c| c.id) == Some(id);
+                if still_current && !act.resend_pending {
+                    warn!(entity.key = %act.key, error = %error, retry_in_ms = act.resend_after.as_millis() as u64, "command not sent");
+                    act.resend_pending = true;
+                    ctx.notify_later(ResendTick, act.resend_after);
+                    act.resend_after = (act.resend_after * 2).min(MAX_RESEND);
+                }
+            })
+            .spawn(ctx);
+    }
+
+    fn forget(&mut self, ctx: &mut Context<Self>) {
+        self.runtime.do_send(EntityGone {
+            key: self.key.clone(),
+            entity: ctx.address(),
+        });
+        ctx.stop();
+    }
+}
+
+impl Actor for ResourceEntity {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // After a restart, resend what the component may not have received; the same envelope
+        // id lets JetStream drop it if it did, and the generation lets the component ignore it.
+        if self.record().is_some_and(state::command_unconfirmed) {
+            self.send_command(ctx);
+        }
+    }
+}
+
+impl Handler<ResendTick> for ResourceEntity {
+    type Result = ();
+
+    fn handle(&mut self, _: ResendTick, ctx: &mut Self::Context) {
+        self.resend_pending = false;
+        if self.record().is_some_and(state::command_unconfirmed) {
+            self.send_command(ctx);
+        }
+    }
+}
+
+impl Handler<ApplySpec> for ResourceEntity {
+    type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
+
+    fn handle(&mut self, msg: ApplySpec, _ctx: &mut Self::Context) -> Self::Result {
+        let _span = info_span!("entity.apply", entity.key = %self.key).entered();
+        let plan = match state::plan_apply(self.record(), msg.manifest, &self.key) {
+            Ok(plan) => plan,
+            Err(reason) => {
+                return AtomicResponse::new(Box::pin(fut::ready(Err(ControlError::Conflict {
+                    reason,
+                    details: vec![],
+                }))))
+            }
+        };
+        let outcome = state::outcome(&plan);
+        let (store, kv_key, revision) = (
+            self.store.clone(),
+            self.kv_key.clone(),
+            self.stored.as_ref().map(|s| s.1),
+        );
+        let previous_command = self
+            .record()
+            .and_then(|r| r.last_command.as_ref())
+            .map(|c| c.id);
+        let write = async move {
+            match plan {
+                ApplyPlan::Unchanged => Ok(None),
+                ApplyPlan::Create(record) => {
+                    let rev = store.create(Bucket::Resources, &kv_key, &record).await?;
+                    Ok(Some((record, rev)))
+                }
+                ApplyPlan::Update(record) => {
+                    let rev = store
+                        .update(Bucket::Resources, &kv_key, &record, revision.unwrap_or(0))
+                        .await?;
+                    Ok(Some((record, rev)))
+                }
+            }
+        };
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(
+            move |result: Result<Option<(Record, u64)>, StoreError>, act, ctx| match result {
+                Ok(Some(stored)) => {
+                    let applied = Applied::of(&stored.0, outcome);
+                    let new_command = stored.0.last_command.as_ref().map(|c| c.id);
+                    act.stored = Some(stored);
+                    info!(entity.key = %act.key, generation = applied.generation, outcome = ?outcome, "resource applied");
+                    if new_command != previous_command {
+                        act.send_command(ctx);
+                    }
+                    Ok(applied)
+                }
+                Ok(None) => act
+                    .record()
+                    .map(|r| Applied::of(r, Outcome::Unchanged))
+                    .ok_or_else(|| ControlError::Internal("unchanged resource has no record".into())),
+                Err(e) => {
+                    let error = match e {
+                        StoreError::AlreadyExists { .. } => ControlError::Conflict {
+                            reason: format!(
+                                "a resource named {} already exists under another operator; delete it first",
+                                act.key
+                            ),
+                            details: vec![],
+                        },
+                        other => other.into(),
+                    };
+                    if act.stored.is_none() {
+                        act.forget(ctx);
+                    }
+                    Err(error)
+                }
+            },
+        )))
+    }
+}
+
+impl Handler<RequestDelete> for ResourceEntity {
+    type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
+
+    fn handle(&mut self, _: RequestDelete, _ctx: &mut Self::Context) -> Self::Result {
+        let Some((current, revision)) = self.stored.clone() else {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(ControlError::NotFound(
+                format!("resource {} not found", self.key),
+            )))));
+        };
+        let Some(record) = state::plan_delete(&current, &self.key) else {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(Applied::of(
+                &current,
+                Outcome::Deleting,
+            )))));
+        };
+        let (store, kv_key) = (self.store.clone(), self.kv_key.clone());
+        let write = async move {
+            let rev = store
+                .update(Bucket::Resources, &kv_key, &record, revision)
+                .await?;
+            Ok::<_, StoreError>((record, rev))
+        };
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, ctx| {
+            let stored = result?;
+            let applied = Applied::of(&stored.0, Outcome::Deleting);
+            act.stored = Some(stored);
+            info!(entity.key = %act.key, generation = applied.generation, "resource deleting");
+            act.send_command(ctx);
+            Ok(applied)
+        })))
+    }
+}
+
+impl Handler<StatusReported> for ResourceEntity {
+    type Result = AtomicResponse<Self, Result<(), ControlError>>;
+
+    fn handle(&mut self, msg: StatusReported, _ctx: &mut Self::Context) -> Self::Result {
+        let Some((current, revision)) = self.stored.as_ref() else {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
+        };
+        let status: EntityStatus = match serde_json::from_value(msg.envelope.payload) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(entity.key = %self.key, error = %e, "status event payload is not a status; dropped");
+                return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
+            }
+        };
+        let decision = state::apply_status(current, status);
+        let (store, kv_key, revision) = (self.store.clone(), self.kv_key.clone(), *revision);
+        let write = async move {
+            match decision {
+                StatusDecision::Stale => Ok(None),
+                StatusDecision::Store(record) => {
+                    let rev = store
+                        .update(Bucket::Resources, &kv_key, &record, revision)
+                        .await?;
+                    Ok(Some(Some((record, rev))))
+                }
+                StatusDecision::Forget => {
+                    store.delete(Bucket::Resources, &kv_key, revision).await?;
+                    Ok(Some(None))
+                }
+            }
+        };
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(
+            |result: Result<Option<Option<(Record, u64)>>, StoreError>, act, ctx| {
+                match result? {
+                    None => {}
+                    Some(Some(stored)) => act.stored = Some(stored),
+                    Some(None) => {
+                        info!(entity.key = %act.key, "resource deleted");
+                        act.stored = None;
+                        act.forget(ctx);
+                    }
+                }
+                Ok(())
+            },
+        )))
+    }
+}
+
+impl Handler<GetView> for ResourceEntity {
+    type Result = ResponseFuture<Option<RecordView>>;
+
+    fn handle(&mut self, msg: GetView, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(record) = self.record() else {
+            return Box::pin(async { None });
+        };
+        let mut view = record.view();
+        if !msg.details {
+            return Box::pin(async move { Some(view) });
+        }
+        let resource = record.manifest.resource.as_ref();
+        let query = Envelope::new(
+            EnvelopeKind::Query,
+            Operation::Get,
+            resource.map(|r| r.operator.as_str()).unwrap_or_default(),
+            resource
+                .map(|r| r.resource_type.as_str())
+                .unwrap_or_default(),
+            self.key.clone(),
+            record.generation,
+            serde_json::json!({}),
+        );
+        let ask = self.bridge.send(SendQuery {
+            subject: self.subjects.query_subject.clone(),
+            envelope: query,
+        });
+        Box::pin(async move {
+            match ask.await {
+                Ok(Ok(reply)) if reply.operation == Operation::Error => {
+                    view.details_error = reply
+                        .payload
+                        .get("message")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_string);
+                }
+                Ok(Ok(reply)) => view.details = Some(reply.payload),
+                Ok(Err(e)) => view.details_error = Some(e.to_string()),
+                Err(e) => view.details_error = Some(e.to_string()),
+            }
+            Some(view)
+        })
+    }
+}

@@ -1,0 +1,61 @@
+//! The one error type the control plane's actors answer with; the API maps each variant to an
+//! HTTP status.
+
+use thiserror::Error;
+
+/// Why a request to the control plane failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ControlError {
+    /// The named operator, resource or secret does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The input is wrong; `details` lists every problem (e.g. each schema violation).
+    #[error("{reason}")]
+    Invalid {
+        reason: String,
+        details: Vec<String>,
+    },
+    /// The request clashes with what exists (a resource still uses the operator, a name is
+    /// taken by another operator's resource).
+    #[error("{reason}")]
+    Conflict {
+        reason: String,
+        details: Vec<String>,
+    },
+    /// Something the request needs did not answer in time (no component, NATS down).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store failed; the request changed nothing that was acknowledged.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ControlError {
+    /// An invalid-input error with no further details.
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            reason: reason.into(),
+            details: Vec::new(),
+        }
+    }
+
+    /// The details list, empty for variants that have none.
+    pub fn details(&self) -> &[String] {
+        match self {
+            Self::Invalid { details, .. } | Self::Conflict { details, .. } => details,
+            _ => &[],
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ControlError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<actix::MailboxError> for ControlError {
+    fn from(e: actix::MailboxError) -> Self {
+        Self::Internal(format!("control plane actor unavailable: {e}"))
+    }
+}

@@ -1,0 +1,630 @@
+//! `OperatorManager`: the root of the orchestrator's actor tree. It owns the operator and secret
+//! records, starts one `OperatorRuntime` per operator (restoring all of them and their resources
+//! from the store at start), and routes every resource request to the runtime that owns it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use async_nats::jetstream;
+use futures::future::join_all;
+use operator_shared::{EntityKey, Manifest, ManifestKind};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::bridge::ensure_streams;
+use crate::error::ControlError;
+use crate::records::{Applied, Outcome, Record, RecordView};
+use crate::runtime::{
+    ApplyResource, DeleteResource, FindResource, ListKeys, ListResources, OperatorPlan,
+    OperatorRuntime, ReplacePlan, RestoreResources, Shutdown,
+};
+use crate::store::{workspaced_key, Bucket, Store, StoreError, Stored};
+
+/// Apply an operator manifest.
+#[derive(Message)]
+#[rtype(result = "Result<Applied, ControlError>")]
+pub struct ApplyOperator {
+    pub manifest: Manifest,
+}
+
+/// Apply a secret manifest in a workspace.
+#[derive(Message)]
+#[rtype(result = "Result<Applied, ControlError>")]
+pub struct ApplySecret {
+    pub manifest: Manifest,
+    pub workspace: String,
+}
+
+/// Apply a resource manifest in a workspace, through the runtime of its operator.
+#[derive(Message)]
+#[rtype(result = "Result<Applied, ControlError>")]
+pub struct RouteResource {
+    pub manifest: Manifest,
+    pub workspace: String,
+}
+
+/// One record by type and name.
+#[derive(Message)]
+#[rtype(result = "Result<RecordView, ControlError>")]
+pub struct GetRecord {
+    pub kind: ManifestKind,
+    pub workspace: Option<String>,
+    pub name: String,
+    pub details: bool,
+}
+
+/// Every record of a type, in one workspace or all.
+#[derive(Message)]
+#[rtype(result = "Vec<RecordView>")]
+pub struct ListRecords {
+    pub kind: ManifestKind,
+    pub workspace: Option<String>,
+}
+
+/// Delete a resource by key, through the runtime that has it.
+#[derive(Message)]
+#[rtype(result = "Result<Applied, ControlError>")]
+pub struct DeleteResourceByKey {
+    pub key: EntityKey,
+}
+
+/// Delete an operator; refused while it manages resources.
+#[derive(Message)]
+#[rtype(result = "Result<Applied, ControlError>")]
+pub struct DeleteOperator {
+    pub name: String,
+}
+
+/// Delete a secret; refused while an operator refers to it.
+#[derive(Message)]
+#[rtype(result = "Result<Applied, ControlError>")]
+pub struct DeleteSecret {
+    pub workspace: String,
+    pub name: String,
+}
+
+struct OperatorEntry {
+    stored: Stored,
+    runtime: Addr<OperatorRuntime>,
+}
+
+/// The manager actor.
+pub struct OperatorManager {
+    store: Store,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    query_timeout: Duration,
+    operators: BTreeMap<String, OperatorEntry>,
+    secrets: BTreeMap<String, Stored>,
+    to_restore: Option<(Vec<Stored>, Vec<Stored>)>,
+}
+
+impl OperatorManager {
+    /// Reads every record from the store; the actor tree is rebuilt from them when started.
+    pub async fn restore(
+        store: Store,
+        client: async_nats::Client,
+        query_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let operators = store.load_all(Bucket::Operators).await?;
+        let resources = store.load_all(Bucket::Resources).await?;
+        let secrets = store.load_all(Bucket::Secrets).await?;
+        info!(
+            operators = operators.len(),
+            resources = resources.len(),
+            secrets = secrets.len(),
+            "state read from store"
+        );
+        Ok(Self {
+            js: jetstream::new(client.clone()),
+            store,
+            client,
+            query_timeout,
+            operators: BTreeMap::new(),
+            secrets: secrets.into_iter().map(|s| (s.key.clone(), s)).collect(),
+            to_restore: Some((operators, resources)),
+        })
+    }
+
+    fn start_runtime(&self, plan: OperatorPlan) -> Addr<OperatorRuntime> {
+        OperatorRuntime::new(
+            plan,
+            self.store.clone(),
+            self.client.clone(),
+            self.query_timeout,
+        )
+        .start()
+    }
+
+    /// Every secret reference of an operator must name an existing secret and its keys.
+    fn check_secret_refs(&self, manifest: &Manifest) -> Result<(), ControlError> {
+        let Some(section) = &manifest.operator else {
+            return Ok(());
+        };
+        let mut problems = Vec::new();
+        for (i, component) in section.components.iter().enumerate() {
+            for (j, reference) in component.secrets.iter().enumerate() {
+                let at = format!("operator.components[{i}].secrets[{j}]");
+                match self
+                    .secrets
+                    .get(&workspaced_key(&reference.workspace, &reference.name))
+                {
+                    None => problems.push(format!(
+                        "{at}: secret {}/{} does not exist; apply it first",
+                        reference.workspace, reference.name
+                    )),
+                    Some(stored) => {
+                        let data = stored.record.manifest.secret.as_ref().map(|s| &s.data);
+                        for key in &reference.keys {
+                            if !data.is_some_and(|d| d.contains_key(key)) {
+                                problems.push(format!(
+                                    "{at}.keys: secret {}/{} has no key {key}",
+                                    reference.workspace, reference.name
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ControlError::Invalid {
+                reason: "refers to secrets that are missing".to_string(),
+                details: problems,
+            })
+        }
+    }
+
+    fn operators_using_secret(&self, workspace: &str, name: &str) -> Vec<String> {
+        self.operators
+            .values()
+            .filter(|entry| {
+                entry
+                    .stored
+                    .record
+                    .manifest
+                    .operator
+                    .as_ref()
+                    .is_some_and(|op| {
+                        op.components
+                            .iter()
+                            .flat_map(|c| &c.secrets)
+                            .any(|s| s.workspace == workspace && s.name == name)
+                    })
+            })
+            .map(|entry| entry.stored.record.manifest.name.clone())
+            .collect()
+    }
+
+    fn apply_operator(
+        &mut self,
+        manifest: Manifest,
+    ) -> AtomicResponse<Self, Result<Applied, ControlError>> {
+        let prepared = OperatorPlan::compile(&manifest).and_then(|plan| {
+            self.check_secret_refs(&manifest)?;
+            Ok(plan)
+        });
+        let plan = match prepared {
+            Ok(plan) => plan,
+            Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+        };
+        let existing = self.operators.get(&manifest.name).map(|e| e.stored.clone());
+        let (store, js, name) = (self.store.clone(), self.js.clone(), manifest.name.clone());
+        let write = async move {
+            ensure_streams(&js, &plan.streams).await?;
+            let (record, outcome, revision) = match existing {
+                Some(current) if current.record.manifest == manifest => {
+                    (current.record, Outcome::Unchanged, current.revision)
+                }
+                Some(current) => {
+                    let mut record = current.record.clone();
+                    record.manifest = manifest;
+                    record.generation += 1;
+                    record.updated_at = chrono::Utc::now();
+                    let revision = store
+                        .update(Bucket::Operators, &name, &record, current.revision)
+                        .await?;
+                    (record, Outcome::Updated, revision)
+                }
+                None => {
+                    let record = Record::new(manifest, None);
+                    let revision = store.create(Bucket::Operators, &name, &record).await?;
+                    (record, Outcome::Created, revision)
+                }
+            };
+            Ok::<_, ControlError>((
+                plan,
+                Stored {
+                    key: name,
+                    record,
+                    revision,
+                },
+                outcome,
+            ))
+        };
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, _ctx| {
+            let (plan, stored, outcome) = result?;
+            let applied = Applied::of(&stored.record, outcome);
+            let name = stored.key.clone();
+            match act.operators.get_mut(&name) {
+                Some(entry) => {
+                    if outcome == Outcome::Updated {
+                        entry.runtime.do_send(ReplacePlan { plan });
+                    }
+                    entry.stored = stored;
+                }
+                None => {
+                    let runtime = act.start_runtime(plan);
+                    act.operators
+                        .insert(name.clone(), OperatorEntry { stored, runtime });
+                }
+            }
+            info!(operator = %name, outcome = ?outcome, "operator applied");
+            Ok(applied)
+        })))
+    }
+
+    fn apply_secret(
+        &mut self,
+        manifest: Manifest,
+        workspace: String,
+    ) -> AtomicResponse<Self, Result<Applied, ControlError>> {
+        let key = workspaced_key(&workspace, &manifest.name);
+        let existing = self.secrets.get(&key).cloned();
+        let store = self.store.clone();
+        let write = async move {
+            let (record, outcome, revision) = match existing {
+                Some(current) if current.record.manifest == manifest => {
+                    (current.record, Outcome::Unchanged, current.revision)
+                }
+                Some(current) => {
+                    let mut record = current.record.clone();
+                    record.manifest = manifest;
+                    record.generation += 1;
+                    record.updated_at = chrono::Utc::now();
+                    let revision = store
+                        .update(Bucket::Secrets, &key, &record, current.revision)
+                        .await?;
+                    (record, Outcome::Updated, revision)
+                }
+                None => {
+                    let record = Record::new(manifest, Some(workspace));
+                    let revision = store.create(Bucket::Secrets, &key, &record).await?;
+                    (record, Outcome::Created, revision)
+                }
+            };
+            Ok::<_, ControlError>((
+                Stored {
+                    key,
+                    record,
+                    revision,
+                },
+                outcome,
+            ))
+        };
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, _ctx| {
+            let (stored, outcome) = result?;
+            let applied = Applied::of(&stored.record, outcome);
+            act.secrets.insert(stored.key.clone(), stored);
+            Ok(applied)
+        })))
+    }
+
+    fn runtimes(&self) -> Vec<Addr<OperatorRuntime>> {
+        self.operators.values().map(|e| e.runtime.clone()).collect()
+    }
+}
+
+impl Actor for OperatorManager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        let Some((operators, resources)) = self.to_restore.take() else {
+            return;
+        };
+        let mut by_operator: BTreeMap<String, Vec<Stored>> = BTreeMap::new();
+        for stored in resources {
+            let operator = stored
+                .record
+                .manifest
+                .resource
+                .as_ref()
+                .map(|r| r.operator.clone())
+                .unwrap_or_default();
+            by_operator.entry(operator).or_default().push(stored);
+        }
+        for stored in operators {
+            let plan = match OperatorPlan::compile(&stored.record.manifest) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    warn!(operator = %stored.key, error = %e, "operator not restored");
+                    continue;
+                }
+            };
+            let runtime = self.start_runtime(plan);
+            if let Some(resources) = by_operator.remove(&stored.key) {
+                runtime.do_send(RestoreResources { resources });
+            }
+            self.operators
+                .insert(stored.key.clone(), OperatorEntry { stored, runtime });
+        }
+        for (operator, resources) in by_operator {
+            warn!(operator = %operator, resources = resources.len(), "resources of a missing operator not restored");
+        }
+        info!(operators = self.operators.len(), "operator manager started");
+    }
+}
+
+impl Handler<ApplyOperator> for OperatorManager {
+    type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
+
+    fn handle(&mut self, msg: ApplyOperator, _ctx: &mut Self::Context) -> Self::Result {
+        self.apply_operator(msg.manifest)
+    }
+}
+
+impl Handler<ApplySecret> for OperatorManager {
+    type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
+
+    fn handle(&mut self, msg: ApplySecret, _ctx: &mut Self::Context) -> Self::Result {
+        self.apply_secret(msg.manifest, msg.workspace)
+    }
+}
+
+impl Handler<RouteResource> for OperatorManager {
+    /// Not atomic: the runtime and the entity serialize per resource, so the manager lets
+    /// applies of different resources run at once.
+    type Result = ResponseFuture<Result<Applied, ControlError>>;
+
+    fn handle(&mut self, msg: RouteResource, _ctx: &mut Self::Context) -> Self::Result {
+        let operator = msg
+            .manifest
+            .resource
+            .as_ref()
+            .map(|r| r.operator.clone())
+            .unwrap_or_default();
+        let Some(entry) = self.operators.get(&operator) else {
+            return Box::pin(async move {
+                Err(ControlError::Invalid {
+                    reason: format!("resource.operator: operator '{operator}' is not applied"),
+                    details: vec![
+                        "apply the operator first (opctl get -t operator lists them)".into(),
+                    ],
+                })
+            });
+        };
+        let ask = entry.runtime.send(ApplyResource {
+            manifest: msg.manifest,
+            workspace: msg.workspace,
+        });
+        Box::pin(async move { ask.await? })
+    }
+}
+
+impl Handler<GetRecord> for OperatorManager {
+    type Result = ResponseFuture<Result<RecordView, ControlError>>;
+
+    fn handle(&mut self, msg: GetRecord, _ctx: &mut Self::Context) -> Self::Result {
+        let kind = msg.kind;
+        let not_found =
+            move |what: String| ControlError::NotFound(format!("{kind} {what} not found"));
+        match msg.kind {
+            ManifestKind::Operator => {
+                let found = self.operators.get(&msg.name).map(|e| {
+                    let mut view = e.stored.record.view();
+                    if msg.details {
+                        view.details = OperatorPlan::compile(&e.stored.record.manifest)
+                            .ok()
+                            .map(|plan| wiring(&plan));
+                    }
+                    view
+                });
+                Box::pin(async move { found.ok_or_else(|| not_found(msg.name)) })
+            }
+            ManifestKind::Secret => {
+                let ws = msg.workspace.unwrap_or_default();
+                let found = self
+                    .secrets
+                    .get(&workspaced_key(&ws, &msg.name))
+                    .map(|s| s.record.view());
+                Box::pin(
+                    async move { found.ok_or_else(|| not_found(format!("{ws}/{}", msg.name))) },
+                )
+            }
+            ManifestKind::Resource => {
+                let ws = msg.workspace.unwrap_or_default();
+                let key = EntityKey::new(&ws, &msg.name);
+                let runtimes = self.runtimes();
+                Box::pin(async move {
+                    let key = key.map_err(|e| ControlError::invalid(e.to_string()))?;
+                    for runtime in runtimes {
+                        if let Ok(Some(view)) = runtime
+                            .send(FindResource {
+                                key: key.clone(),
+                                details: msg.details,
+                            })
+                            .await
+                        {
+                            return Ok(view);
+                        }
+                    }
+                    Err(not_found(key.to_string()))
+                })
+            }
+        }
+    }
+}
+
+/// The NATS wiring of an operator's resource types, shown by `opctl get -t operator -d`, so a
+/// component run by hand can be pointed at the right stream and subjects.
+fn wiring(plan: &OperatorPlan) -> serde_json::Value {
+    let types: serde_json::Map<String, serde_json::Value> = plan
+        .types
+        .iter()
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                json!({
+                    "ENTITY_OF_INTEREST_MESSAGE_STREAM": t.subjects.command_stream,
+                    "commandSubject": t.subjects.command_subject,
+                    "ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT": t.subjects.query_subject,
+                    "ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT": t.subjects.reply_subject,
+                }),
+            )
+        })
+        .collect();
+    json!({ "resourceTypes": types })
+}
+
+impl Handler<ListRecords> for OperatorManager {
+    type Result = ResponseFuture<Vec<RecordView>>;
+
+    fn handle(&mut self, msg: ListRecords, _ctx: &mut Self::Context) -> Self::Result {
+        match msg.kind {
+            ManifestKind::Operator => {
+                let views = self
+                    .operators
+                    .values()
+                    .map(|e| e.stored.record.view())
+                    .collect();
+                Box::pin(async move { views })
+            }
+            ManifestKind::Secret => {
+                let views = self
+                    .secrets
+                    .values()
+                    .filter(|s| msg.workspace.is_none() || s.record.workspace == msg.workspace)
+                    .map(|s| s.record.view())
+                    .collect();
+                Box::pin(async move { views })
+            }
+            ManifestKind::Resource => {
+                let asks: Vec<_> = self
+                    .runtimes()
+                    .into_iter()
+                    .map(|r| {
+                        r.send(ListResources {
+                            workspace: msg.workspace.clone(),
+                        })
+                    })
+                    .collect();
+                Box::pin(async move {
+                    let mut views: Vec<RecordView> = join_all(asks)
+                        .await
+                        .into_iter()
+                        .flat_map(|r| r.unwrap_or_default())
+                        .collect();
+                    views.sort_by(|a, b| (&a.workspace, &a.name).cmp(&(&b.workspace, &b.name)));
+                    views
+                })
+            }
+        }
+    }
+}
+
+impl Handler<DeleteResourceByKey> for OperatorManager {
+    type Result = ResponseFuture<Result<Applied, ControlError>>;
+
+    fn handle(&mut self, msg: DeleteResourceByKey, _ctx: &mut Self::Context) -> Self::Result {
+        let runtimes = self.runtimes();
+        Box::pin(async move {
+            for runtime in runtimes {
+                if let Ok(Some(result)) = runtime
+                    .send(DeleteResource {
+                        key: msg.key.clone(),
+                    })
+                    .await
+                {
+                    return result;
+                }
+            }
+            Err(ControlError::NotFound(format!(
+                "resource {} not found",
+                msg.key
+            )))
+        })
+    }
+}
+
+impl Handler<DeleteSecret> for OperatorManager {
+    type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
+
+    fn handle(&mut self, msg: DeleteSecret, _ctx: &mut Self::Context) -> Self::Result {
+        let ready = |r: Result<Applied, ControlError>| AtomicResponse::new(Box::pin(fut::ready(r)));
+        let ws = msg.workspace;
+        let key = workspaced_key(&ws, &msg.name);
+        let Some(stored) = self.secrets.get(&key).cloned() else {
+            return ready(Err(ControlError::NotFound(format!(
+                "secret {ws}/{} not found",
+                msg.name
+            ))));
+        };
+        let users = self.operators_using_secret(&ws, &msg.name);
+        if !users.is_empty() {
+            return ready(Err(ControlError::Conflict {
+                reason: format!(
+                    "secret {ws}/{} is used by {} operator(s); delete them first",
+                    msg.name,
+                    users.len()
+                ),
+                details: users.into_iter().map(|o| format!("operator {o}")).collect(),
+            }));
+        }
+        let store = self.store.clone();
+        let delete = async move {
+            store
+                .delete(Bucket::Secrets, &key, stored.revision)
+                .await
+                .map(|()| stored)
+        };
+        AtomicResponse::new(Box::pin(delete.into_actor(self).map(|result, act, _| {
+            let stored = result?;
+            act.secrets.remove(&stored.key);
+            Ok(Applied::of(&stored.record, Outcome::Deleted))
+        })))
+    }
+}
+
+impl Handler<DeleteOperator> for OperatorManager {
+    type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
+
+    fn handle(&mut self, msg: DeleteOperator, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(entry) = self.operators.get(&msg.name) else {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(ControlError::NotFound(
+                format!("operator {} not found", msg.name),
+            )))));
+        };
+        let (runtime, stored, store) = (
+            entry.runtime.clone(),
+            entry.stored.clone(),
+            self.store.clone(),
+        );
+        let delete = async move {
+            let dependents = runtime.send(ListKeys).await?;
+            if !dependents.is_empty() {
+                return Err(ControlError::Conflict {
+                    reason: format!(
+                        "operator {} still manages {} resource(s); delete them first",
+                        stored.key,
+                        dependents.len()
+                    ),
+                    details: dependents.iter().map(|k| format!("resource {k}")).collect(),
+                });
+            }
+            store
+                .delete(Bucket::Operators, &stored.key, stored.revision)
+                .await?;
+            runtime.send(Shutdown).await?;
+            Ok(stored)
+        };
+        AtomicResponse::new(Box::pin(delete.into_actor(self).map(|result, act, _| {
+            let stored = result?;
+            act.operators.remove(&stored.key);
+            info!(operator = %stored.key, "operator deleted");
+            Ok(Applied::of(&stored.record, Outcome::Deleted))
+        })))
+    }
+}

@@ -1,0 +1,147 @@
+//! What the orchestrator stores for each operator, resource and secret, and the view of it the
+//! API returns.
+
+use chrono::{DateTime, Utc};
+use operator_shared::{EntityStatus, Envelope, Manifest, ResourceStatus};
+use serde::{Deserialize, Serialize};
+
+/// A stored manifest of any type, with its generation and, for resources, its status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub manifest: Manifest,
+    /// `None` for operators, which are instance-level.
+    pub workspace: Option<String>,
+    /// Raised on every change of the manifest (and, for resources, on delete).
+    pub generation: u64,
+    /// A delete was asked; the resource waits for its component to clean up.
+    #[serde(default)]
+    pub deleting: bool,
+    /// The last command sent for this resource, resent as it is (same id, so JetStream
+    /// de-duplicates it) when the orchestrator restarts before the component has seen it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command: Option<Envelope>,
+    /// What the component last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<EntityStatus>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Record {
+    /// A record for a manifest applied for the first time.
+    pub fn new(manifest: Manifest, workspace: Option<String>) -> Self {
+        let now = Utc::now();
+        Self {
+            manifest,
+            workspace,
+            generation: 1,
+            deleting: false,
+            last_command: None,
+            status: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The status column: what the component reported, `deleting` while a delete is under way,
+    /// `active` for operators and secrets, which need no component to be usable.
+    pub fn status_word(&self) -> String {
+        if self.deleting {
+            return ResourceStatus::Deleting.to_string();
+        }
+        match (&self.status, self.manifest.kind) {
+            (Some(status), _) => status.status.to_string(),
+            (None, operator_shared::ManifestKind::Resource) => ResourceStatus::Pending.to_string(),
+            (None, _) => ResourceStatus::Active.to_string(),
+        }
+    }
+
+    /// The view the API returns, secrets redacted.
+    pub fn view(&self) -> RecordView {
+        let mut manifest = self.manifest.clone();
+        if let Some(secret) = &manifest.secret {
+            manifest.secret = Some(secret.redacted());
+        }
+        RecordView {
+            name: self.manifest.name.clone(),
+            version: self.manifest.version.clone(),
+            kind: self.manifest.kind.to_string(),
+            workspace: self.workspace.clone(),
+            owner: self.manifest.owner.clone(),
+            status: self.status_word(),
+            runtime: self
+                .status
+                .as_ref()
+                .and_then(|s| s.runtime)
+                .map(|r| r.to_string()),
+            generation: self.generation,
+            updated_at: self.updated_at,
+            message: self.status.as_ref().and_then(|s| s.message.clone()),
+            manifest,
+            entity_status: self.status.clone(),
+            details: None,
+            details_error: None,
+        }
+    }
+}
+
+/// One row of `opctl get`, with the whole record for `-d` and `-o json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordView {
+    pub name: String,
+    pub version: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub workspace: Option<String>,
+    pub owner: Option<String>,
+    pub status: String,
+    pub runtime: Option<String>,
+    pub generation: u64,
+    pub updated_at: DateTime<Utc>,
+    pub message: Option<String>,
+    pub manifest: Manifest,
+    pub entity_status: Option<EntityStatus>,
+    /// Live details from the component (`?details=true`).
+    pub details: Option<serde_json::Value>,
+    pub details_error: Option<String>,
+}
+
+/// What applying one document did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Created,
+    Updated,
+    Unchanged,
+    Deleting,
+    Deleted,
+}
+
+/// The answer to applying or deleting one document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Applied {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub version: String,
+    pub workspace: Option<String>,
+    pub generation: u64,
+    pub outcome: Outcome,
+}
+
+impl Applied {
+    /// The answer for `record` with `outcome`.
+    pub fn of(record: &Record, outcome: Outcome) -> Self {
+        Self {
+            kind: record.manifest.kind.to_string(),
+            name: record.manifest.name.clone(),
+            version: record.manifest.version.clone(),
+            workspace: record.workspace.clone(),
+            generation: record.generation,
+            outcome,
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! `OperatorRuntime`: one actor per applied operator. It owns the operator's compiled plan (its
+//! resource types, their JSON Schemas and subjects), the entity actors of its resources and its
+//! NATS bridge; it validates every resource applied to it before an entity sees it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::future::join_all;
+use operator_shared::schema::SpecSchema;
+use operator_shared::subject::TypeSubjects;
+use operator_shared::{EntityKey, Manifest};
+use tracing::{debug, info};
+
+use crate::bridge::{NatsBridge, RemoveStreams, StatusReported, StreamPlan};
+use crate::entity::{ApplySpec, EntityGone, GetView, RequestDelete, ResourceEntity};
+use crate::error::ControlError;
+use crate::records::{Applied, RecordView};
+use crate::store::{Store, Stored};
+
+/// What the runtime knows of one resource type.
+#[derive(Debug)]
+pub struct TypePlan {
+    pub subjects: TypeSubjects,
+    pub schema: Option<SpecSchema>,
+}
+
+/// An operator's manifest, compiled.
+#[derive(Debug)]
+pub struct OperatorPlan {
+    pub name: String,
+    pub types: BTreeMap<String, TypePlan>,
+    pub enabled_workspaces: Vec<String>,
+    pub streams: StreamPlan,
+}
+
+impl OperatorPlan {
+    /// Compiles an operator manifest (parsing already checked that its schemas compile).
+    pub fn compile(manifest: &Manifest) -> Result<Self, ControlError> {
+        let section = manifest.operator.as_ref().ok_or_else(|| {
+            ControlError::invalid("an operator manifest needs its operator section")
+        })?;
+        let mut types = BTreeMap::new();
+        for resource_type in &section.resources {
+            let schema = match &resource_type.spec_schema {
+                Some(source) => Some(SpecSchema::compile(&source.json_schema).map_err(|e| {
+                    ControlError::invalid(format!("resource type '{}': {e}", resource_type.name))
+                })?),
+                None => None,
+            };
+            types.insert(
+                resource_type.name.clone(),
+                TypePlan {
+                    subjects: TypeSubjects::for_type(&manifest.name, resource_type),
+                    schema,
+                },
+            );
+        }
+        let streams = StreamPlan::new(&manifest.name, types.values().map(|t| &t.subjects));
+        Ok(Self {
+            name: manifest.name.clone(),
+            types,
+            enabled_workspaces: section.enabled_workspaces.clone(),
+            streams,
+        })
+    }
+
+    /// Checks a resource manifest against this operator: its type, workspace and spec.
+    fn validate(&self, manifest: &Manifest, workspace: &str) -> Result<&TypePlan, ControlError> {
+        let resource = manifest.resource.as_ref().ok_or_else(|| {
+            ControlError::invalid("a resource manifest needs its resource section")
+        })?;
+        let plan =
+            self.types
+                .get(&resource.resource_type)
+                .ok_or_else(|| ControlError::Invalid {
+                    reason: format!(
+                        "resource.type: operator {} manages no resource type '{}'",
+                        self.name, resource.resource_type
+                    ),
+                    details: vec![format!(
+                        "known types: {}",
+                        self.types.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )],
+                })?;
+        if !self.enabled_workspaces.iter().any(|w| w == workspace) {
+            return Err(ControlError::Invalid {
+                reason: format!(
+                    "operator {} is not enabled in workspace {workspace}",
+                    self.name
+                ),
+                details: vec![format!(
+                    "enabled workspaces: {}",
+                    self.enabled_workspaces.join(", ")
+                )],
+            });
+        }
+        if let Some(schema) = &plan.schema {
+            let violations = schema.validate(&resource.spec);
+            if !violations.is_empty() {
+                return Err(ControlError::Invalid {
+                    reason: format!(
+                        "resource.spec does not match the schema of {} ({} violation{})",
+                        resource.resource_type,
+                        violations.len(),
+                        if violations.len() == 1 { "" } else { "s" }
+                    ),
+                    details: violations.iter().map(ToString::to_string).collect(),
+                });
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// Apply a resource manifest in a workspace.
+#[derive(Message)]
+#[rtype(result = "Result<Applied, ControlError>")]
+pub struct ApplyResource {
+    pub manifest: Manifest,
+    pub workspace: String,
+}
+
+/// The view of one resource, if this runtime has it.
+#[derive(Message)]
+#[rtype(result = "Option<RecordView>")]
+pub struct FindResource {
+    pub key: EntityKey,
+    pub details: bool,
+}
+
+/// Views of this runtime's resources, in one workspace or all.
+#[derive(Message)]
+#[rtype(result = "Vec<RecordView>")]
+pub struct ListResources {
+    pub workspace: Option<String>,
+}
+
+/// Delete a resource; `None` if this runtime does not have it.
+#[derive(Message)]
+#[rtype(result = "Option<Result<Applied, ControlError>>")]
+pub struct DeleteResource {
+    pub key: EntityKey,
+}
+
+/// The keys of every resource of this operator.
+#[derive(Message)]
+#[rtype(result = "Vec<EntityKey>")]
+pub struct ListKeys;
+
+/// The operator's manifest changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReplacePlan {
+    pub plan: OperatorPlan,
+}
+
+/// The operator is deleted: remove its streams and stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Start entities for resources read from the store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RestoreResources {
+    pub resources: Vec<Stored>,
+}
+
+/// The runtime actor.
+pub struct OperatorRuntime {
+    plan: OperatorPlan,
+    store: Store,
+    client: async_nats::Client,
+    query_timeout: Duration,
+    bridge: Option<Addr<NatsBridge>>,
+    entities: HashMap<EntityKey, (String, Addr<ResourceEntity>)>,
+}
+
+impl OperatorRuntime {
+    pub fn new(
+        plan: OperatorPlan,
+        store: Store,
+        client: async_nats::Client,
+        query_timeout: Duration,
+    ) -> Self {
+        Self {
+            plan,
+            store,
+            client,
+            query_timeout,
+            bridge: None,
+            entities: HashMap::new(),
+        }
+    }
+
+    fn spawn_entity(
+        &mut self,
+        key: EntityKey,
+        resource_type: &str,
+        stored: Option<(crate::records::Record, u64)>,
+        ctx: &mut Context<Self>,
+    ) -> Result<Addr<ResourceEntity>, ControlError> {
+        let (subjects, bridge) = match (self.plan.types.get(resource_type), &self.bridge) {
+            (Some(t), Some(b)) => (t.subjects.clone(), b.clone()),
+            _ => {
+                return Err(ControlError::Internal(format!(
+                    "operator {} cannot host type {resource_type}",
+                    self.plan.name
+                )))
+            }
+        };
+        let entity = ResourceEntity::new(
+            key.clone(),
+            subjects,
+            stored,
+            self.store.clone(),
+            bridge,
+            ctx.address().recipient(),
+        )
+        .start();
+        self.entities
+            .insert(key, (resource_type.to_string(), entity.clone()));
+        Ok(entity)
+    }
+}
+
+impl Actor for OperatorRuntime {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let bridge = NatsBridge::new(
+            &self.plan.name,
+            self.client.clone(),
+            ctx.address().recipient(),
+            self.query_timeout,
+        );
+        self.bridge = Some(bridge.start());
+        info!(operator = %self.plan.name, types = self.plan.types.len(), "operator runtime started");
+    }
+}
+
+impl Handler<ApplyResource> for OperatorRuntime {
+    type Result = ResponseFuture<Result<Applied, ControlError>>;
+
+    fn handle(&mut self, msg: ApplyResource, ctx: &mut Self::Context) -> Self::Result {
+        let checked = self
+            .plan
+            .validate(&msg.manifest, &msg.workspace)
+            .map(|_| ());
+        let entity = checked.and_then(|()| {
+            let key = EntityKey::new(&msg.workspace, &msg.manifest.name).map_err(|e| ControlError::invalid(e.to_string()))?;
+            let resource_type = msg
+                .manifest
+                .resource
+                .as_ref()
+                .map(|r| r.resource_type.clone())
+                .unwrap_or_default();
+            match self.entities.get(&key) {
+                Some((existing_type, _)) if *existing_type != resource_type => Err(ControlError::Conflict {
+                    reason: format!("resource {key} is of type {existing_type}; delete it before applying it as {resource_type}"),
+                    details: vec![],
+                }),
+                Some((_, entity)) => Ok(entity.clone()),
+                None => self.spawn_entity(key, &resource_type, None, ctx),
+            }
+        });
+        Box::pin(async move {
+            entity?
+                .send(ApplySpec {
+                    manifest: msg.manifest,
+                })
+                .await?
+        })
+    }
+}
+
+impl Handler<StatusReported> for OperatorRuntime {
+    type Result = ResponseFuture<Result<(), ControlError>>;
+
+    fn handle(&mut self, msg: StatusReported, _ctx: &mut Self::Context) -> Self::Result {
+        match self.entities.get(&msg.envelope.key) {
+            Some((_, entity)) => {
+                let ask = entity.send(msg);
+                Box::pin(async move { ask.await? })
+            }
+            None => {
+                debug!(entity.key = %msg.envelope.key, "status for an unknown resource; dropped");
+                Box::pin(async { Ok(()) })
+            }
+        }
+    }
+}
+
+impl Handler<FindResource> for OperatorRuntime {
+    type Result = ResponseFuture<Option<RecordView>>;
+
+    fn handle(&mut self, msg: FindResource, _ctx: &mut Self::Context) -> Self::Result {
+        let entity = self.entities.get(&msg.key).map(|(_, e)| e.clone());
+        Box::pin(async move {
+            match entity {
+                Some(e) => e
+                    .send(GetView {
+                        details: msg.details,
+                    })
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            }
+        })
+    }
+}
+
+impl Handler<ListResources> for OperatorRuntime {
+    type Result = ResponseFuture<Vec<RecordView>>;
+
+    fn handle(&mut self, msg: ListResources, _ctx: &mut Self::Context) -> Self::Result {
+        let asks: Vec<_> = self
+            .entities
+            .iter()
+            .filter(|(key, _)| msg.workspace.as_ref().is_none_or(|w| *w == key.workspace))
+            .map(|(_, (_, e))| e.send(GetView { details: false }))
+            .collect();
+        Box::pin(async move {
+            join_all(asks)
+                .await
+                .into_iter()
+                .filter_map(|r| r.ok().flatten())
+                .collect()
+        })
+    }
+}
+
+impl Handler<DeleteResource> for OperatorRuntime {
+    type Result = ResponseFuture<Option<Result<Applied, ControlError>>>;
+
+    fn handle(&mut self, msg: DeleteResource, _ctx: &mut Self::Context) -> Self::Result {
+        let entity = self.entities.get(&msg.key).map(|(_, e)| e.clone());
+        Box::pin(async move {
+            let entity = entity?;
+            Some(
+                entity
+                    .send(RequestDelete)
+                    .await
+                    .map_err(ControlError::from)
+                    .and_then(|r| r),
+            )
+        })
+    }
+}
+
+impl Handler<ListKeys> for OperatorRuntime {
+    type Result = MessageResult<ListKeys>;
+
+    fn handle(&mut self, _: ListKeys, _ctx: &mut Self::Context) -> Self::Result {
+        let mut keys: Vec<EntityKey> = self.entities.keys().cloned().collect();
+        keys.sort();
+        MessageResult(keys)
+    }
+}
+
+impl Handler<EntityGone> for OperatorRuntime {
+    type Result = ();
+
+    fn handle(&mut self, msg: EntityGone, _ctx: &mut Self::Context) {
+        if self
+            .entities
+            .get(&msg.key)
+            .is_some_and(|(_, e)| *e == msg.entity)
+        {
+            self.entities.remove(&msg.key);
+        }
+    }
+}
+
+impl Handler<ReplacePlan> for OperatorRuntime {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplacePlan, _ctx: &mut Self::Context) {
+        info!(operator = %self.plan.name, "operator plan replaced");
+        self.plan = msg.plan;
+    }
+}
+
+impl Handler<RestoreResources> for OperatorRuntime {
+    type Result = ();
+
+    fn handle(&mut self, msg: RestoreResources, ctx: &mut Self::Context) {
+        let count = msg.resources.len();
+        for stored in msg.resources {
+            let Some(workspace) = stored.record.workspace.clone() else {
+                continue;
+            };
+            let Ok(key) = EntityKey::new(workspace, stored.record.manifest.name.clone()) else {
+                continue;
+            };
+            let resource_type = stored
+                .record
+                .manifest
+                .resource
+                .as_ref()
+                .map(|r| r.resource_type.clone())
+                .unwrap_or_default();
+            if let Err(e) = self.spawn_entity(
+                key.clone(),
+                &resource_type,
+                Some((stored.record, stored.revision)),
+                ctx,
+            ) {
+                tracing::warn!(entity.key = %key, error = %e, "resource not restored");
+            }
+        }
+        info!(operator = %self.plan.name, resources = count, "resources restored");
+    }
+}
+
+impl Handler<Shutdown> for OperatorRuntime {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        let bridge = self.bridge.take();
+        let plan = self.plan.streams.clone();
+        Box::pin(
+            async move {
+                if let Some(bridge) = bridge {
+                    let _ = bridge.send(RemoveStreams { plan }).await;
+                }
+            }
+            .into_actor(self)
+            .map(|(), act, ctx| {
+                info!(operator = %act.plan.name, "operator runtime stopped");
+                ctx.stop();
+            }),
+        )
+    }
+}
