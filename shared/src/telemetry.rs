@@ -11,8 +11,10 @@ pub const LOG_FORMAT_ENV: &str = "LOG_FORMAT";
 /// Installs the global subscriber. Calling it twice is harmless.
 pub fn init_logging(default_level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(std::env::var(LOG_LEVEL_ENV).unwrap_or_default()))
-        .or_else(|_| EnvFilter::try_new(default_level))
+        .or_else(|_| match std::env::var(LOG_LEVEL_ENV) {
+            Ok(level) if !level.trim().is_empty() => EnvFilter::try_new(level),
+            _ => EnvFilter::try_new(default_level),
+        })
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var(LOG_FORMAT_ENV).is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()

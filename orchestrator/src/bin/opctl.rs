@@ -1,1 +1,74 @@
-fn main() {}
+//! `opctl`: the command line of the orchestrator — apply, get and delete operators, resources
+//! and secrets over its HTTP API, with `dataos-ctl`-style log lines and tables.
+
+#[path = "opctl/apply.rs"]
+mod apply;
+#[path = "opctl/args.rs"]
+mod args;
+#[path = "opctl/client.rs"]
+mod client;
+#[path = "opctl/console.rs"]
+mod console;
+#[path = "opctl/delete.rs"]
+mod delete;
+#[path = "opctl/get.rs"]
+mod get;
+#[path = "opctl/manifest_file.rs"]
+mod manifest_file;
+#[path = "opctl/output.rs"]
+mod output;
+#[path = "opctl/table.rs"]
+mod table;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::args::{Cli, Command};
+use crate::client::{ApiError, OrchestratorClient};
+use crate::console::Console;
+
+/// The exit code of a refusal by the server or a failure on this side.
+const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let console = Console::start();
+    let cli = match Cli::try_parse_checked(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() || is_help(&error) => error.exit(),
+        Err(error) => {
+            console.error(&args::usage_error_line(&error), &[]);
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(EXIT_FAILURE));
+        }
+    };
+    match run(cli, &console) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            report(&console, &error);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Whether clap shows help because a subcommand or argument is missing (printed as clap does).
+fn is_help(error: &clap::Error) -> bool {
+    error.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn run(cli: Cli, console: &Console) -> Result<()> {
+    let client = OrchestratorClient::new(cli.server)?;
+    match cli.command {
+        Command::Apply(apply) => apply::run(apply, &client, console).await,
+        Command::Get(get) => get::run(get, &client, console).await,
+        Command::Delete(delete) => delete::run(delete, &client, console).await,
+    }
+}
+
+/// One `ERRO` line with the reason, then the server's details, one a line.
+fn report(console: &Console, error: &anyhow::Error) {
+    match error.downcast_ref::<ApiError>() {
+        Some(refusal) => console.error(&refusal.reason, &refusal.details),
+        None => console.error(&format!("{error:#}"), &[]),
+    }
+}
