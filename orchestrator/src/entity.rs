@@ -286,7 +286,7 @@ impl Handler<StatusReported> for ResourceEntity {
                     let rev = store
                         .update(Bucket::Resources, &kv_key, &record, revision)
                         .await?;
-                    Ok(Some(Some((record, rev))))
+                    Ok(Some(Some((*record, rev))))
                 }
                 StatusDecision::Forget => {
                     store.delete(Bucket::Resources, &kv_key, revision).await?;

@@ -1,1 +1,173 @@
-//! placeholder
+//! Test harness: a real `nats-server` on a free port, the real `orchestrator`, `demo-operator`
+//! and `opctl` binaries as processes, and a small jobs platform that records every call.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`); `tests/run` does it.
+
+pub mod platform;
+pub mod process;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use serde_json::Value;
+
+pub use platform::Platform;
+pub use process::{ComponentProcess, NatsServer, Opctl, OrchestratorProcess};
+
+/// The directory the workspace's binaries are built into (beside this test executable).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// The path of a workspace binary, or an error telling how to build it.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = bin_dir().join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: run `cargo build --workspace --bins` first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// The example manifests shipped in `deploy/examples`.
+pub fn example(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/examples")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Waits, by watching the orchestrator's resource bucket, until the record of `workspace/name`
+/// satisfies `done`; returns that record. `None` is passed while the record does not exist.
+pub async fn wait_for_resource(
+    nats: &async_nats::Client,
+    workspace: &str,
+    name: &str,
+    timeout: Duration,
+    done: impl Fn(Option<&Value>) -> bool,
+) -> anyhow::Result<Option<Value>> {
+    let js = async_nats::jetstream::new(nats.clone());
+    let kv = js
+        .get_key_value("orchestrator-resources")
+        .await
+        .context("orchestrator bucket missing")?;
+    let key = format!("{workspace}.{name}");
+    let mut watch = kv.watch_with_history(&key).await?;
+    // The watch replays the current value (if any) first, so nothing between read and watch is missed.
+    let current = kv.get(&key).await?;
+    let mut last: Option<Value> = current.map(|b| serde_json::from_slice(&b)).transpose()?;
+    if done(last.as_ref()) {
+        return Ok(last);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let entry = tokio::time::timeout_at(deadline, watch.next())
+            .await
+            .with_context(|| format!("timed out waiting for {key}; last record: {last:?}"))?
+            .context("watch ended")??;
+        last = match entry.operation {
+            async_nats::jetstream::kv::Operation::Put => {
+                Some(serde_json::from_slice(&entry.value)?)
+            }
+            _ => None,
+        };
+        if done(last.as_ref()) {
+            return Ok(last);
+        }
+    }
+}
+
+/// The `runtime` a resource record holds, if any.
+pub fn runtime_of(record: Option<&Value>) -> Option<&str> {
+    record?.get("status")?.get("runtime")?.as_str()
+}
+
+/// The `status` a resource record holds, if the component reported one.
+pub fn status_of(record: Option<&Value>) -> Option<&str> {
+    record?.get("status")?.get("status")?.as_str()
+}
+
+/// The environment that points a component at the seed operator's subjects (its `natsApi`).
+pub fn seed_component_env(platform_url: &str, store_type: &str) -> Vec<(String, String)> {
+    [
+        ("DEMO_PLATFORM_URL", platform_url),
+        ("OPERATOR_STATE_STORE_TYPE", store_type),
+        ("ENTITY_OF_INTEREST_MESSAGE_STREAM", "dataos-azure-entities"),
+        (
+            "ENTITY_OF_INTEREST_MESSAGE_QUEUE",
+            "azure-entities-adf-52323",
+        ),
+        (
+            "ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT",
+            "dataos.operator.adf.query",
+        ),
+        (
+            "ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT",
+            "dataos.operator.adf.reply",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// A whole system for one test: NATS, the orchestrator, a jobs platform and `opctl`.
+pub struct TestSystem {
+    pub nats: NatsServer,
+    pub orchestrator: OrchestratorProcess,
+    pub platform: Platform,
+    pub client: async_nats::Client,
+    pub opctl: Opctl,
+}
+
+impl TestSystem {
+    pub async fn start() -> anyhow::Result<Self> {
+        let nats = NatsServer::start()?;
+        let orchestrator = OrchestratorProcess::start(&nats.url())?;
+        let platform = Platform::start()?;
+        let client = nats.client().await?;
+        let opctl = orchestrator.opctl();
+        Ok(Self {
+            nats,
+            orchestrator,
+            platform,
+            client,
+            opctl,
+        })
+    }
+
+    /// Applies the demo operator and starts its component against the platform.
+    pub fn start_demo_component(&self, store_type: &str) -> anyhow::Result<ComponentProcess> {
+        self.opctl.apply(&example("demo-operator.yaml"), None)?;
+        ComponentProcess::start(
+            &self.nats.url(),
+            "demo",
+            &[
+                ("DEMO_PLATFORM_URL", self.platform.url.as_str()),
+                ("OPERATOR_STATE_STORE_TYPE", store_type),
+            ],
+        )
+    }
+
+    /// A demo job manifest.
+    pub fn job(name: &str, spec: &str) -> String {
+        format!("name: {name}\nversion: v1\ntype: resource\nowner: tester\nresource:\n  operator: demo\n  type: job\n  spec: {spec}\n")
+    }
+}

@@ -68,7 +68,7 @@ pub enum StatusDecision {
     /// Older than what is held: drop it (and acknowledge it).
     Stale,
     /// Store the record with the new status.
-    Store(Record),
+    Store(Box<Record>),
     /// The component finished the delete: remove the record.
     Forget,
 }
@@ -91,7 +91,7 @@ pub fn apply_status(current: &Record, status: EntityStatus) -> StatusDecision {
     }
     let mut record = current.clone();
     record.status = Some(status);
-    StatusDecision::Store(record)
+    StatusDecision::Store(Box::new(record))
 }
 
 /// True when the component may not have seen the record's last command yet.
@@ -238,7 +238,7 @@ mod tests {
             panic!("expected store");
         };
         assert!(!command_unconfirmed(&stored));
-        record = stored;
+        record = *stored;
         assert_eq!(apply_status(&record, older), StatusDecision::Stale);
     }
 

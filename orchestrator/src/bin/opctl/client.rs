@@ -1,0 +1,344 @@
+//! The orchestrator's HTTP API as `opctl` uses it: URLs built from validated path segments,
+//! JSON answers, and every non-2xx answer turned into an [`ApiError`] with the server's reason.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use operator_shared::ManifestKind;
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a whole request may take; a details query waits on an operator's components.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most of a non-JSON error body quoted in an error line.
+const MAX_QUOTED_BODY: usize = 200;
+
+/// A refusal from the orchestrator: its one-line reason and the details it listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub reason: String,
+    pub details: Vec<String>,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// The body of every error answer: `{"error": "...", "details": ["...", ...]}`.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(default)]
+    details: Vec<String>,
+}
+
+impl ApiError {
+    /// Reads the server's reason from an error answer, or says what came back instead.
+    pub fn from_response(status: StatusCode, body: &str) -> Self {
+        if let Ok(parsed) = serde_json::from_str::<ErrorBody>(body) {
+            return Self {
+                status,
+                reason: parsed.error,
+                details: parsed.details,
+            };
+        }
+        let quoted = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        let reason = if quoted.is_empty() {
+            format!("the orchestrator answered {status}")
+        } else {
+            let mut quoted: String = quoted.chars().take(MAX_QUOTED_BODY).collect();
+            if body.chars().count() > MAX_QUOTED_BODY {
+                quoted.push('…');
+            }
+            format!("the orchestrator answered {status}: {quoted}")
+        };
+        Self {
+            status,
+            reason,
+            details: Vec::new(),
+        }
+    }
+}
+
+/// One entry of an apply answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Applied {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub version: String,
+    pub workspace: Option<String>,
+    pub outcome: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApplyAnswer {
+    applied: Vec<Applied>,
+}
+
+/// The answer to a delete.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Deleted {
+    pub outcome: String,
+}
+
+/// A client of one orchestrator.
+pub struct OrchestratorClient {
+    http: reqwest::Client,
+    server: Url,
+}
+
+impl OrchestratorClient {
+    /// A client of the orchestrator at `server`, an `http://` or `https://` URL.
+    pub fn new(server: Url) -> Result<Self> {
+        if !matches!(server.scheme(), "http" | "https") {
+            anyhow::bail!("--server must be an http:// or https:// URL, not {server}");
+        }
+        // reqwest is built without a default TLS provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .context("cannot set up the HTTP client")?;
+        Ok(Self { http, server })
+    }
+
+    /// Sends a manifest text as it is; the server applies every document of it.
+    pub async fn apply(
+        &self,
+        manifest_text: String,
+        workspace: Option<&str>,
+    ) -> Result<Vec<Applied>> {
+        let mut url = self.url(&["api", "v1", "apply"]);
+        if let Some(ws) = workspace {
+            url.query_pairs_mut().append_pair("workspace", ws);
+        }
+        let request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+            .body(manifest_text);
+        let answer: ApplyAnswer = self.send(request).await?;
+        Ok(answer.applied)
+    }
+
+    /// Lists the entities of one type, as the server's JSON (`{"items": [...]}`).
+    pub async fn list(
+        &self,
+        kind: ManifestKind,
+        workspace: Option<&str>,
+        all_owners: bool,
+    ) -> Result<Value> {
+        let mut url = self.url(&["api", "v1", collection(kind)]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(ws) = workspace {
+                query.append_pair("workspace", ws);
+            }
+            if all_owners {
+                query.append_pair("all", "true");
+            }
+        }
+        self.send(self.http.get(clean_query(url))).await
+    }
+
+    /// Fetches one entity's record, with its live details when asked.
+    pub async fn record(
+        &self,
+        kind: ManifestKind,
+        workspace: Option<&str>,
+        name: &str,
+        details: bool,
+    ) -> Result<Value> {
+        let mut url = self.url(&entity_path(kind, workspace, name));
+        if details && kind != ManifestKind::Secret {
+            url.query_pairs_mut().append_pair("details", "true");
+        }
+        self.send(self.http.get(url)).await
+    }
+
+    /// Deletes one entity.
+    pub async fn delete(
+        &self,
+        kind: ManifestKind,
+        workspace: Option<&str>,
+        name: &str,
+    ) -> Result<Deleted> {
+        let url = self.url(&entity_path(kind, workspace, name));
+        self.send(self.http.request(Method::DELETE, url)).await
+    }
+
+    /// The server URL with these path segments appended, each percent-encoded as needed.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.server.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        if !status.is_success() {
+            return Err(ApiError::from_response(status, &body).into());
+        }
+        serde_json::from_str(&body).with_context(|| {
+            format!(
+                "the orchestrator at {} answered {status} with unexpected JSON",
+                self.shown_server()
+            )
+        })
+    }
+
+    /// The server URL as the user typed it, without the `/` the URL parser adds.
+    fn shown_server(&self) -> &str {
+        self.server.as_str().trim_end_matches('/')
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> anyhow::Error {
+        let reason = innermost_reason(error);
+        if error.is_connect() {
+            anyhow::anyhow!(
+                "cannot reach the orchestrator at {}: {reason} (start it, or set --server / OPCTL_SERVER)",
+                self.shown_server()
+            )
+        } else if error.is_timeout() {
+            anyhow::anyhow!(
+                "the orchestrator at {} did not answer in time: {reason}",
+                self.shown_server()
+            )
+        } else {
+            anyhow::anyhow!(
+                "request to the orchestrator at {} failed: {reason}",
+                self.shown_server()
+            )
+        }
+    }
+}
+
+/// The URL segment of a type's collection.
+fn collection(kind: ManifestKind) -> &'static str {
+    match kind {
+        ManifestKind::Operator => "operators",
+        ManifestKind::Resource => "resources",
+        ManifestKind::Secret => "secrets",
+    }
+}
+
+/// The path of one entity: `operators/{name}` or `workspaces/{ws}/{collection}/{name}`.
+fn entity_path<'a>(kind: ManifestKind, workspace: Option<&'a str>, name: &'a str) -> Vec<&'a str> {
+    match (kind, workspace) {
+        (ManifestKind::Operator, _) | (_, None) => vec!["api", "v1", collection(kind), name],
+        (_, Some(ws)) => vec!["api", "v1", "workspaces", ws, collection(kind), name],
+    }
+}
+
+/// Drops an empty `?` left by a query with no pairs.
+fn clean_query(mut url: Url) -> Url {
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    url
+}
+
+/// The message of the deepest cause, e.g. `Connection refused (os error 111)`.
+fn innermost_reason(error: &reqwest::Error) -> String {
+    let mut deepest: &dyn std::error::Error = error;
+    while let Some(source) = deepest.source() {
+        deepest = source;
+    }
+    deepest.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(server: &str) -> OrchestratorClient {
+        OrchestratorClient::new(server.parse().expect("url")).expect("client")
+    }
+
+    #[test]
+    fn an_error_body_gives_its_reason_and_every_detail() {
+        let body = r#"{"error": "resource pipeline-run-1 does not match the pipeline-run schema",
+                       "details": ["spec/factoryName: \"factoryName\" is a required property"]}"#;
+        let error = ApiError::from_response(StatusCode::BAD_REQUEST, body);
+        assert_eq!(
+            error.to_string(),
+            "resource pipeline-run-1 does not match the pipeline-run schema"
+        );
+        assert_eq!(
+            error.details,
+            vec![r#"spec/factoryName: "factoryName" is a required property"#]
+        );
+    }
+
+    #[test]
+    fn an_error_body_without_details_has_none() {
+        let error = ApiError::from_response(
+            StatusCode::NOT_FOUND,
+            r#"{"error": "operator x not found"}"#,
+        );
+        assert_eq!(error.reason, "operator x not found");
+        assert!(error.details.is_empty());
+    }
+
+    #[test]
+    fn a_non_json_error_body_is_quoted_on_one_line_with_the_status() {
+        let error = ApiError::from_response(
+            StatusCode::BAD_GATEWAY,
+            "<html>\n<b>bad gateway</b>\n</html>",
+        );
+        assert_eq!(
+            error.reason,
+            "the orchestrator answered 502 Bad Gateway: <html> <b>bad gateway</b> </html>"
+        );
+        let error = ApiError::from_response(StatusCode::NOT_FOUND, "");
+        assert_eq!(error.reason, "the orchestrator answered 404 Not Found");
+    }
+
+    #[test]
+    fn entity_urls_follow_the_api_and_encode_odd_names() {
+        let c = client("http://127.0.0.1:7700");
+        let url = |kind, ws, name| c.url(&entity_path(kind, ws, name)).to_string();
+        assert_eq!(
+            url(ManifestKind::Operator, None, "adf-operator"),
+            "http://127.0.0.1:7700/api/v1/operators/adf-operator"
+        );
+        assert_eq!(
+            url(ManifestKind::Resource, Some("public"), "pipeline-run-1"),
+            "http://127.0.0.1:7700/api/v1/workspaces/public/resources/pipeline-run-1"
+        );
+        assert_eq!(
+            url(ManifestKind::Secret, Some("public"), "a/b c"),
+            "http://127.0.0.1:7700/api/v1/workspaces/public/secrets/a%2Fb%20c"
+        );
+    }
+
+    #[test]
+    fn a_server_with_a_path_prefix_keeps_it() {
+        let c = client("http://orch.example/prefix/");
+        assert_eq!(
+            c.url(&["api", "v1", "apply"]).to_string(),
+            "http://orch.example/prefix/api/v1/apply"
+        );
+    }
+}

@@ -1,0 +1,51 @@
+//! `opctl get`: list the entities of a type or show one, as a table, JSON or YAML.
+
+use std::io::Write;
+
+use anyhow::Result;
+
+use crate::args::{Get, OutputFormat};
+use crate::client::OrchestratorClient;
+use crate::console::Console;
+use crate::output;
+
+pub async fn run(get: Get, client: &OrchestratorClient, console: &Console) -> Result<()> {
+    console.info("🔍 get...");
+    let workspace = get.workspace();
+    let answer = match &get.name {
+        Some(name) => {
+            client
+                .record(get.kind, workspace, name, get.details)
+                .await?
+        }
+        None => client.list(get.kind, workspace, get.all_owners).await?,
+    };
+    let text = match get.output_format() {
+        OutputFormat::Table => {
+            let records = match get.name {
+                Some(_) => vec![output::single_item(&answer)?],
+                None => output::list_items(&answer)?,
+            };
+            if records.is_empty() {
+                console.info(&nothing_found(&get));
+                console.info("🔍 get...complete");
+                return Ok(());
+            }
+            output::table_text(&records)
+        }
+        format => output::document_text(&answer, format)?,
+    };
+    if let Some(reason) = answer.get("detailsError").and_then(|v| v.as_str()) {
+        console.warn(&format!("live details unavailable: {reason}"));
+    }
+    console.info("🔍 get...complete");
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn nothing_found(get: &Get) -> String {
+    match get.workspace() {
+        Some(ws) => format!("🔍 no {} in workspace {ws}", get.kind),
+        None => format!("🔍 no {}", get.kind),
+    }
+}

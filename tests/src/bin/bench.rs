@@ -1,0 +1,265 @@
+//! Benchmark: the raw NATS primitives the control plane is built on, then N resources applied
+//! through the orchestrator's API and reconciled by the demo operator (instant platform), with
+//! apply→reconciled latency and reconciles per second printed beside the raw figures as ratios.
+//!
+//! `cargo run --release -p operator-tests --bin bench -- --resources 2000 --in-flight 64`
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use operator_tests::{example, ComponentProcess, NatsServer, OrchestratorProcess};
+use tokio::sync::Mutex;
+
+#[derive(Parser)]
+struct Args {
+    /// Resources applied through the API.
+    #[arg(long, default_value_t = 2000)]
+    resources: usize,
+    /// Applies in flight at once.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Samples per raw primitive.
+    #[arg(long, default_value_t = 2000)]
+    samples: usize,
+    /// OPERATOR_MAX_WORKERS of the component.
+    #[arg(long, default_value_t = 64)]
+    workers: usize,
+}
+
+struct Figures {
+    name: &'static str,
+    hist: Histogram<u64>,
+    per_second: f64,
+}
+
+impl Figures {
+    fn p(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3)
+        .unwrap_or_else(|e| panic!("histogram bounds: {e}"))
+}
+
+async fn measure<F, Fut>(name: &'static str, samples: usize, mut op: F) -> anyhow::Result<Figures>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut hist = histogram();
+    let start = Instant::now();
+    for i in 0..samples {
+        let t = Instant::now();
+        op(i).await?;
+        hist.record(t.elapsed().as_micros().max(1) as u64)?;
+    }
+    let per_second = samples as f64 / start.elapsed().as_secs_f64();
+    Ok(Figures {
+        name,
+        hist,
+        per_second,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let nats = NatsServer::start()?;
+    let client = nats.client().await?;
+    let js = async_nats::jetstream::new(client.clone());
+
+    // Raw primitives.
+    let mut responder = client.subscribe("bench.echo").await?;
+    let echo_client = client.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = responder.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = echo_client.publish(reply, msg.payload).await;
+            }
+        }
+    });
+    let payload = bytes::Bytes::from(vec![b'x'; 512]);
+    let rr = measure("request/reply", args.samples, |_| {
+        let (c, p) = (client.clone(), payload.clone());
+        async move {
+            c.request("bench.echo", p).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "bench".into(),
+        subjects: vec!["bench.js".into()],
+        ..Default::default()
+    })
+    .await?;
+    let publish = measure("JetStream publish+ack", args.samples, |_| {
+        let (j, p) = (js.clone(), payload.clone());
+        async move {
+            j.publish("bench.js", p).await?.await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let kv = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "bench".into(),
+            ..Default::default()
+        })
+        .await?;
+    let kv_put = measure("KV put", args.samples, |i| {
+        let (k, p) = (kv.clone(), payload.clone());
+        async move {
+            k.put(format!("k{}", i % 1000), p).await?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    // The control plane.
+    let orchestrator = OrchestratorProcess::start(&nats.url())?;
+    let http = reqwest::Client::new();
+    let applied = http
+        .post(format!("{}/api/v1/apply", orchestrator.url()))
+        .body(example("demo-operator.yaml"))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        applied.status().is_success(),
+        "operator apply failed: {}",
+        applied.text().await?
+    );
+    let workers = args.workers.to_string();
+    let _component = ComponentProcess::start(
+        &nats.url(),
+        "demo",
+        &[
+            ("OPERATOR_MAX_WORKERS", workers.as_str()),
+            ("LOG_LEVEL", "warn"),
+        ],
+    )?;
+
+    let resources_kv = js.get_key_value("orchestrator-resources").await?;
+    let mut watch = resources_kv.watch_all().await?;
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let n = args.resources;
+    let watcher = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut hist = histogram();
+            let mut done = 0usize;
+            let mut last = Instant::now();
+            while done < n {
+                let Some(Ok(entry)) = watch.next().await else {
+                    break;
+                };
+                let Ok(record) = serde_json::from_slice::<serde_json::Value>(&entry.value) else {
+                    continue;
+                };
+                if record["status"]["runtime"] != "succeeded" {
+                    continue;
+                }
+                if let Some(t0) = sent.lock().await.remove(&entry.key) {
+                    hist.record(t0.elapsed().as_micros().max(1) as u64).ok();
+                    done += 1;
+                    last = Instant::now();
+                }
+            }
+            (hist, last)
+        })
+    };
+
+    let start = Instant::now();
+    let url = format!("{}/api/v1/apply?workspace=public", orchestrator.url());
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (http, url, sent) = (http.clone(), url.clone(), sent.clone());
+            async move {
+                let name = format!("bench-{i}");
+                let body = format!(
+                    "name: {name}\nversion: v1\ntype: resource\nresource:\n  operator: demo\n  type: job\n  spec: {{durationMs: 0}}\n"
+                );
+                sent.lock().await.insert(format!("public.{name}"), Instant::now());
+                let response = http.post(&url).body(body).send().await?;
+                anyhow::ensure!(response.status().is_success(), "apply {name}: {}", response.text().await?);
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(args.in_flight)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+    let applies_done = start.elapsed();
+    let (hist, last) = tokio::time::timeout(Duration::from_secs(600), watcher)
+        .await
+        .context("resources were not all reconciled within 10 minutes")??;
+    let total = last.duration_since(start);
+    let end_to_end = Figures {
+        name: "apply→reconciled",
+        hist,
+        per_second: n as f64 / total.as_secs_f64(),
+    };
+
+    println!(
+        "raw primitives ({} samples each, 512-byte payload, sequential)",
+        args.samples
+    );
+    println!(
+        "{:<24} {:>10} {:>10} {:>12}",
+        "primitive", "p50 µs", "p99 µs", "ops/s"
+    );
+    for f in [&rr, &publish, &kv_put] {
+        println!(
+            "{:<24} {:>10.0} {:>10.0} {:>12.0}",
+            f.name,
+            f.p(0.5),
+            f.p(0.99),
+            f.per_second
+        );
+    }
+    println!();
+    println!(
+        "control plane: {n} resources, {} applies in flight, {} workers",
+        args.in_flight, args.workers
+    );
+    println!(
+        "{:<24} {:>10.0} {:>10.0} {:>12.0}",
+        end_to_end.name,
+        end_to_end.p(0.5),
+        end_to_end.p(0.99),
+        end_to_end.per_second
+    );
+    println!(
+        "applies acknowledged in {:.2} s ({:.0}/s)",
+        applies_done.as_secs_f64(),
+        n as f64 / applies_done.as_secs_f64()
+    );
+    // The path of one resource uses two KV writes (create, status) and two JetStream
+    // publishes (command, status event) at the least.
+    let raw_path_p50 = 2.0 * kv_put.p(0.5) + 2.0 * publish.p(0.5);
+    let raw_path_p99 = 2.0 * kv_put.p(0.99) + 2.0 * publish.p(0.99);
+    println!();
+    println!("ratios against the raw primitives the path uses (2 KV puts + 2 publishes):");
+    println!(
+        "  apply→reconciled p50 / raw path p50 = {:.1}",
+        end_to_end.p(0.5) / raw_path_p50
+    );
+    println!(
+        "  apply→reconciled p99 / raw path p99 = {:.1}",
+        end_to_end.p(0.99) / raw_path_p99
+    );
+    println!(
+        "  reconciles/s / sequential KV puts/s = {:.2}",
+        end_to_end.per_second / kv_put.per_second
+    );
+    Ok(())
+}

