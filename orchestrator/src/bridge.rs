@@ -136,6 +136,8 @@ pub struct RemoveStreams {
 /// The bridge actor.
 pub struct NatsBridge {
     operator: String,
+    /// The streams to (re)create when the bridge starts, e.g. after a restore.
+    plan: StreamPlan,
     client: async_nats::Client,
     js: jetstream::Context,
     events: Recipient<StatusReported>,
@@ -145,13 +147,14 @@ pub struct NatsBridge {
 
 impl NatsBridge {
     pub fn new(
-        operator: &str,
+        plan: StreamPlan,
         client: async_nats::Client,
         events: Recipient<StatusReported>,
         query_timeout: Duration,
     ) -> Self {
         Self {
-            operator: operator.to_string(),
+            operator: plan.operator.clone(),
+            plan,
             js: jetstream::new(client.clone()),
             client,
             events,
@@ -165,8 +168,8 @@ impl Actor for NatsBridge {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Self::Context) {
-        let (js, operator, events) = (self.js.clone(), self.operator.clone(), self.events.clone());
-        self.consumer_task = Some(tokio::spawn(consume_events(js, operator, events)));
+        let (js, plan, events) = (self.js.clone(), self.plan.clone(), self.events.clone());
+        self.consumer_task = Some(tokio::spawn(consume_events(js, plan, events)));
         info!(operator = %self.operator, "bridge started");
     }
 
@@ -177,16 +180,20 @@ impl Actor for NatsBridge {
     }
 }
 
-/// Reads the operator's event stream for as long as the bridge lives, re-attaching after errors.
+/// Makes sure the operator's streams exist (they may have been lost with a NATS store), then
+/// reads its event stream for as long as the bridge lives, re-attaching after errors.
 async fn consume_events(
     js: jetstream::Context,
-    operator: String,
+    plan: StreamPlan,
     events: Recipient<StatusReported>,
 ) {
-    let stream_name = subject::event_stream(&operator);
-    let durable = subject::event_consumer(&operator);
+    let stream_name = subject::event_stream(&plan.operator);
+    let durable = subject::event_consumer(&plan.operator);
     loop {
         let attach = async {
+            ensure_streams(&js, &plan)
+                .await
+                .map_err(|e| e.to_string())?;
             let stream = js
                 .get_stream(&stream_name)
                 .await

@@ -230,7 +230,7 @@ impl Actor for OperatorRuntime {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let bridge = NatsBridge::new(
-            &self.plan.name,
+            self.plan.streams.clone(),
             self.client.clone(),
             ctx.address().recipient(),
             self.query_timeout,

@@ -150,8 +150,14 @@ mod tests {
 
     #[test]
     fn garbage_and_oversized_bytes_are_refused() {
-        assert!(matches!(Envelope::decode(b"{\"id\": 1}"), Err(EnvelopeError::Malformed(_))));
+        assert!(matches!(
+            Envelope::decode(b"{\"id\": 1}"),
+            Err(EnvelopeError::Malformed(_))
+        ));
         let big = vec![b' '; MAX_ENVELOPE_BYTES + 1];
-        assert!(matches!(Envelope::decode(&big), Err(EnvelopeError::TooLarge(_))));
+        assert!(matches!(
+            Envelope::decode(&big),
+            Err(EnvelopeError::TooLarge(_))
+        ));
     }
 }

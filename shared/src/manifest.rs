@@ -114,7 +114,9 @@ pub struct ManifestError {
 }
 
 fn document_prefix(document: Option<usize>) -> String {
-    document.map(|d| format!("document {d}: ")).unwrap_or_default()
+    document
+        .map(|d| format!("document {d}: "))
+        .unwrap_or_default()
 }
 
 impl ManifestError {
@@ -146,9 +148,8 @@ impl Manifest {
         }
         let mut values = Vec::new();
         for document in serde_norway::Deserializer::from_str(text) {
-            let value = serde_json::Value::deserialize(document).map_err(|e| {
-                ManifestError::at("", format!("not valid YAML or JSON: {e}"))
-            })?;
+            let value = serde_json::Value::deserialize(document)
+                .map_err(|e| ManifestError::at("", format!("not valid YAML or JSON: {e}")))?;
             if !value.is_null() {
                 values.push(value);
             }
@@ -180,7 +181,10 @@ impl Manifest {
     pub fn from_value(value: serde_json::Value) -> Result<Manifest, ManifestError> {
         let manifest: Manifest = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            ManifestError::at(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+            ManifestError::at(
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
         })?;
         manifest.check()?;
         Ok(manifest)
@@ -211,18 +215,24 @@ impl Manifest {
             if kind != self.kind && is_present {
                 return Err(ManifestError::at(
                     kind.to_string(),
-                    format!("a manifest of type {} cannot have a `{kind}` section", self.kind),
+                    format!(
+                        "a manifest of type {} cannot have a `{kind}` section",
+                        self.kind
+                    ),
                 ));
             }
         }
         if let Some(op) = &self.operator {
-            op.check().map_err(|(path, reason)| ManifestError::at(format!("operator.{path}"), reason))?;
+            op.check()
+                .map_err(|(path, reason)| ManifestError::at(format!("operator.{path}"), reason))?;
         }
         if let Some(res) = &self.resource {
-            res.check().map_err(|(path, reason)| ManifestError::at(format!("resource.{path}"), reason))?;
+            res.check()
+                .map_err(|(path, reason)| ManifestError::at(format!("resource.{path}"), reason))?;
         }
         if let Some(sec) = &self.secret {
-            sec.check().map_err(|(path, reason)| ManifestError::at(format!("secret.{path}"), reason))?;
+            sec.check()
+                .map_err(|(path, reason)| ManifestError::at(format!("secret.{path}"), reason))?;
         }
         Ok(())
     }

@@ -45,7 +45,9 @@ impl SpecSchema {
         let mut schema: Value =
             serde_json::from_str(text).map_err(|e| SchemaError::NotJson(e.to_string()))?;
         if !schema.is_object() && !schema.is_boolean() {
-            return Err(SchemaError::Invalid("a schema is an object or a boolean".into()));
+            return Err(SchemaError::Invalid(
+                "a schema is an object or a boolean".into(),
+            ));
         }
         normalize(&mut schema);
         let validator = jsonschema::options()
@@ -63,16 +65,24 @@ impl SpecSchema {
                 let base = error.instance_path().to_string();
                 let pointer = match error.kind() {
                     ValidationErrorKind::Required { property } => {
-                        let name = property.as_str().map(str::to_string).unwrap_or_else(|| property.to_string());
+                        let name = property
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| property.to_string());
                         format!("{base}/{name}")
                     }
-                    ValidationErrorKind::AdditionalProperties { unexpected } if unexpected.len() == 1 => {
+                    ValidationErrorKind::AdditionalProperties { unexpected }
+                        if unexpected.len() == 1 =>
+                    {
                         format!("{base}/{}", unexpected[0])
                     }
                     _ if base.is_empty() => "/".to_string(),
                     _ => base,
                 };
-                Violation { pointer, reason: error.to_string() }
+                Violation {
+                    pointer,
+                    reason: error.to_string(),
+                }
             })
             .collect()
     }
@@ -83,7 +93,11 @@ fn normalize(schema: &mut Value) {
     match schema {
         Value::Object(map) => {
             for key in ["$schema", "$id"] {
-                if map.get(key).and_then(Value::as_str).is_some_and(str::is_empty) {
+                if map
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .is_some_and(str::is_empty)
+                {
                     map.remove(key);
                 }
             }
@@ -91,7 +105,10 @@ fn normalize(schema: &mut Value) {
                 match map.get_mut("type") {
                     Some(Value::String(t)) => {
                         let t = std::mem::take(t);
-                        map.insert("type".into(), Value::Array(vec![Value::String(t), "null".into()]));
+                        map.insert(
+                            "type".into(),
+                            Value::Array(vec![Value::String(t), "null".into()]),
+                        );
                     }
                     Some(Value::Array(types)) if !types.iter().any(|t| t == "null") => {
                         types.push("null".into());
@@ -137,9 +154,19 @@ mod tests {
     fn every_violation_is_reported_with_its_pointer() {
         let schema = SpecSchema::compile(SEED_SCHEMA).expect("seed schema compiles");
         let spec = json!({"pipelineName": 3, "resourceGroupName": "g", "colour": "red"});
-        let pointers: Vec<String> = schema.validate(&spec).into_iter().map(|v| v.pointer).collect();
-        assert!(pointers.contains(&"/factoryName".to_string()), "{pointers:?}");
-        assert!(pointers.contains(&"/pipelineName".to_string()), "{pointers:?}");
+        let pointers: Vec<String> = schema
+            .validate(&spec)
+            .into_iter()
+            .map(|v| v.pointer)
+            .collect();
+        assert!(
+            pointers.contains(&"/factoryName".to_string()),
+            "{pointers:?}"
+        );
+        assert!(
+            pointers.contains(&"/pipelineName".to_string()),
+            "{pointers:?}"
+        );
         assert!(pointers.contains(&"/colour".to_string()), "{pointers:?}");
     }
 
@@ -154,7 +181,10 @@ mod tests {
 
     #[test]
     fn broken_schemas_are_refused() {
-        assert!(matches!(SpecSchema::compile("{not json"), Err(SchemaError::NotJson(_))));
+        assert!(matches!(
+            SpecSchema::compile("{not json"),
+            Err(SchemaError::NotJson(_))
+        ));
         assert!(matches!(
             SpecSchema::compile(r#"{"type": "no-such-type"}"#),
             Err(SchemaError::Invalid(_))

@@ -31,15 +31,19 @@ pub fn validate_subject(subject: &str) -> Result<(), SubjectError> {
                     .chars()
                     .all(|c| !c.is_whitespace() && c != '*' && c != '>' && !c.is_control())
         });
-    ok.then_some(()).ok_or_else(|| SubjectError::BadSubject(subject.to_string()))
+    ok.then_some(())
+        .ok_or_else(|| SubjectError::BadSubject(subject.to_string()))
 }
 
 /// Checks a JetStream stream (or KV bucket, or durable consumer) name.
 pub fn validate_stream_name(name: &str) -> Result<(), SubjectError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    ok.then_some(()).ok_or_else(|| SubjectError::BadStream(name.to_string()))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    ok.then_some(())
+        .ok_or_else(|| SubjectError::BadStream(name.to_string()))
 }
 
 /// The subjects one resource type of one operator uses.
@@ -120,7 +124,10 @@ pub fn entity_kv_key(resource_type: &str, key: &EntityKey) -> String {
 pub fn parse_entity_kv_key(kv_key: &str) -> Option<(String, EntityKey)> {
     let mut parts = kv_key.splitn(3, '.');
     let (resource_type, workspace, name) = (parts.next()?, parts.next()?, parts.next()?);
-    Some((resource_type.to_string(), EntityKey::new(workspace, name).ok()?))
+    Some((
+        resource_type.to_string(),
+        EntityKey::new(workspace, name).ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -142,7 +149,10 @@ mod tests {
     fn defaults_derive_from_operator_and_type_names() {
         let s = TypeSubjects::for_type("adf-operator", &resource_type(None));
         assert_eq!(s.command_stream, "operator-adf-operator");
-        assert_eq!(s.command_subject, "operator.adf-operator.pipeline-run.command");
+        assert_eq!(
+            s.command_subject,
+            "operator.adf-operator.pipeline-run.command"
+        );
         assert_eq!(s.query_subject, "operator.adf-operator.pipeline-run.query");
         assert_eq!(s.reply_subject, "operator.adf-operator.reply");
     }
@@ -150,8 +160,14 @@ mod tests {
     #[test]
     fn nats_api_overrides_every_subject() {
         let api = NatsApi {
-            command: CommandApi { stream: "dataos-azure-entities".into(), subject: "dataos.operator.adf.command".into() },
-            query: QueryApi { subject: "dataos.operator.adf.query".into(), reply_subject: "dataos.operator.adf.reply".into() },
+            command: CommandApi {
+                stream: "dataos-azure-entities".into(),
+                subject: "dataos.operator.adf.command".into(),
+            },
+            query: QueryApi {
+                subject: "dataos.operator.adf.query".into(),
+                reply_subject: "dataos.operator.adf.reply".into(),
+            },
         };
         let s = TypeSubjects::for_type("adf-operator", &resource_type(Some(api)));
         assert_eq!(s.command_stream, "dataos-azure-entities");
@@ -175,6 +191,9 @@ mod tests {
         let key = EntityKey::new("public", "run-1").expect("valid");
         let kv = entity_kv_key("pipeline-run", &key);
         assert_eq!(kv, "pipeline-run.public.run-1");
-        assert_eq!(parse_entity_kv_key(&kv), Some(("pipeline-run".to_string(), key)));
+        assert_eq!(
+            parse_entity_kv_key(&kv),
+            Some(("pipeline-run".to_string(), key))
+        );
     }
 }

@@ -423,3 +423,32 @@ async fn a_command_delivered_twice_is_applied_once() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_command_that_could_not_be_sent_is_sent_after_an_orchestrator_restart(
+) -> anyhow::Result<()> {
+    let mut system = TestSystem::start().await?;
+    let _component = system.start_demo_component("memory")?;
+    // The command stream is lost: the apply is stored and acknowledged, the command cannot go.
+    let js = async_nats::jetstream::new(system.client.clone());
+    js.delete_stream("operator-demo").await?;
+    system
+        .opctl
+        .apply(&TestSystem::job("stranded", "{durationMs: 0}"), None)?;
+    let record =
+        wait_for_resource(&system.client, "public", "stranded", WAIT, |r| r.is_some()).await?;
+    assert_eq!(status_of(record.as_ref()), None);
+
+    // The restarted orchestrator recreates the streams and resends what the component never saw.
+    system.orchestrator.kill9();
+    system.orchestrator.restart()?;
+    wait_for_resource(&system.client, "public", "stranded", WAIT, |r| {
+        runtime_of(r) == Some("succeeded")
+    })
+    .await?;
+    assert_eq!(
+        system.platform.calls().starts.get("public/stranded"),
+        Some(&1)
+    );
+    Ok(())
+}

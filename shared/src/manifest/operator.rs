@@ -162,20 +162,30 @@ impl OperatorSection {
         validate_name("natsClusterConfig name", &self.nats_cluster_config.name)
             .map_err(name_failure("natsClusterConfig.name".into()))?;
         if self.resources.is_empty() {
-            return Err(("resources".into(), "an operator manages at least one resource type".into()));
+            return Err((
+                "resources".into(),
+                "an operator manages at least one resource type".into(),
+            ));
         }
         if self.enabled_workspaces.is_empty() {
-            return Err(("enabledWorkspaces".into(), "list at least one workspace".into()));
+            return Err((
+                "enabledWorkspaces".into(),
+                "list at least one workspace".into(),
+            ));
         }
         for (i, ws) in self.enabled_workspaces.iter().enumerate() {
-            validate_name("workspace", ws).map_err(name_failure(format!("enabledWorkspaces[{i}]")))?;
+            validate_name("workspace", ws)
+                .map_err(name_failure(format!("enabledWorkspaces[{i}]")))?;
         }
         let mut seen = BTreeSet::new();
         for (i, c) in self.components.iter().enumerate() {
             let at = |field: &str| format!("components[{i}].{field}");
             validate_name("component name", &c.name).map_err(name_failure(at("name")))?;
             if !seen.insert(c.name.as_str()) {
-                return Err((at("name"), format!("component '{}' is listed twice", c.name)));
+                return Err((
+                    at("name"),
+                    format!("component '{}' is listed twice", c.name),
+                ));
             }
             if c.image.trim().is_empty() {
                 return Err((at("image"), "must not be empty".into()));
@@ -185,17 +195,23 @@ impl OperatorSection {
                 validate_name("secret name", &s.name).map_err(name_failure(at("name")))?;
                 validate_name("workspace", &s.workspace).map_err(name_failure(at("workspace")))?;
                 if !s.all_keys && s.keys.is_empty() {
-                    return Err((at("keys"), "list the keys to consume, or set allKeys: true".into()));
+                    return Err((
+                        at("keys"),
+                        "list the keys to consume, or set allKeys: true".into(),
+                    ));
                 }
             }
             for key in c.environment_vars.keys() {
                 let valid = !key.is_empty()
                     && !key.starts_with(|ch: char| ch.is_ascii_digit())
-                    && key.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+                    && key
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
                 if !valid {
                     return Err((
                         at(&format!("environmentVars.{key}")),
-                        "variable names are letters, digits and '_', not starting with a digit".into(),
+                        "variable names are letters, digits and '_', not starting with a digit"
+                            .into(),
                     ));
                 }
             }
@@ -205,11 +221,17 @@ impl OperatorSection {
             let at = |field: &str| format!("resources[{i}].{field}");
             validate_name("resource type", &r.name).map_err(name_failure(at("name")))?;
             if !seen.insert(r.name.as_str()) {
-                return Err((at("name"), format!("resource type '{}' is listed twice", r.name)));
+                return Err((
+                    at("name"),
+                    format!("resource type '{}' is listed twice", r.name),
+                ));
             }
             if let Some(schema) = &r.spec_schema {
                 SpecSchema::compile(&schema.json_schema).map_err(|e| {
-                    (at("specSchema.jsonSchema"), format!("resource type '{}': {e}", r.name))
+                    (
+                        at("specSchema.jsonSchema"),
+                        format!("resource type '{}': {e}", r.name),
+                    )
                 })?;
             }
             if let Some(api) = &r.nats_api {

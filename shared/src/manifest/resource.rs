@@ -22,7 +22,8 @@ fn empty_object() -> serde_json::Value {
 
 impl ResourceSection {
     pub(super) fn check(&self) -> Result<(), (String, String)> {
-        validate_name("operator", &self.operator).map_err(|e| ("operator".into(), e.to_string()))?;
+        validate_name("operator", &self.operator)
+            .map_err(|e| ("operator".into(), e.to_string()))?;
         validate_name("type", &self.resource_type).map_err(|e| ("type".into(), e.to_string()))?;
         if !self.spec.is_object() {
             return Err(("spec".into(), "must be a mapping".into()));

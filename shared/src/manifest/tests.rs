@@ -8,15 +8,25 @@ fn read_example(name: &str) -> String {
 
 #[test]
 fn the_seed_manifests_parse_as_they_are() {
-    let operator = Manifest::parse_one(&read_example("adf-operator.yaml")).expect("operator parses");
+    let operator =
+        Manifest::parse_one(&read_example("adf-operator.yaml")).expect("operator parses");
     assert_eq!(operator.kind, ManifestKind::Operator);
     let section = operator.operator.expect("operator section");
     assert_eq!(section.components[0].replicas, 2);
-    assert_eq!(section.components[0].environment_vars["METRIC_PORT"], "30001");
-    assert_eq!(section.components[0].environment_vars["MESSAGE_DURABILITY"], "true");
+    assert_eq!(
+        section.components[0].environment_vars["METRIC_PORT"],
+        "30001"
+    );
+    assert_eq!(
+        section.components[0].environment_vars["MESSAGE_DURABILITY"],
+        "true"
+    );
     assert_eq!(section.enabled_workspaces, vec!["public", "sandbox"]);
     let run = Manifest::parse_one(&read_example("adf-pipeline-run.yaml")).expect("resource parses");
-    assert_eq!(run.resource.expect("resource section").resource_type, "pipeline-run");
+    assert_eq!(
+        run.resource.expect("resource section").resource_type,
+        "pipeline-run"
+    );
     let secret = Manifest::parse_one(&read_example("adf-secret.yaml")).expect("secret parses");
     assert_eq!(secret.secret.expect("secret section").data.len(), 4);
 }
@@ -29,7 +39,10 @@ fn several_documents_in_one_file_parse_in_order() {
         read_example("adf-pipeline-run.yaml")
     );
     let all = Manifest::parse_all(&text).expect("both parse");
-    assert_eq!(all.iter().map(|m| m.kind).collect::<Vec<_>>(), vec![ManifestKind::Secret, ManifestKind::Resource]);
+    assert_eq!(
+        all.iter().map(|m| m.kind).collect::<Vec<_>>(),
+        vec![ManifestKind::Secret, ManifestKind::Resource]
+    );
 }
 
 #[test]
@@ -78,7 +91,8 @@ fn a_section_that_does_not_match_the_type_is_refused() {
 
 #[test]
 fn a_broken_schema_is_refused_naming_the_resource_type() {
-    let text = read_example("adf-operator.yaml").replace("\"type\": \"object\",\n", "\"type\": \"objekt\",\n");
+    let text = read_example("adf-operator.yaml")
+        .replace("\"type\": \"object\",\n", "\"type\": \"objekt\",\n");
     let err = Manifest::parse_one(&text).expect_err("broken schema refused");
     assert!(err.path.ends_with("specSchema.jsonSchema"), "{err}");
     assert!(err.reason.contains("pipeline-run"), "{err}");

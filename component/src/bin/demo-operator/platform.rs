@@ -1,0 +1,136 @@
+//! The demo's platforms: an HTTP job service (`DEMO_PLATFORM_URL`) reached with reqwest, and
+//! the error split the reconciler needs (unavailable → retry, refused → terminal).
+
+use std::time::Duration;
+
+use operator_component::{EntityKey, ReconcileError};
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::job::{Job, JobSpec, JobSubmission};
+
+/// How long one platform request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a platform request failed.
+#[derive(Debug, Error)]
+pub enum PlatformError {
+    /// The platform could not be reached, timed out or failed (5xx): worth retrying.
+    #[error("platform unavailable: {0}")]
+    Unavailable(String),
+    /// The platform refused the request (4xx): retrying will not help.
+    #[error("platform refused the request with {status}: {body}")]
+    Refused { status: StatusCode, body: String },
+    /// The platform answered with something that is not a job.
+    #[error("platform sent an unreadable job: {0}")]
+    BadResponse(String),
+}
+
+impl From<PlatformError> for ReconcileError {
+    fn from(e: PlatformError) -> Self {
+        match e {
+            PlatformError::Refused { .. } => ReconcileError::terminal(e),
+            PlatformError::Unavailable(_) | PlatformError::BadResponse(_) => {
+                ReconcileError::retryable(e)
+            }
+        }
+    }
+}
+
+impl From<reqwest::Error> for PlatformError {
+    fn from(e: reqwest::Error) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// A job as the platform reports it, with the JSON it came as.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    pub job: Job,
+    pub json: serde_json::Map<String, Value>,
+}
+
+/// The HTTP job service: `PUT`/`GET`/`DELETE {url}/jobs/{workspace}/{name}`.
+#[derive(Debug, Clone)]
+pub struct HttpPlatform {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl HttpPlatform {
+    /// A client for the service at `url`.
+    pub fn new(url: &str) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(Self {
+            client,
+            base: url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    fn job_url(&self, key: &EntityKey) -> String {
+        // Workspaces and names are lowercase letters, digits and hyphens: nothing to escape.
+        format!("{}/jobs/{}/{}", self.base, key.workspace, key.name)
+    }
+
+    /// The job of `key`, or `None` when the platform has none.
+    pub async fn get(&self, key: &EntityKey) -> Result<Option<Reported>, PlatformError> {
+        let response = self.client.get(self.job_url(key)).send().await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        read_job(check(response).await?).await.map(Some)
+    }
+
+    /// Submits the job of `key` at `generation` (the platform keeps a job of the same
+    /// generation running rather than restarting it).
+    pub async fn put(
+        &self,
+        key: &EntityKey,
+        generation: u64,
+        spec: &JobSpec,
+    ) -> Result<Reported, PlatformError> {
+        let body = JobSubmission { generation, spec };
+        let response = self
+            .client
+            .put(self.job_url(key))
+            .json(&body)
+            .send()
+            .await?;
+        read_job(check(response).await?).await
+    }
+
+    /// Deletes the job of `key`; a job already gone is fine.
+    pub async fn delete(&self, key: &EntityKey) -> Result<(), PlatformError> {
+        let response = self.client.delete(self.job_url(key)).send().await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        check(response).await.map(|_| ())
+    }
+}
+
+async fn check(response: Response) -> Result<Response, PlatformError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    if status.is_client_error() {
+        Err(PlatformError::Refused { status, body })
+    } else {
+        Err(PlatformError::Unavailable(format!("{status}: {body}")))
+    }
+}
+
+async fn read_job(response: Response) -> Result<Reported, PlatformError> {
+    let json: serde_json::Map<String, Value> = response
+        .json()
+        .await
+        .map_err(|e| PlatformError::BadResponse(e.to_string()))?;
+    let job = serde_json::from_value(Value::Object(json.clone()))
+        .map_err(|e| PlatformError::BadResponse(e.to_string()))?;
+    Ok(Reported { job, json })
+}

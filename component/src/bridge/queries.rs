@@ -1,0 +1,91 @@
+//! The query responder: a core queue subscription on the query subject; each query is answered
+//! from the store (through the controller) on the request's reply inbox.
+
+use actix::Addr;
+use async_nats::{Client, Message, Subscriber};
+use futures::StreamExt;
+use operator_shared::{Envelope, Operation};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::BridgeError;
+use crate::controller::messages::AnswerQuery;
+use crate::controller::ControllerActor;
+
+/// Subscribes to queries on `subject` in queue group `group`.
+pub(crate) async fn subscribe_queries(
+    client: &Client,
+    subject: &str,
+    group: &str,
+) -> Result<Subscriber, BridgeError> {
+    client
+        .queue_subscribe(subject.to_string(), group.to_string())
+        .await
+        .map_err(|e| BridgeError::Subscribe {
+            subject: subject.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Answers the queries of `subscriber` until `stop` changes or the connection closes.
+pub(crate) async fn answer_queries(
+    client: Client,
+    mut subscriber: Subscriber,
+    controller: Addr<ControllerActor>,
+    mut stop: watch::Receiver<bool>,
+) {
+    info!("answering queries");
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            message = subscriber.next() => match message {
+                Some(message) => {
+                    tokio::spawn(answer(client.clone(), controller.clone(), message));
+                }
+                None => break,
+            },
+        }
+    }
+    let _ = subscriber.unsubscribe().await;
+    info!("query responder stopped");
+}
+
+async fn answer(client: Client, controller: Addr<ControllerActor>, message: Message) {
+    let Some(inbox) = message.reply.clone() else {
+        debug!(subject = %message.subject, "query without a reply inbox ignored");
+        return;
+    };
+    let query = match Envelope::decode(&message.payload) {
+        Ok(query) => query,
+        Err(e) => {
+            warn!(subject = %message.subject, error = %e, "malformed query ignored");
+            return;
+        }
+    };
+    let span = info_span!(
+        "bridge.query",
+        entity.type = %query.resource_type,
+        entity.key = %query.key,
+    );
+    async move {
+        let reply = match controller
+            .send(AnswerQuery {
+                envelope: query.clone(),
+            })
+            .await
+        {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => query.reply(Operation::Error, json!({ "message": e.to_string() })),
+            Err(_) => query.reply(
+                Operation::Error,
+                json!({ "message": "the component is shutting down" }),
+            ),
+        };
+        if let Err(e) = client.publish(inbox, reply.encode().into()).await {
+            warn!(error = %e, "query reply not sent");
+        }
+    }
+    .instrument(span)
+    .await
+}

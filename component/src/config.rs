@@ -1,0 +1,373 @@
+//! `ComponentConfig`: every setting of a component, from flags or the seed's environment
+//! variables, and its validation into the settings the SDK runs with.
+
+use std::path::PathBuf;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, ValueEnum};
+use operator_shared::names::validate_name;
+use operator_shared::subject::{self, validate_stream_name, validate_subject};
+use thiserror::Error;
+
+/// The NATS server URL.
+pub const NATS_URL_ENV: &str = "NATS_URL";
+/// The operator's name; default subjects, streams and buckets derive from it.
+pub const OPERATOR_NAME_ENV: &str = "OPERATOR_NAME";
+/// The log level (`RUST_LOG` wins when both are set).
+pub const LOG_LEVEL_ENV: &str = "LOG_LEVEL";
+/// The port metrics would be served on (accepted, not used yet).
+pub const METRIC_PORT_ENV: &str = "METRIC_PORT";
+/// The leader-election cluster name (accepted, not used yet).
+pub const ELECTION_CLUSTER_NAME_ENV: &str = "ELECTION_CLUSTER_NAME";
+/// The leader-election cluster size (accepted, not used yet).
+pub const ELECTION_CLUSTER_SIZE_ENV: &str = "ELECTION_CLUSTER_SIZE";
+/// The leader-election state file (accepted, not used yet).
+pub const ELECTION_STATE_FILE_ENV: &str = "ELECTION_STATE_FILE";
+/// How many reconciles may run at once.
+pub const MAX_WORKERS_ENV: &str = "OPERATOR_MAX_WORKERS";
+/// `memory` or `jetstream_kv`.
+pub const STATE_STORE_TYPE_ENV: &str = "OPERATOR_STATE_STORE_TYPE";
+/// The KV bucket of the `jetstream_kv` store.
+pub const STATE_STORE_BUCKET_ENV: &str = "OPERATOR_STATE_STORE_BUCKET";
+/// `true` for a durable command consumer, `false` for one that goes away with the component.
+pub const MESSAGE_DURABILITY_ENV: &str = "MESSAGE_DURABILITY";
+/// The name of the command consumer (and of the query queue group).
+pub const MESSAGE_QUEUE_ENV: &str = "ENTITY_OF_INTEREST_MESSAGE_QUEUE";
+/// The command stream.
+pub const MESSAGE_STREAM_ENV: &str = "ENTITY_OF_INTEREST_MESSAGE_STREAM";
+/// The subject queries arrive on (wildcards allowed).
+pub const QUERY_SUBJECT_ENV: &str = "ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT";
+/// The subject status events are published on.
+pub const QUERY_REPLY_SUBJECT_ENV: &str = "ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT";
+
+/// Where a component keeps its entities and statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateStoreType {
+    /// In the process: lost when it stops.
+    #[value(name = "memory")]
+    Memory,
+    /// In a JetStream KV bucket: a restarted component resumes where it was.
+    #[value(name = "jetstream_kv")]
+    JetStreamKv,
+}
+
+/// The settings every component shares. Flatten it into a binary's own `clap::Parser` with
+/// `#[command(flatten)]`; each flag is also read from the environment variable named in it.
+#[derive(Debug, Clone, Args)]
+pub struct ComponentConfig {
+    /// NATS server URL.
+    #[arg(long, env = NATS_URL_ENV, value_name = NATS_URL_ENV, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Name of the operator this component serves.
+    #[arg(long, env = OPERATOR_NAME_ENV, value_name = OPERATOR_NAME_ENV)]
+    pub operator_name: String,
+
+    /// Log level or filter (`RUST_LOG` wins when set).
+    #[arg(long, env = LOG_LEVEL_ENV, value_name = LOG_LEVEL_ENV, default_value = "info")]
+    pub log_level: String,
+
+    /// Port for metrics (accepted; metrics are not served yet).
+    #[arg(long, env = METRIC_PORT_ENV, value_name = METRIC_PORT_ENV)]
+    pub metric_port: Option<u16>,
+
+    /// Leader-election cluster name (accepted; election is not implemented yet).
+    #[arg(long, env = ELECTION_CLUSTER_NAME_ENV, value_name = ELECTION_CLUSTER_NAME_ENV)]
+    pub election_cluster_name: Option<String>,
+
+    /// Leader-election cluster size (accepted; election is not implemented yet).
+    #[arg(long, env = ELECTION_CLUSTER_SIZE_ENV, value_name = ELECTION_CLUSTER_SIZE_ENV)]
+    pub election_cluster_size: Option<u32>,
+
+    /// Leader-election state file (accepted; election is not implemented yet).
+    #[arg(long = "electionStateFile", env = ELECTION_STATE_FILE_ENV, value_name = ELECTION_STATE_FILE_ENV)]
+    pub election_state_file: Option<PathBuf>,
+
+    /// How many reconciles may run at once.
+    #[arg(
+        long,
+        env = MAX_WORKERS_ENV,
+        value_name = MAX_WORKERS_ENV,
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub operator_max_workers: u32,
+
+    /// Where entities and statuses are kept.
+    #[arg(long, env = STATE_STORE_TYPE_ENV, value_name = STATE_STORE_TYPE_ENV, value_enum, default_value_t = StateStoreType::Memory)]
+    pub operator_state_store_type: StateStoreType,
+
+    /// KV bucket of the `jetstream_kv` store [default: entities-<OPERATOR_NAME>].
+    #[arg(long, env = STATE_STORE_BUCKET_ENV, value_name = STATE_STORE_BUCKET_ENV)]
+    pub operator_state_store_bucket: Option<String>,
+
+    /// `true`: a durable command consumer; `false`: one that goes away with the component.
+    #[arg(
+        long,
+        env = MESSAGE_DURABILITY_ENV,
+        value_name = MESSAGE_DURABILITY_ENV,
+        default_value = "true",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub message_durability: bool,
+
+    /// Command consumer and query queue group [default: component-<OPERATOR_NAME>].
+    #[arg(long, env = MESSAGE_QUEUE_ENV, value_name = MESSAGE_QUEUE_ENV)]
+    pub entity_of_interest_message_queue: Option<String>,
+
+    /// Command stream [default: operator-<OPERATOR_NAME>].
+    #[arg(long, env = MESSAGE_STREAM_ENV, value_name = MESSAGE_STREAM_ENV)]
+    pub entity_of_interest_message_stream: Option<String>,
+
+    /// Query subject [default: operator.<OPERATOR_NAME>.*.query].
+    #[arg(long, env = QUERY_SUBJECT_ENV, value_name = QUERY_SUBJECT_ENV)]
+    pub entity_of_interest_message_query_subject: Option<String>,
+
+    /// Subject status events are published on [default: operator.<OPERATOR_NAME>.reply].
+    #[arg(long, env = QUERY_REPLY_SUBJECT_ENV, value_name = QUERY_REPLY_SUBJECT_ENV)]
+    pub entity_of_interest_message_query_reply_subject: Option<String>,
+}
+
+/// A setting that cannot be used, named by its environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{variable}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable (and flag) at fault.
+    pub variable: &'static str,
+    /// What is wrong with its value.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            variable,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The checked settings with every default filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub nats_url: String,
+    pub operator: String,
+    pub max_workers: usize,
+    pub store_type: StateStoreType,
+    pub store_bucket: String,
+    pub durable: bool,
+    pub consumer: String,
+    pub command_stream: String,
+    pub query_subject: String,
+    pub reply_subject: String,
+}
+
+impl ComponentConfig {
+    /// A configuration with every default, for `operator` (handy in tests and examples).
+    pub fn for_operator(operator: &str) -> Self {
+        Self {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            operator_name: operator.into(),
+            log_level: "info".into(),
+            metric_port: None,
+            election_cluster_name: None,
+            election_cluster_size: None,
+            election_state_file: None,
+            operator_max_workers: 4,
+            operator_state_store_type: StateStoreType::Memory,
+            operator_state_store_bucket: None,
+            message_durability: true,
+            entity_of_interest_message_queue: None,
+            entity_of_interest_message_stream: None,
+            entity_of_interest_message_query_subject: None,
+            entity_of_interest_message_query_reply_subject: None,
+        }
+    }
+
+    /// Checks every value and fills in the defaults that derive from the operator's name.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.settings().map(|_| ())
+    }
+
+    pub(crate) fn settings(&self) -> Result<Settings, ConfigError> {
+        let operator = self.operator_name.trim().to_string();
+        validate_name("operator name", &operator)
+            .map_err(|e| ConfigError::new(OPERATOR_NAME_ENV, e.to_string()))?;
+        let nats_url = self.nats_url.trim().to_string();
+        if nats_url.is_empty() {
+            return Err(ConfigError::new(NATS_URL_ENV, "must not be empty"));
+        }
+
+        let store_bucket = or_default(&self.operator_state_store_bucket, || {
+            subject::default_entity_bucket(&operator)
+        });
+        let consumer = or_default(&self.entity_of_interest_message_queue, || {
+            subject::default_command_consumer(&operator)
+        });
+        let command_stream = or_default(&self.entity_of_interest_message_stream, || {
+            subject::default_command_stream(&operator)
+        });
+        let query_subject = or_default(&self.entity_of_interest_message_query_subject, || {
+            subject::default_query_wildcard(&operator)
+        });
+        let reply_subject =
+            or_default(&self.entity_of_interest_message_query_reply_subject, || {
+                subject::default_reply_subject(&operator)
+            });
+
+        validate_stream_name(&store_bucket)
+            .map_err(|e| ConfigError::new(STATE_STORE_BUCKET_ENV, e.to_string()))?;
+        validate_stream_name(&consumer)
+            .map_err(|e| ConfigError::new(MESSAGE_QUEUE_ENV, e.to_string()))?;
+        validate_stream_name(&command_stream)
+            .map_err(|e| ConfigError::new(MESSAGE_STREAM_ENV, e.to_string()))?;
+        validate_subscription(&query_subject)
+            .map_err(|reason| ConfigError::new(QUERY_SUBJECT_ENV, reason))?;
+        validate_subject(&reply_subject)
+            .map_err(|e| ConfigError::new(QUERY_REPLY_SUBJECT_ENV, e.to_string()))?;
+
+        Ok(Settings {
+            nats_url,
+            operator,
+            max_workers: self.operator_max_workers.max(1) as usize,
+            store_type: self.operator_state_store_type,
+            store_bucket,
+            durable: self.message_durability,
+            consumer,
+            command_stream,
+            query_subject,
+            reply_subject,
+        })
+    }
+}
+
+fn or_default(value: &Option<String>, default: impl FnOnce() -> String) -> String {
+    match value.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() => v.to_string(),
+        _ => default(),
+    }
+}
+
+/// Checks a subject to subscribe to: dot-separated tokens, `*` as a whole token, `>` last.
+fn validate_subscription(subject: &str) -> Result<(), String> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let last = tokens.len().saturating_sub(1);
+    let ok = !subject.is_empty()
+        && subject.len() <= 255
+        && tokens.iter().enumerate().all(|(i, token)| {
+            !token.is_empty()
+                && (*token == "*"
+                    || (*token == ">" && i == last)
+                    || token
+                        .chars()
+                        .all(|c| !c.is_whitespace() && !c.is_control() && c != '*' && c != '>'))
+        });
+    ok.then_some(()).ok_or_else(|| {
+        format!("subject '{subject}' must be dot-separated tokens, with '*' or a final '>' as whole tokens only")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ComponentConfig,
+    }
+
+    fn parse(args: &[&str]) -> Result<ComponentConfig, clap::Error> {
+        Cli::try_parse_from(std::iter::once("component").chain(args.iter().copied()))
+            .map(|c| c.config)
+    }
+
+    #[test]
+    fn defaults_derive_from_the_operator_name() {
+        let config = parse(&["--operator-name", "demo"]).expect("parses");
+        let settings = config.settings().expect("valid");
+        assert_eq!(settings.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(settings.max_workers, 4);
+        assert_eq!(settings.store_type, StateStoreType::Memory);
+        assert_eq!(settings.store_bucket, "entities-demo");
+        assert!(settings.durable);
+        assert_eq!(settings.consumer, "component-demo");
+        assert_eq!(settings.command_stream, "operator-demo");
+        assert_eq!(settings.query_subject, "operator.demo.*.query");
+        assert_eq!(settings.reply_subject, "operator.demo.reply");
+        assert_eq!(
+            config.settings(),
+            ComponentConfig::for_operator("demo").settings()
+        );
+    }
+
+    #[test]
+    fn every_setting_can_be_given_on_the_command_line() {
+        let config = parse(&[
+            "--operator-name=adf",
+            "--nats-url=nats://nats:4222",
+            "--operator-max-workers=16",
+            "--operator-state-store-type=jetstream_kv",
+            "--operator-state-store-bucket=adf-entities",
+            "--message-durability=false",
+            "--entity-of-interest-message-queue=adf-component",
+            "--entity-of-interest-message-stream=dataos-azure-entities",
+            "--entity-of-interest-message-query-subject=dataos.operator.adf.query",
+            "--entity-of-interest-message-query-reply-subject=dataos.operator.adf.reply",
+            "--electionStateFile=/tmp/election",
+            "--metric-port=9090",
+        ])
+        .expect("parses");
+        let s = config.settings().expect("valid");
+        assert_eq!(s.max_workers, 16);
+        assert_eq!(s.store_type, StateStoreType::JetStreamKv);
+        assert_eq!(s.store_bucket, "adf-entities");
+        assert!(!s.durable);
+        assert_eq!(s.consumer, "adf-component");
+        assert_eq!(s.command_stream, "dataos-azure-entities");
+        assert_eq!(s.query_subject, "dataos.operator.adf.query");
+        assert_eq!(s.reply_subject, "dataos.operator.adf.reply");
+        assert_eq!(
+            config.election_state_file,
+            Some(PathBuf::from("/tmp/election"))
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_refused_naming_the_variable() {
+        let err = parse(&["--operator-name=demo", "--operator-max-workers=0"])
+            .expect_err("zero workers refused");
+        assert!(err.to_string().contains(MAX_WORKERS_ENV), "{err}");
+        let err = parse(&["--operator-name=demo", "--operator-state-store-type=redis"])
+            .expect_err("unknown store refused");
+        assert!(err.to_string().contains(STATE_STORE_TYPE_ENV), "{err}");
+
+        let mut config = ComponentConfig::for_operator("Demo");
+        assert_eq!(
+            config.validate().map_err(|e| e.variable),
+            Err(OPERATOR_NAME_ENV)
+        );
+        config.operator_name = "demo".into();
+        config.entity_of_interest_message_query_reply_subject = Some("a.*".into());
+        assert_eq!(
+            config.validate().map_err(|e| e.variable),
+            Err(QUERY_REPLY_SUBJECT_ENV)
+        );
+        config.entity_of_interest_message_query_reply_subject = None;
+        config.entity_of_interest_message_stream = Some("a.b".into());
+        let err = config.validate().expect_err("bad stream refused");
+        assert!(err.to_string().starts_with(MESSAGE_STREAM_ENV), "{err}");
+    }
+
+    #[test]
+    fn query_subjects_may_use_whole_token_wildcards() {
+        assert!(validate_subscription("operator.demo.*.query").is_ok());
+        assert!(validate_subscription("operator.demo.>").is_ok());
+        for bad in ["", "a..b", "a.b*", "a.>.b", "a b"] {
+            assert!(validate_subscription(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

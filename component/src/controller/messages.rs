@@ -1,0 +1,76 @@
+//! The messages of the controller actor.
+
+use actix::Message;
+use operator_shared::{Entity, EntityStatus, Envelope};
+use tokio::sync::oneshot;
+
+use super::state::Outcome;
+use super::ControllerError;
+use crate::handler::{CommandOutcome, HandlerError};
+use crate::store::{EntityRef, StoreFlush};
+
+/// Apply a command from the command stream to the store. Sent with `do_send` so commands
+/// enter the mailbox in stream order; the answer comes back on `reply`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ApplyCommand {
+    pub envelope: Envelope,
+    pub reply: oneshot::Sender<Result<CommandApplied, HandlerError>>,
+}
+
+/// What applying a command did, and the flush to await before acknowledging it.
+#[derive(Debug)]
+pub(crate) struct CommandApplied {
+    pub outcome: CommandOutcome,
+    pub flush: StoreFlush,
+}
+
+/// Answer a query from the store.
+#[derive(Message)]
+#[rtype(result = "Result<Envelope, HandlerError>")]
+pub(crate) struct AnswerQuery {
+    pub envelope: Envelope,
+}
+
+/// The stored entity.
+#[derive(Message)]
+#[rtype(result = "Option<Entity>")]
+pub(crate) struct GetEntity {
+    pub entity: EntityRef,
+}
+
+/// The stored status of an entity.
+#[derive(Message)]
+#[rtype(result = "Option<EntityStatus>")]
+pub(crate) struct GetEntityStatus {
+    pub entity: EntityRef,
+}
+
+/// Store a status reported by a reconciler; the caller then publishes the returned event.
+#[derive(Message)]
+#[rtype(result = "Result<StatusStored, ControllerError>")]
+pub(crate) struct StoreStatus {
+    pub status: EntityStatus,
+}
+
+/// A stored status: the event to publish once `flush` is durable.
+#[derive(Debug)]
+pub(crate) struct StatusStored {
+    pub event: Envelope,
+    pub flush: StoreFlush,
+}
+
+/// A reconcile task ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ReconcileFinished {
+    pub entity: EntityRef,
+    pub outcome: Outcome,
+}
+
+/// Stop starting reconciles; `done` gets the store's final flush once none is running.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Drain {
+    pub done: oneshot::Sender<StoreFlush>,
+}
