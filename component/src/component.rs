@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::Actor;
 use async_nats::jetstream;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
-use operator_shared::telemetry::{init_logging, LOG_LEVEL_ENV};
+use operator_shared::telemetry::init_logging;
 use operator_shared::version::check_nats_server_version;
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
@@ -125,11 +125,6 @@ impl<R: Reconciler> Component<R> {
     /// SIGTERM or SIGINT.
     pub fn run(self) -> Result<(), ComponentError> {
         self.config.validate()?;
-        // The shared logging set-up reads LOG_LEVEL from the environment; make the flag count
-        // too. Nothing else runs yet, so changing the environment is safe here.
-        if std::env::var_os("RUST_LOG").is_none() {
-            std::env::set_var(LOG_LEVEL_ENV, &self.config.log_level);
-        }
         init_logging(&self.config.log_level);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

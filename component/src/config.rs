@@ -14,7 +14,7 @@ pub const NATS_URL_ENV: &str = "NATS_URL";
 /// The operator's name; default subjects, streams and buckets derive from it.
 pub const OPERATOR_NAME_ENV: &str = "OPERATOR_NAME";
 /// The log level (`RUST_LOG` wins when both are set).
-pub const LOG_LEVEL_ENV: &str = "LOG_LEVEL";
+pub use operator_shared::telemetry::LOG_LEVEL_ENV;
 /// The port metrics would be served on (accepted, not used yet).
 pub const METRIC_PORT_ENV: &str = "METRIC_PORT";
 /// The leader-election cluster name (accepted, not used yet).

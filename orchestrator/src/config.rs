@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use operator_shared::telemetry::LOG_LEVEL_ENV;
 
 /// The orchestrator: the control plane's daemon.
 #[derive(Debug, Clone, Parser)]
@@ -32,6 +33,10 @@ pub struct Config {
         default_value_t = 30
     )]
     pub nats_connect_timeout_s: u64,
+
+    /// Log level or filter directives (`RUST_LOG` wins when set).
+    #[arg(long, env = LOG_LEVEL_ENV, default_value = "info")]
+    pub log_level: String,
 
     /// HTTP worker threads.
     #[arg(long, env = "ORCHESTRATOR_HTTP_WORKERS", default_value_t = 2)]

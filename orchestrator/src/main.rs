@@ -32,7 +32,7 @@ use crate::store::Store;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    operator_shared::telemetry::init_logging("info");
+    operator_shared::telemetry::init_logging(&config.log_level);
     // Actors live on this thread; NATS I/O runs on the runtime's worker threads.
     let system = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()

@@ -16,14 +16,16 @@ use serde_json::Value;
 pub use platform::Platform;
 pub use process::{ComponentProcess, NatsServer, Opctl, OrchestratorProcess};
 
-/// The directory the workspace's binaries are built into (beside this test executable).
+/// The directory the workspace's binaries are built into: beside this executable, or one level
+/// up when it is a test (`target/<profile>/deps/<test>`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test> → target/<profile>
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(PathBuf::from)
-        .unwrap_or_default()
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(PathBuf::from).unwrap_or_default()
+    } else {
+        dir
+    }
 }
 
 /// The path of a workspace binary, or an error telling how to build it.
