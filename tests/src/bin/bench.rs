@@ -177,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
     );
     for (label, f) in [
         (
-            format!("apply→reconciled, 1 in flight"),
+            "apply→reconciled, 1 in flight".to_string(),
             &sequential.figures,
         ),
         (
@@ -221,6 +221,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Key → when it was applied, and who waits for it to be reconciled.
+type InFlight = Arc<Mutex<HashMap<String, (Instant, tokio::sync::oneshot::Sender<()>)>>>;
+
 struct Batch {
     figures: Figures,
     applies_done: Duration,
@@ -240,8 +243,7 @@ async fn apply_batch(
     // Watches every resource; only this batch's keys are in `sent`.
     let mut watch = resources_kv.watch("public.*").await?;
     // Key → when it was applied, and who waits for it to be reconciled.
-    let sent: Arc<Mutex<HashMap<String, (Instant, tokio::sync::oneshot::Sender<()>)>>> =
-        Arc::default();
+    let sent: InFlight = Arc::default();
     let watcher = {
         let sent = sent.clone();
         tokio::spawn(async move {
