@@ -14,7 +14,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 pub use platform::Platform;
-pub use process::{ComponentProcess, NatsServer, Opctl, OrchestratorProcess};
+pub use process::{ComponentProcess, NatsServer, Opctl, OrchestratorProcess, StandinProcess};
 
 /// The directory the workspace's binaries are built into: beside this executable, or one level
 /// up when it is a test (`target/<profile>/deps/<test>`).

@@ -193,9 +193,11 @@ impl Drop for OrchestratorProcess {
     }
 }
 
-/// The demo operator component as a process.
+/// An operator component as a process: `demo-operator` unless told otherwise.
 pub struct ComponentProcess {
     child: Option<Child>,
+    binary: String,
+    args: Vec<String>,
     env: Vec<(String, String)>,
     logs: tempfile::TempDir,
 }
@@ -203,6 +205,17 @@ pub struct ComponentProcess {
 impl ComponentProcess {
     /// Starts `demo-operator` with `NATS_URL`, `OPERATOR_NAME` and the given environment.
     pub fn start(nats_url: &str, operator: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_binary("demo-operator", &[], nats_url, operator, env)
+    }
+
+    /// Starts a component binary of the workspace with arguments and environment.
+    pub fn start_binary(
+        binary: &str,
+        args: &[&str],
+        nats_url: &str,
+        operator: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut all = vec![
             ("NATS_URL".to_string(), nats_url.to_string()),
             ("OPERATOR_NAME".to_string(), operator.to_string()),
@@ -211,6 +224,8 @@ impl ComponentProcess {
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut component = Self {
             child: None,
+            binary: binary.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             env: all,
             logs: tempfile::tempdir()?,
         };
@@ -220,13 +235,38 @@ impl ComponentProcess {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let (log, _) = log_file(self.logs.path(), "component")?;
-        let child = Command::new(binary("demo-operator")?)
+        let child = Command::new(binary(&self.binary)?)
+            .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Changes one environment variable for the next (re)start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
+    /// Waits for the process to exit by itself; returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().context("component not running")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("component still running after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kills the component with SIGKILL.
@@ -245,6 +285,11 @@ impl ComponentProcess {
     /// Everything the component logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.logs.path().join("component.log")).unwrap_or_default()
+    }
+
+    /// Where it keeps files (its log, and anything a test puts there).
+    pub fn dir(&self) -> &Path {
+        self.logs.path()
     }
 }
 
@@ -315,5 +360,48 @@ impl Opctl {
             bail!("opctl apply failed ({}): {}", run.code, run.stderr);
         }
         Ok(run)
+    }
+}
+
+/// The stand-in Azure Data Factory server as a process on a free port.
+pub struct StandinProcess {
+    child: Option<Child>,
+    pub url: String,
+}
+
+impl StandinProcess {
+    /// Starts `adf-standin` on a free port with the given environment.
+    pub fn start(env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let mut child = Command::new(binary("adf-standin")?)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut first = String::new();
+        reader.read_line(&mut first)?;
+        // Keep draining, so a later write to stdout never meets a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let url = first
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("adf-standin printed {first:?}"))?
+            .to_string();
+        Ok(Self {
+            child: Some(child),
+            url,
+        })
+    }
+}
+
+impl Drop for StandinProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
     }
 }
