@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One command from a fresh clone to a running control plane: builds the binaries, starts NATS
-# with JetStream (unless NATS_URL points at one), the orchestrator and the demo operator's
-# component, applies the demo operator and a demo job, and shows them with opctl.
+# One command from a fresh clone to a running control plane, playing the Azure Data Factory
+# walk-through: builds the binaries, starts NATS with JetStream (unless NATS_URL points at one),
+# the orchestrator, a stand-in for Azure's APIs (unless AZURE_RESOURCE_MANAGER_ENDPOINT is
+# set) and the ADF operator's component, applies the example secret, operator and pipeline run,
+# and shows them with opctl.
 #
 #   bash deploy/quickstart.sh          start everything (state in .data/)
 #   bash deploy/quickstart.sh stop     stop what it started
@@ -12,7 +14,7 @@ BIN=target/release
 mkdir -p "$DATA"
 
 stop() {
-  for name in component orchestrator nats; do
+  for name in adf-operator adf-standin orchestrator nats; do
     if [ -f "$DATA/$name.pid" ]; then
       kill "$(cat "$DATA/$name.pid")" 2>/dev/null || true
       rm -f "$DATA/$name.pid"
@@ -58,17 +60,37 @@ export OPCTL_SERVER=${OPCTL_SERVER:-http://$ORCHESTRATOR_LISTEN}
 start_bg orchestrator "$BIN/orchestrator"
 wait_port "${ORCHESTRATOR_LISTEN%:*}" "${ORCHESTRATOR_LISTEN##*:}" orchestrator
 
-"$BIN/opctl" apply -f deploy/examples/demo-operator.yaml
-OPERATOR_NAME=demo OPERATOR_STATE_STORE_TYPE=jetstream_kv start_bg component "$BIN/demo-operator"
-"$BIN/opctl" apply -f deploy/examples/demo-job.yaml -w public
-"$BIN/opctl" get -t operator
-"$BIN/opctl" get -t resource -w public
+OPCTL="$BIN/opctl"
+"$OPCTL" apply -f deploy/examples/adf-secret.yaml -w user-system
+"$OPCTL" apply -f deploy/examples/adf-operator.yaml
+
+if [ -z "${AZURE_RESOURCE_MANAGER_ENDPOINT:-}" ]; then
+  start_bg adf-standin "$BIN/adf-standin" --listen 127.0.0.1:7800
+  wait_port 127.0.0.1 7800 adf-standin
+  export AZURE_AUTHORITY_HOST=http://127.0.0.1:7800 AZURE_RESOURCE_MANAGER_ENDPOINT=http://127.0.0.1:7800
+fi
+# The component reads its credentials from its environment: here, the example Secret's values.
+# The NATS variables are the operator's natsApi (see `opctl get -t operator -n adf-operator -d`).
+export AZURE_TENANT_ID=${AZURE_TENANT_ID:-00000000-0000-0000-0000-000000000001}
+export AZURE_CLIENT_ID=${AZURE_CLIENT_ID:-00000000-0000-0000-0000-000000000002}
+export AZURE_CLIENT_SECRET=${AZURE_CLIENT_SECRET:-replace-me}
+export AZURE_SUBSCRIPTION_ID=${AZURE_SUBSCRIPTION_ID:-00000000-0000-0000-0000-000000000003}
+ENTITY_OF_INTEREST_MESSAGE_STREAM=dataos-azure-entities \
+ENTITY_OF_INTEREST_MESSAGE_QUEUE=azure-entities-adf-52323 \
+ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT=dataos.operator.adf.query \
+ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT=dataos.operator.adf.reply \
+OPERATOR_STATE_STORE_TYPE=jetstream_kv \
+  start_bg adf-operator "$BIN/adf-operator" operator adf --electionStateFile "$DATA/adf-election.log"
+
+"$OPCTL" apply -f deploy/examples/adf-pipeline-run.yaml -w public
+"$OPCTL" get -t operator
+"$OPCTL" get -t resource -w public
 cat <<MSG
 
-The control plane is running. Try:
+The control plane is running, with an Azure Data Factory pipeline run under way. Try:
   export OPCTL_SERVER=$OPCTL_SERVER PATH=\$PWD/$BIN:\$PATH
-  opctl get -t resource -w public                  # STATUS and RUNTIME as the job runs
-  opctl get -t resource -w public -n hello-job -d  # live details from the component
-  opctl delete -t resource -w public -n hello-job
+  opctl get -t resource -w public                       # RUNTIME goes inprogress → succeeded
+  opctl get -t resource -w public -n pipeline-run-1 -d  # the run and its activities, live
+  opctl delete -t resource -w public -n pipeline-run-1
   bash deploy/quickstart.sh stop
 MSG

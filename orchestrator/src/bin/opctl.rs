@@ -11,6 +11,8 @@ mod client;
 mod console;
 #[path = "opctl/delete.rs"]
 mod delete;
+#[path = "opctl/describe.rs"]
+mod describe;
 #[path = "opctl/get.rs"]
 mod get;
 #[path = "opctl/manifest_file.rs"]

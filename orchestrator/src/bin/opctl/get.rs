@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::args::{Get, OutputFormat};
 use crate::client::OrchestratorClient;
 use crate::console::Console;
-use crate::output;
+use crate::{describe, output};
 
 pub async fn run(get: Get, client: &OrchestratorClient, console: &Console) -> Result<()> {
     console.info("🔍 get...");
@@ -21,6 +21,8 @@ pub async fn run(get: Get, client: &OrchestratorClient, console: &Console) -> Re
         None => client.list(get.kind, workspace, get.all_owners).await?,
     };
     let text = match get.output_format() {
+        // -d alone is for people; -d -o yaml|json gives the whole record for machines.
+        _ if get.details && get.output.is_none() => describe::render(&answer),
         OutputFormat::Table => {
             let records = match get.name {
                 Some(_) => vec![output::single_item(&answer)?],
@@ -35,7 +37,12 @@ pub async fn run(get: Get, client: &OrchestratorClient, console: &Console) -> Re
         }
         format => output::document_text(&answer, format)?,
     };
-    if let Some(reason) = answer.get("detailsError").and_then(|v| v.as_str()) {
+    let described = get.details && get.output.is_none();
+    if let Some(reason) = answer
+        .get("detailsError")
+        .and_then(|v| v.as_str())
+        .filter(|_| !described)
+    {
         console.warn(&format!("live details unavailable: {reason}"));
     }
     console.info("🔍 get...complete");
