@@ -215,35 +215,9 @@ impl OperatorManager {
         let (store, js, name) = (self.store.clone(), self.js.clone(), manifest.name.clone());
         let write = async move {
             ensure_streams(&js, &plan.streams).await?;
-            let (record, outcome, revision) = match existing {
-                Some(current) if current.record.manifest == manifest => {
-                    (current.record, Outcome::Unchanged, current.revision)
-                }
-                Some(current) => {
-                    let mut record = current.record.clone();
-                    record.manifest = manifest;
-                    record.generation += 1;
-                    record.updated_at = chrono::Utc::now();
-                    let revision = store
-                        .update(Bucket::Operators, &name, &record, current.revision)
-                        .await?;
-                    (record, Outcome::Updated, revision)
-                }
-                None => {
-                    let record = Record::new(manifest, None);
-                    let revision = store.create(Bucket::Operators, &name, &record).await?;
-                    (record, Outcome::Created, revision)
-                }
-            };
-            Ok::<_, ControlError>((
-                plan,
-                Stored {
-                    key: name,
-                    record,
-                    revision,
-                },
-                outcome,
-            ))
+            let (stored, outcome) =
+                store_manifest(&store, Bucket::Operators, name, existing, manifest, None).await?;
+            Ok::<_, ControlError>((plan, stored, outcome))
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, _ctx| {
             let (plan, stored, outcome) = result?;
@@ -276,34 +250,16 @@ impl OperatorManager {
         let existing = self.secrets.get(&key).cloned();
         let store = self.store.clone();
         let write = async move {
-            let (record, outcome, revision) = match existing {
-                Some(current) if current.record.manifest == manifest => {
-                    (current.record, Outcome::Unchanged, current.revision)
-                }
-                Some(current) => {
-                    let mut record = current.record.clone();
-                    record.manifest = manifest;
-                    record.generation += 1;
-                    record.updated_at = chrono::Utc::now();
-                    let revision = store
-                        .update(Bucket::Secrets, &key, &record, current.revision)
-                        .await?;
-                    (record, Outcome::Updated, revision)
-                }
-                None => {
-                    let record = Record::new(manifest, Some(workspace));
-                    let revision = store.create(Bucket::Secrets, &key, &record).await?;
-                    (record, Outcome::Created, revision)
-                }
-            };
-            Ok::<_, ControlError>((
-                Stored {
-                    key,
-                    record,
-                    revision,
-                },
-                outcome,
-            ))
+            let (stored, outcome) = store_manifest(
+                &store,
+                Bucket::Secrets,
+                key,
+                existing,
+                manifest,
+                Some(workspace),
+            )
+            .await?;
+            Ok::<_, ControlError>((stored, outcome))
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, _ctx| {
             let (stored, outcome) = result?;
@@ -456,6 +412,46 @@ impl Handler<GetRecord> for OperatorManager {
             }
         }
     }
+}
+
+/// Stores a manifest under `key`: created at generation 1, or replacing `existing` with the
+/// generation raised, or left alone when it is the manifest already stored.
+async fn store_manifest(
+    store: &Store,
+    bucket: Bucket,
+    key: String,
+    existing: Option<Stored>,
+    manifest: Manifest,
+    workspace: Option<String>,
+) -> Result<(Stored, Outcome), StoreError> {
+    let (record, outcome, revision) = match existing {
+        Some(current) if current.record.manifest == manifest => {
+            (current.record, Outcome::Unchanged, current.revision)
+        }
+        Some(current) => {
+            let mut record = current.record;
+            record.manifest = manifest;
+            record.generation += 1;
+            record.updated_at = chrono::Utc::now();
+            let revision = store
+                .update(bucket, &key, &record, current.revision)
+                .await?;
+            (record, Outcome::Updated, revision)
+        }
+        None => {
+            let record = Record::new(manifest, workspace);
+            let revision = store.create(bucket, &key, &record).await?;
+            (record, Outcome::Created, revision)
+        }
+    };
+    Ok((
+        Stored {
+            key,
+            record,
+            revision,
+        },
+        outcome,
+    ))
 }
 
 /// The NATS wiring of an operator's resource types, shown by `opctl get -t operator -d`, so a
