@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::error::ControlError;
 use crate::manager::{
-    ApplyOperator, ApplySecret, DeleteOperator, DeleteResourceByKey, DeleteSecret, GetRecord,
-    ListRecords, OperatorManager, RouteResource,
+    ApplyOperator, ApplySecret, DeleteOperator, DeleteResourceByKey, DeleteSecret, GetOperatorLogs,
+    GetRecord, ListRecords, OperatorManager, RenderOperator, RouteResource,
 };
 use crate::records::Applied;
 
@@ -50,6 +50,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/operators", web::get().to(list_operators))
                 .route("/operators/{name}", web::get().to(get_operator))
                 .route("/operators/{name}", web::delete().to(delete_operator))
+                .route("/operators/{name}/logs", web::get().to(operator_logs))
+                .route(
+                    "/operators/{name}/kubernetes",
+                    web::get().to(render_operator),
+                )
                 .route("/resources", web::get().to(list_resources))
                 .route("/secrets", web::get().to(list_secrets))
                 .route(
@@ -233,6 +238,62 @@ async fn delete_operator(
         })
         .await??;
     Ok(HttpResponse::Ok().json(applied))
+}
+
+/// The default and the most of `tail` in a logs request.
+const DEFAULT_LOG_TAIL: usize = 200;
+const MAX_LOG_TAIL: usize = 10_000;
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    component: Option<String>,
+    replica: Option<u32>,
+    tail: Option<usize>,
+}
+
+/// The last lines each of an operator's replicas wrote: `{"replicas": [{component, replica, lines}]}`.
+async fn operator_logs(
+    manager: Manager,
+    path: web::Path<String>,
+    q: web::Query<LogsQuery>,
+) -> Result<HttpResponse, ControlError> {
+    let q = q.into_inner();
+    let replicas = manager
+        .send(GetOperatorLogs {
+            operator: path.into_inner(),
+            component: q.component,
+            replica: q.replica,
+            tail: q.tail.unwrap_or(DEFAULT_LOG_TAIL).min(MAX_LOG_TAIL),
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(json!({ "replicas": replicas })))
+}
+
+#[derive(Deserialize)]
+struct RenderQuery {
+    namespace: Option<String>,
+}
+
+/// An operator's components as Kubernetes objects, YAML, secret values redacted.
+async fn render_operator(
+    manager: Manager,
+    path: web::Path<String>,
+    q: web::Query<RenderQuery>,
+) -> Result<HttpResponse, ControlError> {
+    let namespace = q.into_inner().namespace;
+    if let Some(ns) = &namespace {
+        operator_shared::names::validate_name("namespace", ns)
+            .map_err(|e| ControlError::invalid(e.to_string()))?;
+    }
+    let yaml = manager
+        .send(RenderOperator {
+            operator: path.into_inner(),
+            namespace,
+        })
+        .await??;
+    Ok(HttpResponse::Ok()
+        .content_type("application/yaml")
+        .body(yaml))
 }
 
 async fn delete_resource(

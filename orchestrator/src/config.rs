@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::Parser;
 use operator_shared::telemetry::LOG_LEVEL_ENV;
 
+use crate::supervisor::ComponentRuntime;
+
 /// The orchestrator: the control plane's daemon.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -41,6 +43,107 @@ pub struct Config {
     /// HTTP worker threads.
     #[arg(long, env = "ORCHESTRATOR_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
+
+    /// How operators' components are run.
+    #[command(flatten)]
+    pub components: ComponentsConfig,
+}
+
+/// How the orchestrator runs the components of the operators applied to it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ComponentsConfig {
+    /// Where components run: `process` (local processes), `docker` (containers through the
+    /// Docker Engine API), `kubernetes` (a Deployment per component) or `external` (the
+    /// orchestrator runs nothing; components are started by the user).
+    #[arg(
+        long = "component-runtime",
+        env = "ORCHESTRATOR_COMPONENT_RUNTIME",
+        value_enum,
+        default_value_t = ComponentRuntime::Process
+    )]
+    pub runtime: ComponentRuntime,
+
+    /// The NATS URL given to components [default: the orchestrator's own].
+    #[arg(long = "component-nats-url", env = "ORCHESTRATOR_COMPONENT_NATS_URL")]
+    pub component_nats_url: Option<String>,
+
+    /// Environment every component gets, as KEY=VALUE (comma-separated in the variable); a
+    /// component's own `environmentVars` win.
+    #[arg(
+        long = "component-env",
+        env = "ORCHESTRATOR_COMPONENT_ENV",
+        value_name = "KEY=VALUE",
+        value_delimiter = ',',
+        value_parser = parse_key_value
+    )]
+    pub component_env: Vec<(String, String)>,
+
+    /// The first delay before a replica that exited is started again; it doubles on each
+    /// exit in a row.
+    #[arg(
+        long = "restart-backoff-ms",
+        env = "ORCHESTRATOR_RESTART_BACKOFF_MS",
+        default_value_t = 1000
+    )]
+    pub restart_backoff_ms: u64,
+
+    /// The longest delay before a replica that exited is started again.
+    #[arg(
+        long = "restart-backoff-max-ms",
+        env = "ORCHESTRATOR_RESTART_BACKOFF_MAX_MS",
+        default_value_t = 60_000
+    )]
+    pub restart_backoff_max_ms: u64,
+
+    /// How long a replica gets to stop after SIGTERM before it is killed, in seconds.
+    #[arg(
+        long = "stop-grace-s",
+        env = "ORCHESTRATOR_STOP_GRACE_S",
+        default_value_t = 10
+    )]
+    pub stop_grace_s: u64,
+
+    /// `docker`: the network component containers join (it must exist; in compose, the
+    /// project's network); unset: Docker's default bridge.
+    #[arg(long = "docker-network", env = "ORCHESTRATOR_DOCKER_NETWORK")]
+    pub docker_network: Option<String>,
+
+    /// `docker`: the prefix of container names and the value of their
+    /// `io.operator.orchestrator` label, so that several orchestrators can share an engine.
+    #[arg(
+        long = "docker-prefix",
+        env = "ORCHESTRATOR_DOCKER_PREFIX",
+        default_value = "opr"
+    )]
+    pub docker_prefix: String,
+
+    /// `docker`: stop and remove the components' containers when the orchestrator stops (as
+    /// in compose, so that `compose down` leaves nothing behind); otherwise they keep running
+    /// and the next orchestrator adopts them.
+    #[arg(
+        long = "components-stop-on-exit",
+        env = "ORCHESTRATOR_COMPONENTS_STOP_ON_EXIT",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub stop_on_exit: bool,
+
+    /// `kubernetes`: the namespace of the Deployments and Secrets [default: the client's].
+    #[arg(long = "kube-namespace", env = "ORCHESTRATOR_KUBE_NAMESPACE")]
+    pub kube_namespace: Option<String>,
+}
+
+/// Parses `KEY=VALUE`, refusing a key that is not a valid variable name.
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not KEY=VALUE"))?;
+    if !operator_shared::names::is_env_var_name(key) {
+        return Err(format!(
+            "'{key}': variable names are letters, digits and '_', not starting with a digit"
+        ));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 impl Config {
@@ -50,5 +153,51 @@ impl Config {
 
     pub fn nats_connect_timeout(&self) -> Duration {
         Duration::from_secs(self.nats_connect_timeout_s)
+    }
+
+    /// The NATS URL components get: the one set for them, else the orchestrator's own.
+    pub fn component_nats_url(&self) -> String {
+        self.components
+            .component_nats_url
+            .clone()
+            .unwrap_or_else(|| self.nats_url.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn components_default_to_local_processes_with_the_orchestrators_nats() {
+        let config = Config::parse_from(["orchestrator", "--nats-url", "nats://n:4222"]);
+        assert_eq!(config.components.runtime, ComponentRuntime::Process);
+        assert_eq!(config.component_nats_url(), "nats://n:4222");
+    }
+
+    #[test]
+    fn component_environment_is_key_value_pairs_with_valid_names() {
+        let config = Config::parse_from([
+            "orchestrator",
+            "--component-env",
+            "A=1,B_2=x=y",
+            "--component-runtime",
+            "docker",
+        ]);
+        assert_eq!(
+            config.components.component_env,
+            [("A".into(), "1".into()), ("B_2".into(), "x=y".into())]
+        );
+        assert_eq!(config.components.runtime, ComponentRuntime::Docker);
+        let refused = Config::try_parse_from(["orchestrator", "--component-env", "1A=x"]);
+        assert!(refused.is_err());
+        let refused = Config::try_parse_from(["orchestrator", "--component-env", "novalue"]);
+        assert!(refused.is_err());
     }
 }

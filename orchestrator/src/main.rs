@@ -6,7 +6,9 @@
 //! └─ OperatorManager        operator and secret records; routes resource requests
 //!    └─ OperatorRuntime     one per operator: compiled schemas, subjects, entities
 //!       ├─ NatsBridge       streams, command publishes, queries, status events
-//!       └─ ResourceEntity   one per resource: record, generation, status, command resends
+//!       ├─ ResourceEntity   one per resource: record, generation, status, command resends
+//!       └─ ComponentSupervisor  one per operator: runs its components (process, docker,
+//!                               kubernetes or external), restarts them, scales them
 //! ```
 
 mod api;
@@ -18,6 +20,7 @@ mod manager;
 mod records;
 mod runtime;
 mod store;
+mod supervisor;
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::manager::OperatorManager;
 use crate::store::Store;
+use crate::supervisor::SupervisorSetup;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
@@ -49,8 +53,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&js)
         .await
         .context("cannot open the orchestrator's KV buckets (is JetStream enabled on the NATS server? start it with -js)")?;
-    let manager = OperatorManager::restore(store, client, config.query_timeout()).await?;
+    let components = SupervisorSetup::connect(&config.components, config.component_nats_url())
+        .await
+        .map_err(|reason| {
+            anyhow::anyhow!(
+                "component runtime {}: {reason}",
+                config.components.runtime
+            )
+        })?;
+    info!(runtime = %components.runtime(), "components runtime chosen");
+    let manager = OperatorManager::restore(store, client, config.query_timeout())
+        .await?
+        .with_components(components);
     let manager = actix::Actor::start(manager);
+    let stopping = manager.clone();
     info!(listen = %config.listen, "orchestrator API listening");
     HttpServer::new(move || {
         App::new()
@@ -62,6 +78,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .with_context(|| format!("cannot listen on {}", config.listen))?
     .run()
     .await?;
+    stopping
+        .send(manager::StopAllComponents)
+        .await
+        .context("cannot stop the components")?;
     info!("orchestrator stopped");
     Ok(())
 }

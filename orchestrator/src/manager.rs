@@ -20,6 +20,10 @@ use crate::runtime::{
     OperatorRuntime, ReplacePlan, RestoreResources, Shutdown,
 };
 use crate::store::{workspaced_key, Bucket, Store, StoreError, Stored};
+use crate::supervisor::{ComponentSupervisor, GetComponents, StopComponents, SupervisorSetup};
+
+mod components;
+pub use components::{GetOperatorLogs, RenderOperator, StopAllComponents};
 
 /// Apply an operator manifest.
 #[derive(Message)]
@@ -87,6 +91,7 @@ pub struct DeleteSecret {
 struct OperatorEntry {
     stored: Stored,
     runtime: Addr<OperatorRuntime>,
+    supervisor: Addr<ComponentSupervisor>,
 }
 
 /// The manager actor.
@@ -98,6 +103,8 @@ pub struct OperatorManager {
     operators: BTreeMap<String, OperatorEntry>,
     secrets: BTreeMap<String, Stored>,
     to_restore: Option<(Vec<Stored>, Vec<Stored>)>,
+    /// How operators' components are run.
+    components: SupervisorSetup,
 }
 
 impl OperatorManager {
@@ -124,6 +131,7 @@ impl OperatorManager {
             operators: BTreeMap::new(),
             secrets: secrets.into_iter().map(|s| (s.key.clone(), s)).collect(),
             to_restore: Some((operators, resources)),
+            components: SupervisorSetup::external(),
         })
     }
 
@@ -232,9 +240,19 @@ impl OperatorManager {
                 }
                 None => {
                     let runtime = act.start_runtime(plan);
-                    act.operators
-                        .insert(name.clone(), OperatorEntry { stored, runtime });
+                    let supervisor = act.start_supervisor(&name);
+                    act.operators.insert(
+                        name.clone(),
+                        OperatorEntry {
+                            stored,
+                            runtime,
+                            supervisor,
+                        },
+                    );
                 }
+            }
+            if let Some(entry) = act.operators.get(&name) {
+                act.supervise(entry, true);
             }
             info!(operator = %name, outcome = ?outcome, "operator applied");
             Ok(applied)
@@ -264,7 +282,14 @@ impl OperatorManager {
         AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, _ctx| {
             let (stored, outcome) = result?;
             let applied = Applied::of(&stored.record, outcome);
+            let (workspace, name) = (
+                stored.record.workspace.clone().unwrap_or_default(),
+                stored.record.manifest.name.clone(),
+            );
             act.secrets.insert(stored.key.clone(), stored);
+            if outcome == Outcome::Updated {
+                act.secret_changed(&workspace, &name);
+            }
             Ok(applied)
         })))
     }
@@ -304,8 +329,13 @@ impl Actor for OperatorManager {
             if let Some(resources) = by_operator.remove(&stored.key) {
                 runtime.do_send(RestoreResources { resources });
             }
-            self.operators
-                .insert(stored.key.clone(), OperatorEntry { stored, runtime });
+            let entry = OperatorEntry {
+                supervisor: self.start_supervisor(&stored.key),
+                stored,
+                runtime,
+            };
+            self.supervise(&entry, false);
+            self.operators.insert(entry.stored.key.clone(), entry);
         }
         for (operator, resources) in by_operator {
             warn!(operator = %operator, resources = resources.len(), "resources of a missing operator not restored");
@@ -376,9 +406,17 @@ impl Handler<GetRecord> for OperatorManager {
                             .ok()
                             .map(|plan| wiring(&plan));
                     }
-                    view
+                    (view, e.supervisor.clone())
                 });
-                Box::pin(async move { found.ok_or_else(|| not_found(msg.name)) })
+                Box::pin(async move {
+                    let (mut view, supervisor) = found.ok_or_else(|| not_found(msg.name))?;
+                    if let Some(serde_json::Value::Object(details)) = view.details.as_mut() {
+                        if let Ok(components) = supervisor.send(GetComponents).await {
+                            details.insert("components".into(), json!(components));
+                        }
+                    }
+                    Ok(view)
+                })
             }
             ManifestKind::Secret => {
                 let ws = msg.workspace.unwrap_or_default();
@@ -593,8 +631,9 @@ impl Handler<DeleteOperator> for OperatorManager {
                 format!("operator {} not found", msg.name),
             )))));
         };
-        let (runtime, stored, store) = (
+        let (runtime, supervisor, stored, store) = (
             entry.runtime.clone(),
+            entry.supervisor.clone(),
             entry.stored.clone(),
             self.store.clone(),
         );
@@ -613,6 +652,7 @@ impl Handler<DeleteOperator> for OperatorManager {
             store
                 .delete(Bucket::Operators, &stored.key, stored.revision)
                 .await?;
+            supervisor.send(StopComponents).await?;
             runtime.send(Shutdown).await?;
             Ok(stored)
         };

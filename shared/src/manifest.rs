@@ -21,7 +21,7 @@ pub use operator::{
     OperatorSection, Port, QueryApi, ResourceType, SecretRef, SpecSchemaSource,
 };
 pub use resource::ResourceSection;
-pub use secret::{SecretAcl, SecretSection, SecretType};
+pub use secret::{SecretAcl, SecretSection, SecretType, REDACTED};
 
 /// The largest manifest text accepted, in bytes.
 pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;

@@ -41,9 +41,26 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Whether `key` can name an environment variable: letters, digits and `_`, not starting with
+/// a digit.
+pub fn is_env_var_name(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_variable_names_are_letters_digits_and_underscores() {
+        assert!(is_env_var_name("AZURE_CLIENT_ID"));
+        assert!(is_env_var_name("_x1"));
+        for bad in ["", "1ABC", "A-B", "A.B", "A B"] {
+            assert!(!is_env_var_name(bad), "{bad} accepted");
+        }
+    }
 
     #[test]
     fn lowercase_names_with_inner_hyphens_are_accepted() {

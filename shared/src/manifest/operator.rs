@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::scalar::scalar_map;
-use crate::names::validate_name;
+use crate::names::{is_env_var_name, validate_name};
 use crate::schema::SpecSchema;
 use crate::subject;
 
@@ -202,12 +202,7 @@ impl OperatorSection {
                 }
             }
             for key in c.environment_vars.keys() {
-                let valid = !key.is_empty()
-                    && !key.starts_with(|ch: char| ch.is_ascii_digit())
-                    && key
-                        .chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
-                if !valid {
+                if !is_env_var_name(key) {
                     return Err((
                         at(&format!("environmentVars.{key}")),
                         "variable names are letters, digits and '_', not starting with a digit"

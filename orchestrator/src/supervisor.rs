@@ -1,0 +1,606 @@
+//! `ComponentSupervisor`: one actor per operator runtime, making the running components match
+//! the operator's manifest through the configured runtime — `process`, `docker`, `kubernetes`
+//! or `external`. For processes and containers it owns every replica's state (`state.rs`):
+//! it starts the missing ones, stops the extra ones, replaces those of an old configuration and
+//! restarts those that exit, with backoff. Kubernetes does that itself from the Deployments.
+
+mod docker;
+mod kubernetes;
+pub mod messages;
+mod process;
+pub mod spec;
+mod state;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use clap::ValueEnum;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::config::ComponentsConfig;
+use crate::error::ControlError;
+pub use messages::{
+    ComponentsView, GetComponentLogs, GetComponents, RenderKubernetes, ReplicaLogs, StopComponents,
+    SuperviseComponents,
+};
+use messages::{
+    DesiredView, ReplicaExited, ReplicaLaunched, ReplicaOutput, ReplicaStopped, ReplicasFound,
+};
+pub use spec::{ComponentDefaults, ComponentSpec, ResolvedSecret};
+use state::{Action, AfterExit, Desired, ReplicaId, Replicas, RestartPolicy};
+
+use docker::DockerLauncher;
+use kubernetes::KubeLauncher;
+use process::{ProcessHandle, ProcessLauncher};
+
+/// The most lines of output kept per replica by the `process` runtime.
+const LOG_LINES_KEPT: usize = 2000;
+
+/// Where the orchestrator runs components.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ComponentRuntime {
+    /// Local processes, children of the orchestrator.
+    Process,
+    /// Containers, through the Docker Engine API.
+    Docker,
+    /// A Deployment per component on a Kubernetes cluster.
+    Kubernetes,
+    /// Nothing: the user runs the components.
+    External,
+}
+
+impl std::fmt::Display for ComponentRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Process => "process",
+            Self::Docker => "docker",
+            Self::Kubernetes => "kubernetes",
+            Self::External => "external",
+        })
+    }
+}
+
+/// The runtime every supervisor of this orchestrator uses, with what it needs to reach it.
+#[derive(Clone)]
+pub enum Launcher {
+    Process(ProcessLauncher),
+    Docker(DockerLauncher),
+    Kubernetes(KubeLauncher),
+    External,
+}
+
+/// What every supervisor is made with.
+#[derive(Clone)]
+pub struct SupervisorSetup {
+    pub launcher: Launcher,
+    pub policy: RestartPolicy,
+    pub defaults: ComponentDefaults,
+    /// Stop the components when the orchestrator stops.
+    pub stop_on_exit: bool,
+}
+
+impl SupervisorSetup {
+    /// Reaches the configured runtime (the Docker engine, a cluster) once, at start.
+    pub async fn connect(config: &ComponentsConfig, nats_url: String) -> Result<Self, String> {
+        let grace = Duration::from_secs(config.stop_grace_s);
+        let launcher = match config.runtime {
+            ComponentRuntime::Process => Launcher::Process(ProcessLauncher::new(grace)),
+            ComponentRuntime::Docker => Launcher::Docker(
+                DockerLauncher::connect(
+                    config.docker_network.clone(),
+                    config.docker_prefix.clone(),
+                    grace,
+                )
+                .await?,
+            ),
+            ComponentRuntime::Kubernetes => {
+                let launcher = KubeLauncher::connect(config.kube_namespace.clone()).await;
+                if let Some(reason) = &launcher.unavailable {
+                    warn!(reason = %reason, "kubernetes runtime without a cluster");
+                }
+                Launcher::Kubernetes(launcher)
+            }
+            ComponentRuntime::External => Launcher::External,
+        };
+        let initial = Duration::from_millis(config.restart_backoff_ms.max(1));
+        Ok(Self {
+            launcher,
+            policy: RestartPolicy {
+                initial,
+                max: Duration::from_millis(config.restart_backoff_max_ms).max(initial),
+                ..RestartPolicy::default()
+            },
+            defaults: ComponentDefaults {
+                nats_url,
+                env: config.component_env.clone(),
+            },
+            // A process cannot outlive the orchestrator; containers and pods may.
+            stop_on_exit: config.stop_on_exit || config.runtime == ComponentRuntime::Process,
+        })
+    }
+
+    /// A setup that runs nothing (for operators restored before a runtime is known, tests).
+    pub fn external() -> Self {
+        Self {
+            launcher: Launcher::External,
+            policy: RestartPolicy::default(),
+            defaults: ComponentDefaults::default(),
+            stop_on_exit: false,
+        }
+    }
+
+    pub fn runtime(&self) -> ComponentRuntime {
+        match self.launcher {
+            Launcher::Process(_) => ComponentRuntime::Process,
+            Launcher::Docker(_) => ComponentRuntime::Docker,
+            Launcher::Kubernetes(_) => ComponentRuntime::Kubernetes,
+            Launcher::External => ComponentRuntime::External,
+        }
+    }
+}
+
+/// The supervisor actor of one operator.
+pub struct ComponentSupervisor {
+    operator: String,
+    launcher: Launcher,
+    specs: Vec<ComponentSpec>,
+    replicas: Replicas,
+    /// The `process` runtime's running children.
+    processes: HashMap<ReplicaId, ProcessHandle>,
+    /// The `process` runtime's output, per replica.
+    logs: BTreeMap<ReplicaId, VecDeque<String>>,
+    /// False until containers from before a restart have been looked for.
+    ready: bool,
+    /// The last outcome of applying to Kubernetes, when it failed or is not possible.
+    kube_problem: Option<String>,
+    /// Callers of `StopComponents` waiting for every replica to be gone.
+    stop_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl ComponentSupervisor {
+    pub fn new(operator: String, setup: &SupervisorSetup) -> Self {
+        Self {
+            operator,
+            launcher: setup.launcher.clone(),
+            specs: Vec::new(),
+            replicas: Replicas::new(setup.policy),
+            processes: HashMap::new(),
+            logs: BTreeMap::new(),
+            ready: false,
+            kube_problem: None,
+            stop_waiters: Vec::new(),
+        }
+    }
+
+    fn desired(&self) -> Vec<Desired> {
+        self.specs
+            .iter()
+            .map(|s| Desired {
+                component: s.name.clone(),
+                replicas: s.replicas,
+                hash: s.hash.clone(),
+            })
+            .collect()
+    }
+
+    /// Starts and stops replicas until they match the specs (process and docker runtimes).
+    fn converge(&mut self, retry_exited: bool, ctx: &mut Context<Self>) {
+        if !self.ready || !matches!(self.launcher, Launcher::Process(_) | Launcher::Docker(_)) {
+            return;
+        }
+        let actions = self
+            .replicas
+            .converge(&self.desired(), retry_exited, Instant::now());
+        for action in actions {
+            match action {
+                Action::Start { id, launch, hash } => self.start(id, launch, &hash, ctx),
+                Action::Stop { id, launch } => self.stop(id, launch, ctx),
+            }
+        }
+        self.answer_stop_waiters();
+    }
+
+    fn start(&mut self, id: ReplicaId, launch: u64, hash: &str, ctx: &mut Context<Self>) {
+        let Some(spec) = self
+            .specs
+            .iter()
+            .find(|s| s.name == id.component && s.hash == hash)
+            .cloned()
+        else {
+            return;
+        };
+        match &self.launcher {
+            Launcher::Process(launcher) => {
+                let result = launcher.spawn(&spec, &id, launch, ctx.address());
+                let result = result.map(|(pid, handle)| {
+                    self.processes.insert(id.clone(), handle);
+                    pid.to_string()
+                });
+                ctx.notify(ReplicaLaunched { id, launch, result });
+            }
+            Launcher::Docker(docker) => {
+                let docker = docker.clone();
+                let addr = ctx.address();
+                actix::spawn(async move {
+                    let result = docker.start(&spec, &id).await;
+                    addr.do_send(ReplicaLaunched { id, launch, result });
+                });
+            }
+            Launcher::Kubernetes(_) | Launcher::External => {}
+        }
+    }
+
+    fn stop(&mut self, id: ReplicaId, launch: u64, ctx: &mut Context<Self>) {
+        let addr = ctx.address();
+        match &self.launcher {
+            Launcher::Process(_) => {
+                let handle = self.processes.remove(&id);
+                actix::spawn(async move {
+                    if let Some(handle) = handle {
+                        handle.stop().await;
+                    }
+                    addr.do_send(ReplicaStopped { id, launch });
+                });
+            }
+            Launcher::Docker(docker) => {
+                let docker = docker.clone();
+                let name = docker.container_name(&self.operator, &id);
+                actix::spawn(async move {
+                    if let Err(e) = docker.stop(&name).await {
+                        warn!(container = %name, error = %e, "container not removed");
+                    }
+                    addr.do_send(ReplicaStopped { id, launch });
+                });
+            }
+            Launcher::Kubernetes(_) | Launcher::External => {}
+        }
+    }
+
+    /// Watches a container until it stops (the `docker` runtime).
+    fn watch_container(&self, id: ReplicaId, launch: u64, ctx: &mut Context<Self>) {
+        if let Launcher::Docker(docker) = &self.launcher {
+            let docker = docker.clone();
+            let name = docker.container_name(&self.operator, &id);
+            let addr = ctx.address();
+            actix::spawn(async move {
+                let exit = docker.wait(&name).await;
+                addr.do_send(ReplicaExited { id, launch, exit });
+            });
+        }
+    }
+
+    fn note(&mut self, id: &ReplicaId, line: String) {
+        if matches!(self.launcher, Launcher::Process(_)) {
+            let lines = self.logs.entry(id.clone()).or_default();
+            lines.push_back(format!("[orchestrator] {line}"));
+            while lines.len() > LOG_LINES_KEPT {
+                lines.pop_front();
+            }
+        }
+    }
+
+    /// Applies the specs to Kubernetes, in the background.
+    fn apply_to_kubernetes(&mut self, ctx: &mut Context<Self>) {
+        let Launcher::Kubernetes(kube) = &self.launcher else {
+            return;
+        };
+        self.kube_problem = kube.unavailable.clone();
+        let (kube, operator, specs) = (kube.clone(), self.operator.clone(), self.specs.clone());
+        async move { kube.apply(&operator, &specs).await }
+            .into_actor(self)
+            .map(|result, act, _| match result {
+                Ok(()) => info!(operator = %act.operator, "components applied to kubernetes"),
+                Err(e) => {
+                    warn!(operator = %act.operator, error = %e, "components not applied to kubernetes");
+                    act.kube_problem = Some(e);
+                }
+            })
+            .wait(ctx);
+    }
+
+    fn answer_stop_waiters(&mut self) {
+        if self.specs.is_empty() && self.replicas.is_empty() {
+            for waiter in self.stop_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
+impl Actor for ComponentSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let Launcher::Docker(docker) = &self.launcher else {
+            self.ready = true;
+            return;
+        };
+        let (docker, operator, addr) = (docker.clone(), self.operator.clone(), ctx.address());
+        actix::spawn(async move {
+            let found = docker.find(&operator).await;
+            addr.do_send(ReplicasFound { found });
+        });
+    }
+}
+
+impl Handler<ReplicasFound> for ComponentSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplicasFound, ctx: &mut Self::Context) {
+        match msg.found {
+            Ok(found) => {
+                info!(operator = %self.operator, containers = found.len(), "existing containers found");
+                for (id, launch) in self.replicas.adopt(found, Instant::now()) {
+                    self.watch_container(id, launch, ctx);
+                }
+            }
+            Err(e) => {
+                warn!(operator = %self.operator, error = %e, "cannot look for existing containers")
+            }
+        }
+        self.ready = true;
+        self.converge(false, ctx);
+    }
+}
+
+impl Handler<SuperviseComponents> for ComponentSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SuperviseComponents, ctx: &mut Self::Context) {
+        self.specs = msg.specs;
+        info!(
+            operator = %self.operator,
+            components = self.specs.len(),
+            replicas = self.specs.iter().map(|s| s.replicas).sum::<u32>(),
+            "components supervised"
+        );
+        self.apply_to_kubernetes(ctx);
+        self.converge(msg.retry_exited, ctx);
+    }
+}
+
+impl Handler<StopComponents> for ComponentSupervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: StopComponents, ctx: &mut Self::Context) -> Self::Result {
+        self.specs.clear();
+        if let Launcher::Kubernetes(kube) = &self.launcher {
+            let (kube, operator) = (kube.clone(), self.operator.clone());
+            return Box::pin(async move {
+                if let Err(e) = kube.apply(&operator, &[]).await {
+                    warn!(operator = %operator, error = %e, "components not removed from kubernetes");
+                }
+            });
+        }
+        let (done, stopped) = oneshot::channel();
+        self.stop_waiters.push(done);
+        if matches!(self.launcher, Launcher::External) {
+            self.answer_stop_waiters();
+        }
+        // Before containers from an earlier orchestrator are found this waits for them too.
+        self.converge(false, ctx);
+        Box::pin(async move {
+            let _ = stopped.await;
+        })
+    }
+}
+
+impl Handler<ReplicaLaunched> for ComponentSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplicaLaunched, ctx: &mut Self::Context) {
+        let ReplicaLaunched { id, launch, result } = msg;
+        match result {
+            Ok(handle_id) => {
+                info!(operator = %self.operator, replica = %id, id = %handle_id, "replica started");
+                self.note(&id, format!("replica {id} started ({handle_id})"));
+                self.replicas
+                    .started(&id, launch, handle_id, Instant::now());
+                self.watch_container(id, launch, ctx);
+                // It may have been scaled away while it started.
+                self.converge(false, ctx);
+            }
+            Err(reason) => {
+                let exit = state::Exit { code: None, reason };
+                ctx.notify(ReplicaExited { id, launch, exit });
+            }
+        }
+    }
+}
+
+impl Handler<ReplicaExited> for ComponentSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplicaExited, ctx: &mut Self::Context) {
+        let ReplicaExited { id, launch, exit } = msg;
+        let reason = exit.reason.clone();
+        match self.replicas.exited(&id, launch, exit, Instant::now()) {
+            AfterExit::RestartIn(delay) => {
+                if let Launcher::Process(_) = self.launcher {
+                    self.processes.remove(&id);
+                }
+                warn!(operator = %self.operator, replica = %id, reason = %reason, restart_in_ms = delay.as_millis() as u64, "replica exited; restarting");
+                self.note(&id, format!("{reason}; restarting in {delay:?}"));
+                ctx.run_later(delay, |act, ctx| act.converge(false, ctx));
+            }
+            AfterExit::GaveUp => {
+                self.processes.remove(&id);
+                warn!(operator = %self.operator, replica = %id, reason = %reason, "replica exited too often; not restarted until the operator is applied again");
+                self.note(&id, format!("{reason}; exited too often, not restarted until the operator is applied again"));
+            }
+            AfterExit::Ignored => {}
+        }
+    }
+}
+
+impl Handler<ReplicaStopped> for ComponentSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplicaStopped, ctx: &mut Self::Context) {
+        info!(operator = %self.operator, replica = %msg.id, "replica stopped");
+        self.replicas.stopped(&msg.id, msg.launch);
+        if self.replicas.get(&msg.id).is_none() {
+            self.logs.remove(&msg.id);
+        }
+        self.converge(false, ctx);
+    }
+}
+
+impl Handler<ReplicaOutput> for ComponentSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplicaOutput, _ctx: &mut Self::Context) {
+        if self
+            .replicas
+            .get(&msg.id)
+            .is_none_or(|r| r.launch != msg.launch)
+        {
+            return;
+        }
+        let lines = self.logs.entry(msg.id).or_default();
+        lines.push_back(msg.line);
+        while lines.len() > LOG_LINES_KEPT {
+            lines.pop_front();
+        }
+    }
+}
+
+impl Handler<GetComponents> for ComponentSupervisor {
+    type Result = ResponseFuture<ComponentsView>;
+
+    fn handle(&mut self, _: GetComponents, _ctx: &mut Self::Context) -> Self::Result {
+        let desired = self
+            .specs
+            .iter()
+            .map(|s| DesiredView {
+                component: s.name.clone(),
+                replicas: s.replicas,
+                image: s.image.clone(),
+            })
+            .collect();
+        let mut view = ComponentsView {
+            runtime: String::new(),
+            desired,
+            replicas: Vec::new(),
+            message: None,
+        };
+        match &self.launcher {
+            Launcher::Process(_) | Launcher::Docker(_) => {
+                view.runtime = if matches!(self.launcher, Launcher::Process(_)) {
+                    ComponentRuntime::Process
+                } else {
+                    ComponentRuntime::Docker
+                }
+                .to_string();
+                view.replicas = self.replicas.views(Instant::now());
+                Box::pin(async move { view })
+            }
+            Launcher::External => {
+                view.runtime = ComponentRuntime::External.to_string();
+                view.message = Some("the orchestrator runs no component (external runtime): start them yourself with the NATS wiring below".into());
+                Box::pin(async move { view })
+            }
+            Launcher::Kubernetes(kube) => {
+                view.runtime = ComponentRuntime::Kubernetes.to_string();
+                view.message = self.kube_problem.clone();
+                let (kube, operator) = (kube.clone(), self.operator.clone());
+                Box::pin(async move {
+                    match kube.replicas(&operator).await {
+                        Ok(replicas) => view.replicas = replicas,
+                        Err(e) => view.message = Some(e),
+                    }
+                    view
+                })
+            }
+        }
+    }
+}
+
+impl Handler<GetComponentLogs> for ComponentSupervisor {
+    type Result = ResponseFuture<Result<Vec<ReplicaLogs>, ControlError>>;
+
+    fn handle(&mut self, msg: GetComponentLogs, _ctx: &mut Self::Context) -> Self::Result {
+        let matches = |id: &ReplicaId| {
+            msg.component.as_ref().is_none_or(|c| *c == id.component)
+                && msg.replica.is_none_or(|r| r == id.index)
+        };
+        let ids: Vec<ReplicaId> = self
+            .replicas
+            .views(Instant::now())
+            .into_iter()
+            .map(|v| ReplicaId {
+                component: v.component,
+                index: v.replica,
+            })
+            .filter(|id| matches(id))
+            .collect();
+        let tail = msg.tail;
+        match &self.launcher {
+            Launcher::Process(_) => {
+                let logs = ids
+                    .into_iter()
+                    .map(|id| {
+                        let kept = self.logs.get(&id);
+                        let skip = kept.map_or(0, |l| l.len().saturating_sub(tail));
+                        ReplicaLogs {
+                            lines: kept
+                                .map(|l| l.iter().skip(skip).cloned().collect())
+                                .unwrap_or_default(),
+                            component: id.component,
+                            replica: id.index,
+                        }
+                    })
+                    .collect();
+                Box::pin(async move { Ok(logs) })
+            }
+            Launcher::Docker(docker) => {
+                let (docker, operator) = (docker.clone(), self.operator.clone());
+                Box::pin(async move {
+                    let mut logs = Vec::new();
+                    for id in ids {
+                        let name = docker.container_name(&operator, &id);
+                        let lines = docker
+                            .logs(&name, tail)
+                            .await
+                            .map_err(ControlError::Unavailable)?;
+                        logs.push(ReplicaLogs {
+                            component: id.component,
+                            replica: id.index,
+                            lines,
+                        });
+                    }
+                    Ok(logs)
+                })
+            }
+            Launcher::Kubernetes(_) => {
+                let selector = format!("{}={}", kubernetes::LABEL_OPERATOR, self.operator);
+                Box::pin(async move {
+                    Err(ControlError::invalid(format!(
+                        "the kubernetes runtime keeps no logs here: kubectl logs -l {selector}"
+                    )))
+                })
+            }
+            Launcher::External => Box::pin(async {
+                Err(ControlError::invalid(
+                    "the orchestrator runs no component (external runtime), so it has no logs",
+                ))
+            }),
+        }
+    }
+}
+
+impl Handler<RenderKubernetes> for ComponentSupervisor {
+    type Result = Result<String, ControlError>;
+
+    fn handle(&mut self, msg: RenderKubernetes, _ctx: &mut Self::Context) -> Self::Result {
+        let namespace = msg.namespace.unwrap_or_else(|| match &self.launcher {
+            Launcher::Kubernetes(kube) => kube.namespace.clone(),
+            _ => "default".into(),
+        });
+        kubernetes::render(&self.specs, &namespace, true)
+            .to_yaml()
+            .map_err(ControlError::Internal)
+    }
+}

@@ -1,0 +1,257 @@
+//! The `process` runtime: each replica is a child process of the orchestrator running the
+//! component's `command` and `arguments` with its environment. Its output goes to the
+//! supervisor line by line; a stop sends SIGTERM, then SIGKILL after the grace period. Where
+//! util-linux's `setpriv` is on PATH, replicas also get SIGTERM when the orchestrator dies, so
+//! a killed orchestrator leaves none behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use actix::Addr;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use super::messages::{ReplicaExited, ReplicaOutput};
+use super::spec::ComponentSpec;
+use super::state::{Exit, ReplicaId};
+use super::ComponentSupervisor;
+
+/// Variables of the orchestrator's own environment a replica inherits; nothing else leaks.
+const INHERITED_ENV: [&str; 6] = ["PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ"];
+
+/// How the `process` runtime starts replicas.
+#[derive(Debug, Clone)]
+pub struct ProcessLauncher {
+    grace: Duration,
+    /// `setpriv`, when found: it makes the kernel send SIGTERM to a replica whose parent died.
+    setpriv: Option<PathBuf>,
+}
+
+/// A running replica: the way to ask its watcher to stop it.
+#[derive(Debug)]
+pub struct ProcessHandle {
+    stop: mpsc::Sender<oneshot::Sender<()>>,
+}
+
+impl ProcessLauncher {
+    pub fn new(grace: Duration) -> Self {
+        let setpriv = find_on_path("setpriv");
+        if setpriv.is_none() {
+            warn!("setpriv not found: component processes outlive an orchestrator killed with SIGKILL");
+        }
+        Self { grace, setpriv }
+    }
+
+    /// Starts one replica; its output and its exit are sent to `supervisor`. Returns its
+    /// process id and the handle that stops it.
+    pub fn spawn(
+        &self,
+        spec: &ComponentSpec,
+        id: &ReplicaId,
+        launch: u64,
+        supervisor: Addr<ComponentSupervisor>,
+    ) -> Result<(u32, ProcessHandle), String> {
+        let argv = spec.argv();
+        let Some(program) = argv.first() else {
+            return Err("the component has no command to run".into());
+        };
+        let env = spec.process_env();
+        let search_path = env
+            .get("PATH")
+            .cloned()
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_default();
+        if resolve_program(program, &search_path).is_none() {
+            return Err(format!("cannot start {program}: no such executable"));
+        }
+        let mut command = match &self.setpriv {
+            Some(setpriv) => {
+                let mut c = Command::new(setpriv);
+                c.args(["--pdeathsig", "TERM", "--"]).args(&argv);
+                c
+            }
+            None => {
+                let mut c = Command::new(program);
+                c.args(&argv[1..]);
+                c
+            }
+        };
+        command
+            .env_clear()
+            .envs(
+                INHERITED_ENV
+                    .iter()
+                    .filter_map(|k| Some((*k, std::env::var(k).ok()?))),
+            )
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {program}: {e}"))?;
+        let pid = child.id().unwrap_or_default();
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(pump(out, id.clone(), launch, supervisor.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(pump(err, id.clone(), launch, supervisor.clone()));
+        }
+        let (stop, requests) = mpsc::channel(1);
+        tokio::spawn(watch(
+            child,
+            requests,
+            self.grace,
+            id.clone(),
+            launch,
+            supervisor,
+        ));
+        Ok((pid, ProcessHandle { stop }))
+    }
+}
+
+impl ProcessHandle {
+    /// Stops the replica (SIGTERM, then SIGKILL after the grace period); resolves once it has
+    /// exited. Resolves at once when it had already exited.
+    pub async fn stop(self) {
+        let (done, stopped) = oneshot::channel();
+        if self.stop.send(done).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+}
+
+/// Sends each line the replica writes to the supervisor.
+async fn pump(
+    stream: impl AsyncRead + Unpin,
+    id: ReplicaId,
+    launch: u64,
+    supervisor: Addr<ComponentSupervisor>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => supervisor.do_send(ReplicaOutput {
+                id: id.clone(),
+                launch,
+                line: String::from_utf8_lossy(&line).trim_end().to_string(),
+            }),
+        }
+    }
+}
+
+/// Owns the child: reports its exit, or stops it when asked.
+async fn watch(
+    mut child: Child,
+    mut requests: mpsc::Receiver<oneshot::Sender<()>>,
+    grace: Duration,
+    id: ReplicaId,
+    launch: u64,
+    supervisor: Addr<ComponentSupervisor>,
+) {
+    let (status, done) = tokio::select! {
+        status = child.wait() => (status, None),
+        request = requests.recv() => (terminate(&mut child, grace).await, request),
+    };
+    let exit = match status {
+        Ok(status) => exit_of(status),
+        Err(e) => Exit {
+            code: None,
+            reason: format!("lost track of the process: {e}"),
+        },
+    };
+    supervisor.do_send(ReplicaExited { id, launch, exit });
+    if let Some(done) = done {
+        let _ = done.send(());
+    }
+}
+
+/// SIGTERM, then SIGKILL if it has not exited within `grace`.
+async fn terminate(child: &mut Child, grace: Duration) -> std::io::Result<ExitStatus> {
+    let pid = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(pid) = pid {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+            return status;
+        }
+    }
+    child.kill().await?;
+    child.wait().await
+}
+
+/// The exit of a process, shell-style: 128 + the signal's number when a signal ended it.
+pub fn exit_of(status: ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Exit {
+            code: Some(i64::from(code)),
+            reason: format!("exited with code {code}"),
+        },
+        (None, Some(signal)) => Exit {
+            code: Some(128 + i64::from(signal)),
+            reason: format!("killed by signal {signal}"),
+        },
+        (None, None) => Exit {
+            code: None,
+            reason: "exited".into(),
+        },
+    }
+}
+
+/// The first executable file named `name` in a directory of the orchestrator's PATH.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    resolve_program(name, &std::env::var("PATH").ok()?)
+}
+
+/// `program` itself when it names a path, else the first executable of that name in a
+/// directory of `search_path`.
+fn resolve_program(program: &str, search_path: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return is_executable(&path).then_some(path);
+    }
+    std::env::split_paths(search_path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn programs_are_found_by_path_or_on_the_search_path() {
+        assert_eq!(
+            resolve_program("sh", "/nonexistent:/bin:/usr/bin"),
+            Some(PathBuf::from("/bin/sh"))
+        );
+        assert!(resolve_program("/bin/sh", "").is_some());
+        assert!(resolve_program("/opt/operator/adf-operator", "/bin").is_none());
+        assert!(resolve_program("no-such-program-here", "/bin:/usr/bin").is_none());
+    }
+
+    #[test]
+    fn exits_read_as_a_shell_would_report_them() {
+        assert_eq!(exit_of(ExitStatus::from_raw(3 << 8)).code, Some(3));
+        let killed = exit_of(ExitStatus::from_raw(9));
+        assert_eq!(killed.code, Some(137));
+        assert_eq!(killed.reason, "killed by signal 9");
+    }
+}
