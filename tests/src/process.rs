@@ -144,6 +144,8 @@ impl OrchestratorProcess {
             .env("ORCHESTRATOR_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("ORCHESTRATOR_HTTP_WORKERS", "1")
             .env("LOG_LEVEL", "info")
+            // Tests start their components themselves unless they ask the orchestrator to.
+            .env("ORCHESTRATOR_COMPONENT_RUNTIME", "external")
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,5 +1,6 @@
 //! `opctl`: the command line of the orchestrator — apply, get and delete operators, resources
-//! and secrets over its HTTP API, with `dataos-ctl`-style log lines and tables.
+//! and secrets over its HTTP API, with `dataos-ctl`-style log lines and tables; scale an
+//! operator's components, read their logs and render them as Kubernetes objects.
 
 #[path = "opctl/apply.rs"]
 mod apply;
@@ -15,10 +16,16 @@ mod delete;
 mod describe;
 #[path = "opctl/get.rs"]
 mod get;
+#[path = "opctl/logs.rs"]
+mod logs;
 #[path = "opctl/manifest_file.rs"]
 mod manifest_file;
 #[path = "opctl/output.rs"]
 mod output;
+#[path = "opctl/render.rs"]
+mod render;
+#[path = "opctl/scale.rs"]
+mod scale;
 #[path = "opctl/table.rs"]
 mod table;
 
@@ -64,6 +71,9 @@ async fn run(cli: Cli, console: &Console) -> Result<()> {
         Command::Apply(apply) => apply::run(apply, &client, console).await,
         Command::Get(get) => get::run(get, &client, console).await,
         Command::Delete(delete) => delete::run(delete, &client, console).await,
+        Command::Scale(scale) => scale::run(scale, &client, console).await,
+        Command::Logs(logs) => logs::run(logs, &client, console).await,
+        Command::Render(render) => render::run(render, &client, console).await,
     }
 }
 

@@ -37,6 +37,12 @@ pub enum Command {
     Get(Get),
     /// Deletes one named entity, or every manifest of a file.
     Delete(Delete),
+    /// Changes how many replicas of an operator's component run.
+    Scale(Scale),
+    /// Shows the last lines an operator's component replicas wrote.
+    Logs(Logs),
+    /// Prints an operator's components as Kubernetes objects (secret values redacted).
+    Render(Render),
 }
 
 /// `opctl apply -f FILE [-w WS]`.
@@ -104,6 +110,54 @@ pub struct Delete {
     /// The workspace of resources and secrets (default: the manifest's own, else `public`).
     #[arg(short = 'w', long = "workspace", env = WORKSPACE_ENV, value_name = "WS")]
     pub workspace: Option<String>,
+}
+
+/// `opctl scale -n OPERATOR [-c COMPONENT] -r N`.
+#[derive(Debug, Args)]
+pub struct Scale {
+    /// The operator.
+    #[arg(short = 'n', long = "name", value_name = "OPERATOR")]
+    pub name: String,
+
+    /// The component (may be left out when the operator has only one).
+    #[arg(short = 'c', long = "component", value_name = "COMPONENT")]
+    pub component: Option<String>,
+
+    /// How many replicas should run.
+    #[arg(short = 'r', long = "replicas", value_name = "N")]
+    pub replicas: u32,
+}
+
+/// `opctl logs -n OPERATOR [-c COMPONENT] [-i REPLICA] [--tail N]`.
+#[derive(Debug, Args)]
+pub struct Logs {
+    /// The operator.
+    #[arg(short = 'n', long = "name", value_name = "OPERATOR")]
+    pub name: String,
+
+    /// Only this component's replicas.
+    #[arg(short = 'c', long = "component", value_name = "COMPONENT")]
+    pub component: Option<String>,
+
+    /// Only the replica of this index.
+    #[arg(short = 'i', long = "replica", value_name = "INDEX")]
+    pub replica: Option<u32>,
+
+    /// How many of the last lines of each replica.
+    #[arg(long = "tail", value_name = "N", default_value_t = 200)]
+    pub tail: usize,
+}
+
+/// `opctl render -n OPERATOR [--namespace NS]`.
+#[derive(Debug, Args)]
+pub struct Render {
+    /// The operator.
+    #[arg(short = 'n', long = "name", value_name = "OPERATOR")]
+    pub name: String,
+
+    /// The Kubernetes namespace of the objects [default: the orchestrator's].
+    #[arg(long = "namespace", value_name = "NS")]
+    pub namespace: Option<String>,
 }
 
 /// How `get` prints what it fetched.
@@ -279,6 +333,26 @@ mod tests {
         assert!(parse("opctl delete -n adf-operator").is_err());
         assert!(parse("opctl delete").is_err());
         assert!(parse("opctl delete -f ops.yaml -t operator -n adf-operator").is_err());
+    }
+
+    #[test]
+    fn scale_logs_and_render_name_an_operator() {
+        for line in [
+            "opctl scale -n adf-operator -c adf-controller -r 3",
+            "opctl scale -n adf-operator --replicas 0",
+            "opctl logs -n adf-operator",
+            "opctl logs -n adf-operator -c adf-controller -i 1 --tail 50",
+            "opctl render -n adf-operator --namespace operators",
+        ] {
+            parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+        assert!(
+            parse("opctl scale -n adf-operator").is_err(),
+            "replicas needed"
+        );
+        assert!(parse("opctl scale -r 3").is_err(), "operator needed");
+        assert!(parse("opctl scale -n adf-operator -r -1").is_err());
+        assert!(parse("opctl logs").is_err());
     }
 
     #[test]

@@ -179,6 +179,38 @@ impl OrchestratorClient {
         self.send(self.http.request(Method::DELETE, url)).await
     }
 
+    /// The last lines of an operator's replicas (`{"replicas": [...]}`).
+    pub async fn logs(
+        &self,
+        operator: &str,
+        component: Option<&str>,
+        replica: Option<u32>,
+        tail: usize,
+    ) -> Result<Value> {
+        let mut url = self.url(&["api", "v1", "operators", operator, "logs"]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(c) = component {
+                query.append_pair("component", c);
+            }
+            if let Some(r) = replica {
+                query.append_pair("replica", &r.to_string());
+            }
+            query.append_pair("tail", &tail.to_string());
+        }
+        self.send(self.http.get(url)).await
+    }
+
+    /// An operator's components as Kubernetes objects, YAML.
+    pub async fn render(&self, operator: &str, namespace: Option<&str>) -> Result<String> {
+        let mut url = self.url(&["api", "v1", "operators", operator, "kubernetes"]);
+        if let Some(ns) = namespace {
+            url.query_pairs_mut().append_pair("namespace", ns);
+        }
+        let (_, body) = self.send_text(self.http.get(url)).await?;
+        Ok(body)
+    }
+
     /// The server URL with these path segments appended, each percent-encoded as needed.
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.server.clone();
@@ -191,6 +223,17 @@ impl OrchestratorClient {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let (status, body) = self.send_text(request).await?;
+        serde_json::from_str(&body).with_context(|| {
+            format!(
+                "the orchestrator at {} answered {status} with unexpected JSON",
+                self.shown_server()
+            )
+        })
+    }
+
+    /// Sends a request; a 2xx answer's status and body, or the server's refusal as an error.
+    async fn send_text(&self, request: reqwest::RequestBuilder) -> Result<(StatusCode, String)> {
         let response = request.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
         let body = response
@@ -200,12 +243,7 @@ impl OrchestratorClient {
         if !status.is_success() {
             return Err(ApiError::from_response(status, &body).into());
         }
-        serde_json::from_str(&body).with_context(|| {
-            format!(
-                "the orchestrator at {} answered {status} with unexpected JSON",
-                self.shown_server()
-            )
-        })
+        Ok((status, body))
     }
 
     /// The server URL as the user typed it, without the `/` the URL parser adds.

@@ -104,10 +104,69 @@ pub fn render(record: &Value) -> String {
         }
         (None, None, None) => {}
     }
+    if let Some(components) = record.pointer("/details/components") {
+        components_section(&mut out, components);
+    }
     if let Some(reason) = record.get("detailsError").and_then(Value::as_str) {
         out.push_str(&format!("\nLive details unavailable: {reason}\n"));
     }
     out
+}
+
+/// The columns of an operator's replica table.
+const REPLICA_COLUMNS: [&str; 7] = [
+    "COMPONENT",
+    "REPLICA",
+    "STATE",
+    "ID",
+    "RESTARTS",
+    "EXIT",
+    "MESSAGE",
+];
+
+/// What the orchestrator runs of an operator: each component's replicas and their state.
+fn components_section(out: &mut String, components: &Value) {
+    let runtime = components["runtime"].as_str().unwrap_or_default();
+    out.push_str(&format!("\nComponents (runtime: {runtime}):\n"));
+    for desired in components["desired"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {}: {} replica(s) of {}\n",
+            scalar(&desired["component"]),
+            scalar(&desired["replicas"]),
+            scalar(&desired["image"])
+        ));
+    }
+    if let Some(message) = components["message"].as_str() {
+        out.push_str(&format!("  {message}\n"));
+    }
+    let replicas = components["replicas"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if replicas.is_empty() {
+        return;
+    }
+    let rows: Vec<Vec<String>> = replicas
+        .iter()
+        .map(|r| {
+            let state = match (r["state"].as_str(), r["restartInSeconds"].as_u64()) {
+                (Some("restarting"), Some(s)) => format!("restarting in {s}s"),
+                (state, _) => state.unwrap_or_default().to_string(),
+            };
+            vec![
+                scalar(&r["component"]),
+                scalar(&r["replica"]),
+                state,
+                scalar(&r["id"]),
+                scalar(&r["restarts"]),
+                scalar(&r["exitCode"]),
+                scalar(&r["message"]),
+            ]
+        })
+        .collect();
+    for line in table::render(&REPLICA_COLUMNS, &rows).lines() {
+        out.push_str(&format!("{line}\n"));
+    }
 }
 
 fn is_non_empty_object(value: &Value) -> bool {
@@ -300,6 +359,44 @@ mod tests {
         assert!(
             text.contains("Live details unavailable: no component is listening on x.query"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn an_operator_shows_each_replica_with_its_state_and_last_exit() {
+        let record = json!({"name": "adf-operator", "type": "operator",
+        "details": {"resourceTypes": {}, "components": {
+            "runtime": "docker",
+            "desired": [{"component": "adf-controller", "replicas": 2, "image": "adf-operator:latest"}],
+            "replicas": [
+                {"component": "adf-controller", "replica": 0, "state": "running",
+                 "id": "opr-adf-operator-adf-controller-0", "restarts": 0},
+                {"component": "adf-controller", "replica": 1, "state": "restarting",
+                 "restartInSeconds": 4, "restarts": 2, "exitCode": 137,
+                 "message": "exited with code 137"}
+            ]}}});
+        let text = render(&record);
+        assert!(text.contains("Components (runtime: docker):"), "{text}");
+        assert!(
+            text.contains("adf-controller: 2 replica(s) of adf-operator:latest"),
+            "{text}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.contains("restarting"))
+            .expect("a row for the restarting replica");
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(
+            cells,
+            [
+                "adf-controller",
+                "1",
+                "restarting in 4s",
+                "",
+                "2",
+                "137",
+                "exited with code 137"
+            ]
         );
     }
 
