@@ -188,12 +188,21 @@ impl DockerLauncher {
             (LABEL_HASH.to_string(), spec.hash.clone()),
         ]);
         let alias = format!("{}-{}", spec.operator, spec.name);
+        let name = self.container_name(&spec.operator, id);
         ContainerCreateBody {
             image: Some(spec.image.clone()),
+            // A hostname is at most 63 characters; the full name is in ELECTION_REPLICA_ID.
+            hostname: Some(
+                name.chars()
+                    .take(63)
+                    .collect::<String>()
+                    .trim_end_matches('-')
+                    .to_string(),
+            ),
             entrypoint: (!spec.command.is_empty()).then(|| spec.command.clone()),
             cmd: (!spec.arguments.is_empty()).then(|| spec.arguments.clone()),
             env: Some(
-                spec.process_env()
+                spec.replica_env(&name)
                     .into_iter()
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect(),

@@ -58,7 +58,7 @@ impl ProcessLauncher {
         let Some(program) = argv.first() else {
             return Err("the component has no command to run".into());
         };
-        let env = spec.process_env();
+        let env = spec.replica_env(&format!("{}-{id}", spec.operator));
         let search_path = env
             .get("PATH")
             .cloned()

@@ -19,6 +19,11 @@ pub const MESSAGE_STREAM_ENV: &str = "ENTITY_OF_INTEREST_MESSAGE_STREAM";
 pub const QUERY_SUBJECT_ENV: &str = "ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT";
 /// The subject a component publishes status events on.
 pub const QUERY_REPLY_SUBJECT_ENV: &str = "ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT";
+/// The name a replica goes by in its operator's leader election: the supervisor names each
+/// replica (its container's name, say) so that the lease's holder says which one leads.
+pub const REPLICA_ID_ENV: &str = "ELECTION_REPLICA_ID";
+/// Asks a program not to colour its output (no-color.org): replicas' output is kept as text.
+pub const NO_COLOR_ENV: &str = "NO_COLOR";
 
 /// What every component of this orchestrator gets unless its manifest says otherwise.
 #[derive(Debug, Clone, Default)]
@@ -112,6 +117,16 @@ impl ComponentSpec {
             self.secrets.iter().flat_map(|s| s.data.clone()).collect();
         all.extend(self.env.clone());
         all
+    }
+
+    /// The environment of one replica: [`Self::process_env`] and, unless the manifest sets
+    /// them, the replica's name in the election and `NO_COLOR` (its output is kept as text).
+    pub fn replica_env(&self, replica_name: &str) -> BTreeMap<String, String> {
+        let mut env = self.process_env();
+        env.entry(REPLICA_ID_ENV.into())
+            .or_insert_with(|| replica_name.into());
+        env.entry(NO_COLOR_ENV.into()).or_insert_with(|| "1".into());
+        env
     }
 
     /// The command line: `command` then `arguments`.
@@ -276,6 +291,21 @@ mod tests {
         let env = spec.process_env();
         assert_eq!(env["NATS_URL"], "nats://elsewhere:4222");
         assert_eq!(env["AZURE_CLIENT_SECRET"], "from-manifest");
+    }
+
+    #[test]
+    fn each_replica_is_named_for_the_election_unless_the_manifest_names_it() {
+        let spec = seed_spec(|_| {}, secret(1, "s3cr3t"));
+        assert_eq!(spec.replica_env("r-0")[REPLICA_ID_ENV], "r-0");
+        assert_eq!(spec.replica_env("r-0")[NO_COLOR_ENV], "1");
+        let named = seed_spec(
+            |c| {
+                c.environment_vars
+                    .insert(REPLICA_ID_ENV.into(), "mine".into());
+            },
+            secret(1, "s3cr3t"),
+        );
+        assert_eq!(named.replica_env("r-0")[REPLICA_ID_ENV], "mine");
     }
 
     #[test]
