@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to a running control plane, playing the Azure Data Factory
 # walk-through: builds the binaries, starts NATS with JetStream (unless NATS_URL points at one),
-# the orchestrator, a stand-in for Azure's APIs (unless AZURE_RESOURCE_MANAGER_ENDPOINT is
-# set) and the ADF operator's component, applies the example secret, operator and pipeline run,
-# and shows them with opctl.
+# a stand-in for Azure's APIs (unless AZURE_RESOURCE_MANAGER_ENDPOINT is set) and the
+# orchestrator, applies the example secret, operator (whose component the orchestrator then
+# runs as local processes, 2 replicas) and pipeline run, and shows them with opctl.
 #
 #   bash deploy/quickstart.sh          start everything (state in .data/)
 #   bash deploy/quickstart.sh stop     stop what it started
@@ -14,9 +14,12 @@ BIN=target/release
 mkdir -p "$DATA"
 
 stop() {
-  for name in adf-operator adf-standin orchestrator nats; do
+  # The orchestrator first: on SIGTERM it stops the components it runs, then exits.
+  for name in orchestrator adf-operator adf-standin nats; do
     if [ -f "$DATA/$name.pid" ]; then
-      kill "$(cat "$DATA/$name.pid")" 2>/dev/null || true
+      pid=$(cat "$DATA/$name.pid")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       rm -f "$DATA/$name.pid"
     fi
   done
@@ -55,6 +58,14 @@ if [ -z "${NATS_URL:-}" ]; then
   wait_port 127.0.0.1 4222 nats
 fi
 
+if [ -z "${AZURE_RESOURCE_MANAGER_ENDPOINT:-}" ]; then
+  start_bg adf-standin "$BIN/adf-standin" --listen 127.0.0.1:7800
+  wait_port 127.0.0.1 7800 adf-standin
+  # Every component the orchestrator runs gets the stand-in in place of Azure's endpoints.
+  export ORCHESTRATOR_COMPONENT_ENV=${ORCHESTRATOR_COMPONENT_ENV:-AZURE_AUTHORITY_HOST=http://127.0.0.1:7800,AZURE_RESOURCE_MANAGER_ENDPOINT=http://127.0.0.1:7800}
+fi
+
+# The orchestrator runs operators' components as local processes (the `process` runtime).
 export ORCHESTRATOR_LISTEN=${ORCHESTRATOR_LISTEN:-127.0.0.1:7700}
 export OPCTL_SERVER=${OPCTL_SERVER:-http://$ORCHESTRATOR_LISTEN}
 start_bg orchestrator "$BIN/orchestrator"
@@ -62,25 +73,11 @@ wait_port "${ORCHESTRATOR_LISTEN%:*}" "${ORCHESTRATOR_LISTEN##*:}" orchestrator
 
 OPCTL="$BIN/opctl"
 "$OPCTL" apply -f deploy/examples/adf-secret.yaml -w user-system
-"$OPCTL" apply -f deploy/examples/adf-operator.yaml
-
-if [ -z "${AZURE_RESOURCE_MANAGER_ENDPOINT:-}" ]; then
-  start_bg adf-standin "$BIN/adf-standin" --listen 127.0.0.1:7800
-  wait_port 127.0.0.1 7800 adf-standin
-  export AZURE_AUTHORITY_HOST=http://127.0.0.1:7800 AZURE_RESOURCE_MANAGER_ENDPOINT=http://127.0.0.1:7800
-fi
-# The component reads its credentials from its environment: here, the example Secret's values.
-# The NATS variables are the operator's natsApi (see `opctl get -t operator -n adf-operator -d`).
-export AZURE_TENANT_ID=${AZURE_TENANT_ID:-00000000-0000-0000-0000-000000000001}
-export AZURE_CLIENT_ID=${AZURE_CLIENT_ID:-00000000-0000-0000-0000-000000000002}
-export AZURE_CLIENT_SECRET=${AZURE_CLIENT_SECRET:-replace-me}
-export AZURE_SUBSCRIPTION_ID=${AZURE_SUBSCRIPTION_ID:-00000000-0000-0000-0000-000000000003}
-ENTITY_OF_INTEREST_MESSAGE_STREAM=dataos-azure-entities \
-ENTITY_OF_INTEREST_MESSAGE_QUEUE=azure-entities-adf-52323 \
-ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT=dataos.operator.adf.query \
-ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT=dataos.operator.adf.reply \
-OPERATOR_STATE_STORE_TYPE=jetstream_kv \
-  start_bg adf-operator "$BIN/adf-operator" operator adf --electionStateFile "$DATA/adf-election.log"
+# The example operator as it is, but for where its component lives: the image's path
+# /opt/operator becomes this build's binary, and the election file goes to $DATA.
+sed -e "s#/opt/operator/adf-operator#$PWD/$BIN/adf-operator#" \
+    -e "s#/opt/operator/leader-election.log#$(cd "$DATA" && pwd)/adf-election.log#" \
+    deploy/examples/adf-operator.yaml | "$OPCTL" apply -f -
 
 "$OPCTL" apply -f deploy/examples/adf-pipeline-run.yaml -w public
 "$OPCTL" get -t operator
@@ -91,6 +88,9 @@ The control plane is running, with an Azure Data Factory pipeline run under way.
   export OPCTL_SERVER=$OPCTL_SERVER PATH=\$PWD/$BIN:\$PATH
   opctl get -t resource -w public                       # RUNTIME goes inprogress → succeeded
   opctl get -t resource -w public -n pipeline-run-1 -d  # the run and its activities, live
+  opctl get -t operator -n adf-operator -d              # its replicas, run by the orchestrator
+  opctl logs -n adf-operator                            # what they wrote
+  opctl scale -n adf-operator -c adf-controller -r 3
   opctl delete -t resource -w public -n pipeline-run-1
   bash deploy/quickstart.sh stop
 MSG

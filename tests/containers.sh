@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# The whole system in containers, end to end, on this machine's Docker engine (no registry):
+# builds every image (deploy/build-images.sh), starts deploy/compose.yaml under a project of its
+# own, applies the seed's secret, operator and pipeline run with opctl and sees the run go
+# active then succeeded, scales the ADF component from 2 to 3 replicas, kills the replica that
+# leads while a second run is in progress and sees that run complete exactly once, then
+# `compose down` and checks that nothing is left.
+#
+#   bash tests/containers.sh
+#
+# Bounded by CONTAINER_TEST_TIMEOUT_S (default 1500 s, image build included); whatever
+# happens, it removes what it started. Without a Docker engine it says so and exits 0.
+# SKIP_IMAGE_BUILD=1 uses the images as they are.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+COMPOSE_FILE=deploy/compose.yaml
+if docker compose version >/dev/null 2>&1; then
+  COMPOSE=(docker compose)
+else
+  COMPOSE=(docker-compose)
+fi
+
+say() { echo "[containers] $*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# --- the steps, run bounded in time by the outer part below -----------------------------------
+if [ "${1:-}" = "--steps" ]; then
+  PASSED=0
+  check() { # description command... : the command must succeed
+    local what=$1; shift
+    if "$@"; then
+      PASSED=$((PASSED + 1))
+      say "ok: $what"
+    else
+      say "FAILED: $what"
+      exit 1
+    fi
+  }
+  wait_until() { # seconds description command...
+    local limit=$1 what=$2; shift 2
+    local deadline=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        say "FAILED: $what (not within ${limit}s)"
+        exit 1
+      fi
+      sleep 1
+    done
+    PASSED=$((PASSED + 1))
+    say "ok: $what"
+  }
+  compose() { "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" "$@"; }
+  opctl() { target/release/opctl "$@"; }
+  # A field of an opctl JSON answer, by a Python expression on `d`.
+  field() { # expression opctl-args...
+    local expression=$1; shift
+    opctl "$@" -o json 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin); print($expression)"
+  }
+  run_field() { # name expression
+    field "$2" get -t resource -w public -n "$1"
+  }
+  running_replicas() { # count
+    [ "$(docker ps -q --filter "label=io.operator.orchestrator=$PROJECT" --filter status=running | wc -l)" -eq "$1" ] &&
+      [ "$(field "sum(1 for r in d['details']['components']['replicas'] if r['state'] == 'running')" \
+        get -t operator -n adf-operator -d)" -eq "$1" ]
+  }
+  standin_runs() { # pipeline
+    curl -fsS "http://127.0.0.1:$ADF_STANDIN_PORT/_standin/runs" |
+      python3 -c "import json,sys; print(sum(1 for r in json.load(sys.stdin)['runs'] if r['pipelineName'] == '$1'))"
+  }
+  runtime_is() { [ "$(run_field "$1" "d.get('runtime')")" = "$2" ]; }
+  status_is() { [ "$(run_field "$1" "d.get('status')")" = "$2" ]; }
+  # The container of the replica that leads: the election's lease holder (each replica's
+  # ELECTION_REPLICA_ID is its container's name), else the one whose log shows it started
+  # the run of `pipeline`.
+  leader_of() { # pipeline
+    local leader
+    leader=$(field "(d.get('details') or {}).get('election', {}).get('adf-controller', {}).get('leader') or ''" \
+      get -t operator -n adf-operator -d || true)
+    if [ -n "$leader" ] && docker inspect "$leader" >/dev/null 2>&1; then
+      say "leader from the election: $leader"
+      echo "$leader"
+      return
+    fi
+    for c in $(docker ps --format '{{.Names}}' --filter "label=io.operator.orchestrator=$PROJECT"); do
+      if docker logs "$c" 2>&1 | grep -q "creating the pipeline run.*$1\|$1.*creating the pipeline run"; then
+        say "no election details; the replica that started the run: $c"
+        echo "$c"
+        return
+      fi
+    done
+    return 1
+  }
+
+  started=$SECONDS
+  if [ "${SKIP_IMAGE_BUILD:-}" != 1 ]; then
+    bash deploy/build-images.sh
+  fi
+  say "images ready after $((SECONDS - started))s; compose up (project $PROJECT)"
+  compose up -d
+  export OPCTL_SERVER="http://127.0.0.1:$OPERATOR_API_PORT"
+  wait_until 90 "the orchestrator answers" opctl get -t operator
+
+  check "the seed's secret is applied" opctl apply -f deploy/examples/adf-secret.yaml -w user-system
+  check "the seed's operator is applied" opctl apply -f deploy/examples/adf-operator.yaml
+  wait_until 120 "the orchestrator runs 2 ADF replicas as containers" running_replicas 2
+
+  check "the seed's pipeline run is applied" opctl apply -f deploy/examples/adf-pipeline-run.yaml -w public
+  wait_until 120 "pipeline-run-1 is active" status_is pipeline-run-1 active
+  wait_until 120 "pipeline-run-1 succeeded" runtime_is pipeline-run-1 succeeded
+  check "Azure (the stand-in) ran pipeline-run-1 once" [ "$(standin_runs ArmtemplateSampleCopyPipeline)" -eq 1 ]
+
+  check "opctl scale asks for 3 replicas" opctl scale -n adf-operator -c adf-controller -r 3
+  wait_until 120 "3 ADF replicas run" running_replicas 3
+
+  # A run long enough to kill its leader in the middle of it.
+  check "the stand-in runs LongCopyPipeline for 20 s" curl -fsS -X PUT -H 'content-type: application/json' \
+    -d '{"outcome": "succeed", "runMs": 20000}' \
+    "http://127.0.0.1:$ADF_STANDIN_PORT/_standin/pipelines/LongCopyPipeline" -o /dev/null
+  sed -e 's/^name: pipeline-run-1$/name: pipeline-run-2/' \
+    -e 's/pipelineName: ArmtemplateSampleCopyPipeline/pipelineName: LongCopyPipeline/' \
+    deploy/examples/adf-pipeline-run.yaml >"$WORK/pipeline-run-2.yaml"
+  check "pipeline-run-2 is applied" opctl apply -f "$WORK/pipeline-run-2.yaml" -w public
+  wait_until 60 "pipeline-run-2 is in progress" runtime_is pipeline-run-2 inprogress
+  leader=$(leader_of LongCopyPipeline) || { say "FAILED: no replica leads"; exit 1; }
+  check "the leading container ($leader) is killed mid-run" docker kill "$leader"
+  wait_until 180 "pipeline-run-2 succeeded after its leader died" runtime_is pipeline-run-2 succeeded
+  check "Azure (the stand-in) ran pipeline-run-2 exactly once" [ "$(standin_runs LongCopyPipeline)" -eq 1 ]
+  wait_until 120 "the killed replica is running again" running_replicas 3
+  opctl get -t operator -n adf-operator -d >&2
+
+  check "compose down" compose down --volumes --timeout 60
+  check "no component container is left" [ -z "$(docker ps -aq --filter "label=io.operator.orchestrator=$PROJECT")" ]
+  check "no compose container is left" [ -z "$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")" ]
+  check "the network is gone" bash -c "! docker network inspect '$OPERATOR_NETWORK' >/dev/null 2>&1"
+  say "passed in $((SECONDS - started))s"
+  echo "containers: $PASSED passed, 0 failed"
+  exit 0
+fi
+
+# --- the outer part: isolation, the time bound and the clean-up -------------------------------
+if ! docker info >/dev/null 2>&1; then
+  echo "containers: SKIPPED, no Docker engine here (docker info failed); the container test did not run"
+  exit 0
+fi
+export PROJECT=opr-e2e-$$
+export COMPOSE_PROJECT_NAME=$PROJECT
+export OPERATOR_NETWORK=$PROJECT-net OPERATOR_PREFIX=$PROJECT
+export OPERATOR_API_PORT=${OPERATOR_API_PORT:-$(free_port)}
+export ADF_STANDIN_PORT=${ADF_STANDIN_PORT:-$(free_port)}
+export ADF_STANDIN_RUN_MS=${ADF_STANDIN_RUN_MS:-2000}
+export WORK
+WORK=$(mktemp -d)
+
+cleanup() {
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then
+    say "failed; what was running:"
+    "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" ps >&2 || true
+    "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" logs --tail 60 orchestrator >&2 || true
+    for c in $(docker ps -aq --filter "label=io.operator.orchestrator=$PROJECT"); do
+      say "--- $(docker inspect -f '{{.Name}}' "$c")"
+      docker logs --tail 30 "$c" >&2 || true
+    done
+  fi
+  "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1 || true
+  local left
+  left=$(docker ps -aq --filter "label=io.operator.orchestrator=$PROJECT")
+  if [ -n "$left" ]; then
+    say "removing containers left behind: $(echo $left)"
+    docker rm -f $left >/dev/null || true
+  fi
+  docker network rm "$OPERATOR_NETWORK" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+  if [ "$rc" -ne 0 ]; then
+    echo "containers: 0 passed, 1 failed"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# `timeout` signals the whole process group of the steps (compose, opctl, curl) when time is up.
+timeout --kill-after=20 "${CONTAINER_TEST_TIMEOUT_S:-1500}" bash "$0" --steps
