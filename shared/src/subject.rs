@@ -120,6 +120,12 @@ pub fn entity_kv_key(resource_type: &str, key: &EntityKey) -> String {
     format!("{resource_type}.{}", key.kv_token())
 }
 
+/// The subject a KV key is written on, from the bucket's subject prefix (`$KV.<bucket>.`, as
+/// the client reports it): what a write that carries its own headers publishes to.
+pub fn kv_subject(kv_prefix: &str, key: &str) -> String {
+    format!("{kv_prefix}{key}")
+}
+
 /// Parses an [`entity_kv_key`] back into its type and key.
 pub fn parse_entity_kv_key(kv_key: &str) -> Option<(String, EntityKey)> {
     let mut parts = kv_key.splitn(3, '.');
