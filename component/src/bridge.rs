@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use thiserror::Error;
 
-pub(crate) use commands::consume_commands;
+pub(crate) use commands::{CommandFeed, RunningFeed};
 pub(crate) use queries::{answer_queries, subscribe_queries};
 
 /// How long JetStream waits for an acknowledgement before redelivering a command.

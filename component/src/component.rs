@@ -1,6 +1,8 @@
 //! `Component`: the entry point. It connects to NATS (retrying), refuses servers older than
-//! 2.10, waits for the command stream, opens the store, starts the controller actor, the
-//! command consumer and the query responder, and shuts them down in order on SIGTERM/SIGINT.
+//! 2.10 (2.11 when replicated), waits for the command stream, joins the leader election when
+//! `ELECTION_CLUSTER_NAME` is set, opens the store, starts the controller actor (which consumes
+//! commands while it leads) and the query responder, and shuts them down in order on
+//! SIGTERM/SIGINT — the lease last, at once, so the next leader need not wait for its TTL.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use actix::Actor;
 use async_nats::jetstream;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use operator_shared::election::server_enforces_fencing;
 use operator_shared::telemetry::init_logging;
 use operator_shared::version::check_nats_server_version;
 use thiserror::Error;
@@ -16,10 +19,11 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::bridge::{self, BridgeError};
+use crate::bridge::{self, BridgeError, CommandFeed};
 use crate::config::{ComponentConfig, ConfigError, Settings, StateStoreType};
 use crate::controller::messages::Drain;
 use crate::controller::ControllerActor;
+use crate::election::{ElectionError, Fence, LeaderElection, Resign};
 use crate::events::EventPublisher;
 use crate::handler::{DefaultMessageHandler, MessageHandler};
 use crate::reconciler::Reconciler;
@@ -51,6 +55,9 @@ pub enum ComponentError {
     /// The command consumer or the query subscription could not be set up.
     #[error(transparent)]
     Bridge(#[from] BridgeError),
+    /// The leader election could not start.
+    #[error(transparent)]
+    Election(#[from] ElectionError),
     /// A NATS task ended while the component was running.
     #[error("{0} stopped unexpectedly")]
     TaskStopped(&'static str),
@@ -164,27 +171,49 @@ impl<R: Reconciler> Component<R> {
             return Ok(());
         };
         let consumer_config = bridge::consumer_config(&settings.consumer, settings.durable);
-        stream
-            .get_or_create_consumer(&settings.consumer, consumer_config.clone())
-            .await
-            .map_err(|e| BridgeError::Consumer {
-                stream: settings.command_stream.clone(),
-                consumer: settings.consumer.clone(),
-                reason: e.to_string(),
-            })?;
-        let store = match settings.store_type {
-            StateStoreType::Memory => EntityStore::Memory(MemoryStore::default()),
-            StateStoreType::JetStreamKv => {
-                EntityStore::JetStreamKv(KvStore::open(&js, &settings.store_bucket).await?)
+        let (election, fence) = match &settings.election {
+            None => {
+                // Alone, the component attaches at once, so a bad consumer stops it here.
+                stream
+                    .get_or_create_consumer(&settings.consumer, consumer_config.clone())
+                    .await
+                    .map_err(|e| BridgeError::Consumer {
+                        stream: settings.command_stream.clone(),
+                        consumer: settings.consumer.clone(),
+                        reason: e.to_string(),
+                    })?;
+                (None, Fence::unelected())
+            }
+            Some(election) => {
+                if !server_enforces_fencing(&version) {
+                    return Err(ElectionError::ServerTooOld { version }.into());
+                }
+                let (addr, fence) = LeaderElection::start(&js, election.clone()).await?;
+                (Some((addr, election.replica.clone())), fence)
             }
         };
-        let subscriber =
-            bridge::subscribe_queries(&client, &settings.query_subject, &settings.consumer).await?;
+        let (store, store_events) = match settings.store_type {
+            StateStoreType::Memory => (EntityStore::Memory(MemoryStore::default()), None),
+            StateStoreType::JetStreamKv => {
+                let (store, events) =
+                    KvStore::open(&js, &settings.store_bucket, fence.clone()).await?;
+                (EntityStore::JetStreamKv(Box::new(store)), events)
+            }
+        };
+        // Replicated, every replica answers every query and the first answer wins, so a paused
+        // replica cannot make a query wait for its timeout.
+        let group = election.is_none().then_some(settings.consumer.as_str());
+        let subscriber = bridge::subscribe_queries(&client, &settings.query_subject, group).await?;
 
         let (stop, stopped) = watch::channel(false);
         let events =
             EventPublisher::jetstream(js.clone(), settings.reply_subject.clone(), stopped.clone());
-        let controller = ControllerActor::new(
+        let feed = CommandFeed {
+            js: js.clone(),
+            stream: settings.command_stream.clone(),
+            config: consumer_config,
+        };
+        let mut controller = ControllerActor::new(
             store,
             self.handler,
             Arc::new(self.reconciler),
@@ -192,15 +221,18 @@ impl<R: Reconciler> Component<R> {
             self.backoff,
             events,
         )
-        .start();
+        .with_commands(feed)
+        .with_resync(settings.resync_interval);
+        if let Some((addr, replica)) = &election {
+            controller = controller.with_election(
+                addr.clone(),
+                fence.clone(),
+                replica.clone(),
+                store_events,
+            );
+        }
+        let controller = controller.start();
 
-        let mut commands = tokio::spawn(bridge::consume_commands(
-            js.clone(),
-            settings.command_stream.clone(),
-            consumer_config,
-            controller.clone(),
-            stopped.clone(),
-        ));
         let mut queries = tokio::spawn(bridge::answer_queries(
             client.clone(),
             subscriber,
@@ -214,13 +246,13 @@ impl<R: Reconciler> Component<R> {
             query_subject = %settings.query_subject,
             reply_subject = %settings.reply_subject,
             max_workers = settings.max_workers,
+            elected = election.is_some(),
             "component running"
         );
 
         let mut failure = None;
         tokio::select! {
             _ = shutdown.clone() => info!("shutdown requested"),
-            _ = &mut commands => failure = Some(ComponentError::TaskStopped("the command consumer")),
             _ = &mut queries => failure = Some(ComponentError::TaskStopped("the query responder")),
         }
         if let Some(e) = &failure {
@@ -228,11 +260,14 @@ impl<R: Reconciler> Component<R> {
         }
 
         let _ = stop.send(true);
-        for (name, task) in [("commands", commands), ("queries", queries)] {
-            if tokio::time::timeout(TASK_STOP_TIMEOUT, task).await.is_err() {
-                warn!(task = name, "task did not stop in time");
-            }
+        if tokio::time::timeout(TASK_STOP_TIMEOUT, queries)
+            .await
+            .is_err()
+        {
+            warn!(task = "queries", "task did not stop in time");
         }
+        // The controller stops consuming, lets running reconciles finish and flushes the store;
+        // only then is the lease given up, so the next leader starts after the last write.
         let (done, drained) = oneshot::channel();
         controller.do_send(Drain { done });
         match tokio::time::timeout(self.drain_timeout, drained).await {
@@ -246,6 +281,11 @@ impl<R: Reconciler> Component<R> {
                 timeout_ms = self.drain_timeout.as_millis() as u64,
                 "reconciles still running at shutdown"
             ),
+        }
+        if let Some((addr, _)) = election {
+            if addr.send(Resign).await.is_err() {
+                warn!("the election stopped before the lease was released");
+            }
         }
         if let Err(e) = client.flush().await {
             warn!(error = %e, "NATS flush failed at shutdown");

@@ -2,12 +2,16 @@
 //! variables, and its validation into the settings the SDK runs with.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, ValueEnum};
+use operator_shared::election::election_bucket;
 use operator_shared::names::validate_name;
 use operator_shared::subject::{self, validate_stream_name, validate_subject};
 use thiserror::Error;
+
+use crate::election::ElectionSettings;
 
 /// The NATS server URL.
 pub const NATS_URL_ENV: &str = "NATS_URL";
@@ -17,12 +21,20 @@ pub const OPERATOR_NAME_ENV: &str = "OPERATOR_NAME";
 pub use operator_shared::telemetry::LOG_LEVEL_ENV;
 /// The port metrics would be served on (accepted, not used yet).
 pub const METRIC_PORT_ENV: &str = "METRIC_PORT";
-/// The leader-election cluster name (accepted, not used yet).
+/// The leader-election cluster: set, the replicas elect a leader in bucket `election-<name>`.
 pub const ELECTION_CLUSTER_NAME_ENV: &str = "ELECTION_CLUSTER_NAME";
-/// The leader-election cluster size (accepted, not used yet).
+/// How many replicas are expected (the orchestrator warns when fewer are alive).
 pub const ELECTION_CLUSTER_SIZE_ENV: &str = "ELECTION_CLUSTER_SIZE";
-/// The leader-election state file (accepted, not used yet).
+/// The file each leadership transition of this replica is appended to.
 pub const ELECTION_STATE_FILE_ENV: &str = "ELECTION_STATE_FILE";
+/// This replica's name in the election [default: `<hostname>-<pid>`].
+pub const ELECTION_REPLICA_ID_ENV: &str = "ELECTION_REPLICA_ID";
+/// How long a lease lasts without a renewal, in milliseconds.
+pub const ELECTION_LEASE_TTL_ENV: &str = "ELECTION_LEASE_TTL_MS";
+/// How often the leader renews its lease (and every replica heartbeats), in milliseconds.
+pub const ELECTION_RENEW_INTERVAL_ENV: &str = "ELECTION_RENEW_INTERVAL_MS";
+/// How often the leader reconciles every entity again to see drift, in seconds (0: never).
+pub const RESYNC_INTERVAL_ENV: &str = "OPERATOR_RESYNC_INTERVAL_S";
 /// How many reconciles may run at once.
 pub const MAX_WORKERS_ENV: &str = "OPERATOR_MAX_WORKERS";
 /// `memory` or `jetstream_kv`.
@@ -71,17 +83,60 @@ pub struct ComponentConfig {
     #[arg(long, env = METRIC_PORT_ENV, value_name = METRIC_PORT_ENV)]
     pub metric_port: Option<u16>,
 
-    /// Leader-election cluster name (accepted; election is not implemented yet).
+    /// Leader-election cluster: set, replicas elect one leader in KV bucket
+    /// `election-<name>` (needs the `jetstream_kv` store); unset, the component acts alone.
     #[arg(long, env = ELECTION_CLUSTER_NAME_ENV, value_name = ELECTION_CLUSTER_NAME_ENV)]
     pub election_cluster_name: Option<String>,
 
-    /// Leader-election cluster size (accepted; election is not implemented yet).
-    #[arg(long, env = ELECTION_CLUSTER_SIZE_ENV, value_name = ELECTION_CLUSTER_SIZE_ENV)]
+    /// How many replicas are expected; `opctl get -t operator -n NAME -d` warns when fewer
+    /// are alive.
+    #[arg(
+        long,
+        env = ELECTION_CLUSTER_SIZE_ENV,
+        value_name = ELECTION_CLUSTER_SIZE_ENV,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub election_cluster_size: Option<u32>,
 
-    /// Leader-election state file (accepted; election is not implemented yet).
+    /// File each leadership transition of this replica is appended to (one JSON line each).
     #[arg(long = "electionStateFile", env = ELECTION_STATE_FILE_ENV, value_name = ELECTION_STATE_FILE_ENV)]
     pub election_state_file: Option<PathBuf>,
+
+    /// This replica's name in the election [default: <hostname>-<pid>].
+    #[arg(long, env = ELECTION_REPLICA_ID_ENV, value_name = ELECTION_REPLICA_ID_ENV)]
+    pub election_replica_id: Option<String>,
+
+    /// How long a lease lasts without a renewal (ms): a dead leader is replaced after at most
+    /// this long.
+    #[arg(
+        long,
+        env = ELECTION_LEASE_TTL_ENV,
+        value_name = ELECTION_LEASE_TTL_ENV,
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(100..=600_000)
+    )]
+    pub election_lease_ttl_ms: u64,
+
+    /// How often the leader renews its lease and every replica heartbeats (ms); at most half
+    /// the TTL.
+    #[arg(
+        long,
+        env = ELECTION_RENEW_INTERVAL_ENV,
+        value_name = ELECTION_RENEW_INTERVAL_ENV,
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(10..=300_000)
+    )]
+    pub election_renew_interval_ms: u64,
+
+    /// How often the leader reconciles every entity again, to see drift on the platform
+    /// (seconds; 0: never).
+    #[arg(
+        long,
+        env = RESYNC_INTERVAL_ENV,
+        value_name = RESYNC_INTERVAL_ENV,
+        default_value_t = 300
+    )]
+    pub operator_resync_interval_s: u64,
 
     /// How many reconciles may run at once.
     #[arg(
@@ -161,6 +216,8 @@ pub(crate) struct Settings {
     pub command_stream: String,
     pub query_subject: String,
     pub reply_subject: String,
+    pub election: Option<ElectionSettings>,
+    pub resync_interval: Option<Duration>,
 }
 
 impl ComponentConfig {
@@ -174,6 +231,10 @@ impl ComponentConfig {
             election_cluster_name: None,
             election_cluster_size: None,
             election_state_file: None,
+            election_replica_id: None,
+            election_lease_ttl_ms: 5000,
+            election_renew_interval_ms: 1000,
+            operator_resync_interval_s: 300,
             operator_max_workers: 4,
             operator_state_store_type: StateStoreType::Memory,
             operator_state_store_bucket: None,
@@ -227,7 +288,11 @@ impl ComponentConfig {
         validate_subject(&reply_subject)
             .map_err(|e| ConfigError::new(QUERY_REPLY_SUBJECT_ENV, e.to_string()))?;
 
+        let election = self.election(&operator)?;
         Ok(Settings {
+            election,
+            resync_interval: (self.operator_resync_interval_s > 0)
+                .then(|| Duration::from_secs(self.operator_resync_interval_s)),
             nats_url,
             operator,
             max_workers: self.operator_max_workers.max(1) as usize,
@@ -240,6 +305,58 @@ impl ComponentConfig {
             reply_subject,
         })
     }
+}
+
+impl ComponentConfig {
+    fn election(&self, operator: &str) -> Result<Option<ElectionSettings>, ConfigError> {
+        let cluster = match self.election_cluster_name.as_deref().map(str::trim) {
+            Some(cluster) if !cluster.is_empty() => cluster.to_string(),
+            _ => return Ok(None),
+        };
+        validate_stream_name(&election_bucket(&cluster))
+            .map_err(|e| ConfigError::new(ELECTION_CLUSTER_NAME_ENV, e.to_string()))?;
+        if self.operator_state_store_type != StateStoreType::JetStreamKv {
+            return Err(ConfigError::new(
+                STATE_STORE_TYPE_ENV,
+                "replicas elect a leader (ELECTION_CLUSTER_NAME is set) and share their entities: use jetstream_kv",
+            ));
+        }
+        let ttl = Duration::from_millis(self.election_lease_ttl_ms);
+        let renew_interval = Duration::from_millis(self.election_renew_interval_ms);
+        if renew_interval * 2 > ttl {
+            return Err(ConfigError::new(
+                ELECTION_RENEW_INTERVAL_ENV,
+                format!(
+                    "{} ms is more than half of {ELECTION_LEASE_TTL_ENV} ({} ms)",
+                    self.election_renew_interval_ms, self.election_lease_ttl_ms
+                ),
+            ));
+        }
+        let replica = match self.election_replica_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => default_replica_id(),
+        };
+        Ok(Some(ElectionSettings {
+            cluster,
+            operator: operator.to_string(),
+            replica,
+            ttl,
+            renew_interval,
+            expected_replicas: self.election_cluster_size,
+            state_file: self.election_state_file.clone(),
+        }))
+    }
+}
+
+/// `<hostname>-<pid>`: unique among the replicas of a host, readable in a pod.
+fn default_replica_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "replica".into());
+    format!("{host}-{}", std::process::id())
 }
 
 fn or_default(value: &Option<String>, default: impl FnOnce() -> String) -> String {
@@ -360,6 +477,63 @@ mod tests {
         config.entity_of_interest_message_stream = Some("a.b".into());
         let err = config.validate().expect_err("bad stream refused");
         assert!(err.to_string().starts_with(MESSAGE_STREAM_ENV), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_name_turns_the_election_on_with_its_timing() {
+        let config = parse(&[
+            "--operator-name=adf",
+            "--election-cluster-name=azure-operators",
+            "--election-cluster-size=2",
+            "--operator-state-store-type=jetstream_kv",
+            "--election-replica-id=pod-a",
+            "--election-lease-ttl-ms=2000",
+            "--election-renew-interval-ms=500",
+            "--operator-resync-interval-s=0",
+        ])
+        .expect("parses");
+        let settings = config.settings().expect("valid");
+        let election = settings.election.expect("elected");
+        assert_eq!(election.cluster, "azure-operators");
+        assert_eq!(election.operator, "adf");
+        assert_eq!(election.replica, "pod-a");
+        assert_eq!(election.ttl, Duration::from_secs(2));
+        assert_eq!(election.renew_interval, Duration::from_millis(500));
+        assert_eq!(election.expected_replicas, Some(2));
+        assert_eq!(settings.resync_interval, None);
+
+        let alone = parse(&["--operator-name=adf"]).expect("parses");
+        let settings = alone.settings().expect("valid");
+        assert_eq!(settings.election, None);
+        assert_eq!(settings.resync_interval, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn an_election_needs_the_shared_store_and_a_renewal_well_within_the_ttl() {
+        let mut config = ComponentConfig::for_operator("adf");
+        config.election_cluster_name = Some("azure-operators".into());
+        assert_eq!(
+            config.validate().map_err(|e| e.variable),
+            Err(STATE_STORE_TYPE_ENV)
+        );
+        config.operator_state_store_type = StateStoreType::JetStreamKv;
+        assert_eq!(config.validate(), Ok(()));
+        config.election_renew_interval_ms = 3000;
+        assert_eq!(
+            config.validate().map_err(|e| e.variable),
+            Err(ELECTION_RENEW_INTERVAL_ENV)
+        );
+        config.election_renew_interval_ms = 1000;
+        config.election_cluster_name = Some("a.b".into());
+        assert_eq!(
+            config.validate().map_err(|e| e.variable),
+            Err(ELECTION_CLUSTER_NAME_ENV)
+        );
+        let replica = default_replica_id();
+        assert!(
+            replica.ends_with(&format!("-{}", std::process::id())),
+            "{replica}"
+        );
     }
 
     #[test]

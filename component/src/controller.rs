@@ -2,6 +2,7 @@
 //! [`Controller`] handle reconcilers use to read entities and report statuses ([`OController`]).
 
 mod actor;
+mod leadership;
 pub(crate) mod messages;
 mod state;
 mod task;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 pub(crate) use actor::ControllerActor;
 
+use crate::election::Fence;
 use crate::events::{status_event, EventError, EventPublisher};
 use crate::store::{EntityRef, StoreError};
 use messages::{GetEntity, GetEntityStatus, StoreStatus};
@@ -34,6 +36,19 @@ pub enum ControllerError {
     /// The status event could not be published.
     #[error("status event not published: {0}")]
     Publish(EventError),
+    /// This replica may not write: it does not lead (or no longer does).
+    #[error("refused: {0}")]
+    Fenced(String),
+}
+
+impl ControllerError {
+    /// True when the call was refused because this replica does not lead.
+    pub fn is_fenced(&self) -> bool {
+        matches!(
+            self,
+            Self::Fenced(_) | Self::Store(StoreError::Fenced { .. })
+        )
+    }
 }
 
 // Manual conversions: the messages above already include the cause, so it is not also a
@@ -67,7 +82,9 @@ pub trait OController: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<EntityStatus>, ControllerError>> + Send;
 
     /// Stores `status` and publishes it as a status event on the reply subject, returning once
-    /// JetStream has acknowledged it (retrying for a while when NATS is unavailable).
+    /// JetStream has acknowledged it (retrying for a while when NATS is unavailable). A replica
+    /// that does not lead is refused ([`ControllerError::Fenced`]); a replicated component
+    /// publishes only once the (fenced) write has landed.
     fn update_entity_status(
         &self,
         status: EntityStatus,
@@ -79,6 +96,7 @@ pub trait OController: Clone + Send + Sync + 'static {
 pub struct Controller {
     addr: Addr<ControllerActor>,
     events: EventPublisher,
+    fence: Fence,
 }
 
 impl std::fmt::Debug for Controller {
@@ -88,8 +106,19 @@ impl std::fmt::Debug for Controller {
 }
 
 impl Controller {
-    pub(crate) fn new(addr: Addr<ControllerActor>, events: EventPublisher) -> Self {
-        Self { addr, events }
+    pub(crate) fn new(addr: Addr<ControllerActor>, events: EventPublisher, fence: Fence) -> Self {
+        Self {
+            addr,
+            events,
+            fence,
+        }
+    }
+
+    fn check_fence(&self) -> Result<(), ControllerError> {
+        self.fence
+            .check()
+            .map(|_| ())
+            .map_err(|e| ControllerError::Fenced(e.to_string()))
     }
 
     /// Publishes a status event without storing the status (used for `deleted`, which
@@ -99,6 +128,7 @@ impl Controller {
         status: &EntityStatus,
         command: Uuid,
     ) -> Result<(), ControllerError> {
+        self.check_fence()?;
         let event = status_event(status, Some(command));
         Ok(self.events.publish(&event).await?)
     }
@@ -135,8 +165,15 @@ impl OController for Controller {
             .send(StoreStatus { status })
             .await
             .map_err(|_| ControllerError::Stopped)??;
-        // The status is written and published at once: were the write lost in a crash, the
-        // entity is reconciled again at start and the (idempotent) event repeated.
+        if self.fence.is_elected() {
+            // Replicated: only a write the store accepted under this term's fence is announced.
+            stored.flush.wait().await?;
+            self.check_fence()?;
+            self.events.publish(&stored.event).await?;
+            return Ok(());
+        }
+        // Alone, the status is written and published at once: were the write lost in a crash,
+        // the entity is reconciled again at start and the (idempotent) event repeated.
         let (written, published) =
             futures::join!(stored.flush.wait(), self.events.publish(&stored.event));
         written?;

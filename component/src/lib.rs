@@ -38,6 +38,7 @@ mod bridge;
 mod component;
 mod config;
 mod controller;
+mod election;
 mod events;
 mod handler;
 mod reconciler;
@@ -48,6 +49,10 @@ pub use bridge::BridgeError;
 pub use component::{run, Component, ComponentError};
 pub use config::{ComponentConfig, ConfigError, StateStoreType};
 pub use controller::{Controller, ControllerError, OController};
+pub use election::{
+    ElectionError, ElectionSettings, Fence, Fenced, LeaderElection, LeadershipAcquired,
+    LeadershipLost, Resign, StepDown, Subscribe, Term,
+};
 pub use events::EventError;
 pub use handler::{CommandOutcome, DefaultMessageHandler, HandlerError, MessageHandler};
 pub use reconciler::{

@@ -1,7 +1,12 @@
 //! `Reconciler`: what a component writer implements. A reconcile gets the entity and its last
 //! status, drives the platform toward the entity's spec, reports through the controller and
-//! returns an [`Action`]; errors are [`ReconcileError::Retryable`] (retried with backoff) or
-//! [`ReconcileError::Terminal`] (status `error`, no retry until the spec changes).
+//! returns an [`Action`]; errors are [`ReconcileError::Retryable`] (retried with backoff),
+//! [`ReconcileError::Terminal`] (status `error`, no retry until the spec changes) or
+//! [`ReconcileError::Fenced`] (this replica no longer leads: it stops, and steps down).
+//!
+//! A reconciler gates every side effect on [`ReconcileContext::fence`], and passes the term it
+//! returns to a platform that can refuse a stale leader (the demo operator sends it as the
+//! `X-Fencing-Term` header).
 
 use std::fmt;
 use std::future::Future;
@@ -13,6 +18,7 @@ use operator_shared::{Entity, EntityStatus, ResourceStatus, RuntimeStatus};
 use thiserror::Error;
 
 use crate::controller::{Controller, ControllerError, OController};
+use crate::election::{Fence, Term};
 
 /// Drives a platform toward the state the entities describe.
 pub trait Reconciler: Send + Sync + 'static {
@@ -138,6 +144,11 @@ pub enum ReconcileError {
     /// `error` with this message and the entity waits for a new spec.
     #[error("{0}")]
     Terminal(String),
+    /// This replica may no longer act: its lease lapsed, or the store or the platform refused
+    /// its term. The reconcile stops without a status and the replica steps down; the leader
+    /// reconciles the entity.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl ReconcileError {
@@ -151,6 +162,11 @@ impl ReconcileError {
         Self::Terminal(reason.to_string())
     }
 
+    /// This replica's term was refused (by the platform, say): step down.
+    pub fn fenced(reason: impl fmt::Display) -> Self {
+        Self::Fenced(reason.to_string())
+    }
+
     /// True for [`ReconcileError::Retryable`].
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Retryable(_))
@@ -159,32 +175,60 @@ impl ReconcileError {
 
 impl From<ControllerError> for ReconcileError {
     fn from(e: ControllerError) -> Self {
-        Self::Retryable(e.to_string())
+        if e.is_fenced() {
+            Self::Fenced(e.to_string())
+        } else {
+            Self::Retryable(e.to_string())
+        }
     }
 }
 
-/// What a reconcile can reach besides its request: the controller, and how many times in a row
-/// this entity's reconcile has failed.
+/// What a reconcile can reach besides its request: the controller, how many times in a row
+/// this entity's reconcile has failed, and the fence of the term it runs in.
 #[derive(Clone)]
 pub struct ReconcileContext {
     controller: Controller,
     retries: u32,
+    fence: Fence,
+    term: Term,
 }
 
 impl fmt::Debug for ReconcileContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReconcileContext")
             .field("retries", &self.retries)
+            .field("term", &self.term)
             .finish_non_exhaustive()
     }
 }
 
 impl ReconcileContext {
-    pub(crate) fn new(controller: Controller, retries: u32) -> Self {
+    pub(crate) fn new(controller: Controller, retries: u32, fence: Fence, term: Term) -> Self {
         Self {
             controller,
             retries,
+            fence,
+            term,
         }
+    }
+
+    /// Call before every side effect on a platform: the term to send along when this replica
+    /// still leads in the term the reconcile started in, [`ReconcileError::Fenced`] otherwise
+    /// (return it). Term 0 means the component is not elected.
+    pub fn fence(&self) -> Result<Term, ReconcileError> {
+        match self.fence.check() {
+            Ok(term) if term == self.term => Ok(term),
+            Ok(term) => Err(ReconcileError::fenced(format!(
+                "started in term {} but this replica now leads in term {term}",
+                self.term
+            ))),
+            Err(e) => Err(ReconcileError::fenced(e)),
+        }
+    }
+
+    /// The term this reconcile runs in (0 when the component is not elected).
+    pub fn term(&self) -> Term {
+        self.term
     }
 
     /// The controller: read entities and statuses, report statuses.
@@ -251,6 +295,8 @@ mod tests {
         assert_eq!(ReconcileError::terminal("bad spec").to_string(), "bad spec");
         let from_controller: ReconcileError = ControllerError::Stopped.into();
         assert!(from_controller.is_retryable());
+        let refused: ReconcileError = ControllerError::Fenced("not the leader".into()).into();
+        assert!(matches!(refused, ReconcileError::Fenced(_)));
     }
 
     #[test]

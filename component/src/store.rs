@@ -16,6 +16,9 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 pub use jetstream_kv::KvStore;
+pub(crate) use jetstream_kv::{
+    open_or_create, snapshot, write_fence, Mode, Snapshot, StoreEvent, WriteFence,
+};
 pub use memory::MemoryStore;
 
 /// The KV key prefix under which statuses are kept, before the entity's key.
@@ -76,13 +79,22 @@ pub enum StoreError {
     /// The store stopped before a write was durable.
     #[error("the store stopped before the write was durable")]
     Closed,
+    /// NATS did not answer a store operation.
+    #[error("the store is unavailable: {reason}")]
+    Unavailable { reason: String },
+    /// The write was refused: this replica does not lead (or no longer does).
+    #[error("write refused: {reason}")]
+    Fenced { reason: String },
 }
+
+/// The answer a write's waiter gets.
+pub(crate) type Ticket = oneshot::Receiver<Result<(), StoreError>>;
 
 /// Resolves when the writes it stands for are durable (at once for the memory store).
 #[derive(Debug, Default)]
 #[must_use = "a flush does nothing unless awaited"]
 pub struct StoreFlush {
-    tickets: Vec<oneshot::Receiver<()>>,
+    tickets: Vec<Ticket>,
 }
 
 impl StoreFlush {
@@ -91,8 +103,21 @@ impl StoreFlush {
         Self::default()
     }
 
-    pub(crate) fn new(tickets: Vec<oneshot::Receiver<()>>) -> Self {
+    pub(crate) fn new(tickets: Vec<Ticket>) -> Self {
         Self { tickets }
+    }
+
+    /// A flush that fails at once with `error`.
+    pub(crate) fn failed(error: StoreError) -> Self {
+        let (tx, ticket) = oneshot::channel();
+        let _ = tx.send(Err(error));
+        Self {
+            tickets: vec![ticket],
+        }
+    }
+
+    pub(crate) fn into_tickets(self) -> Vec<Ticket> {
+        self.tickets
     }
 
     /// True when there is nothing to wait for.
@@ -100,10 +125,10 @@ impl StoreFlush {
         self.tickets.is_empty()
     }
 
-    /// Waits until every write is durable.
+    /// Waits until every write is durable; the first refusal or failure otherwise.
     pub async fn wait(self) -> Result<(), StoreError> {
         for ticket in self.tickets {
-            ticket.await.map_err(|_| StoreError::Closed)?;
+            ticket.await.map_err(|_| StoreError::Closed)??;
         }
         Ok(())
     }
@@ -115,7 +140,7 @@ pub enum EntityStore {
     /// Kept in the process only.
     Memory(MemoryStore),
     /// Kept in memory and written behind to a KV bucket.
-    JetStreamKv(KvStore),
+    JetStreamKv(Box<KvStore>),
 }
 
 impl Default for EntityStore {
@@ -186,6 +211,14 @@ impl EntityStore {
         match self {
             Self::Memory(_) => StoreFlush::done(),
             Self::JetStreamKv(store) => store.take_flush(),
+        }
+    }
+
+    /// The KV store, when that is the store in use.
+    pub(crate) fn kv_mut(&mut self) -> Option<&mut KvStore> {
+        match self {
+            Self::Memory(_) => None,
+            Self::JetStreamKv(store) => Some(store),
         }
     }
 

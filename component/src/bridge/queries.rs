@@ -13,19 +13,25 @@ use super::BridgeError;
 use crate::controller::messages::AnswerQuery;
 use crate::controller::ControllerActor;
 
-/// Subscribes to queries on `subject` in queue group `group`.
+/// Subscribes to queries on `subject`, in queue group `group` when given (one member answers)
+/// or plainly (every replica answers; the requester takes the first).
 pub(crate) async fn subscribe_queries(
     client: &Client,
     subject: &str,
-    group: &str,
+    group: Option<&str>,
 ) -> Result<Subscriber, BridgeError> {
-    client
-        .queue_subscribe(subject.to_string(), group.to_string())
-        .await
-        .map_err(|e| BridgeError::Subscribe {
-            subject: subject.to_string(),
-            reason: e.to_string(),
-        })
+    let subscribed = match group {
+        Some(group) => {
+            client
+                .queue_subscribe(subject.to_string(), group.to_string())
+                .await
+        }
+        None => client.subscribe(subject.to_string()).await,
+    };
+    subscribed.map_err(|e| BridgeError::Subscribe {
+        subject: subject.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Answers the queries of `subscriber` until `stop` changes or the connection closes.

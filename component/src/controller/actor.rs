@@ -1,39 +1,63 @@
 //! `ControllerActor`: the thin actix shell around the store, the message handler and the
 //! [`WorkQueue`]. Reconciles run as spawned tasks that report back with `ReconcileFinished`.
+//! Whether it may consume, reconcile and write at all is its leadership (`leadership.rs`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 use tracing::{debug, info, info_span, warn};
 
+use super::leadership::Leadership;
 use super::messages::{
     AnswerQuery, ApplyCommand, CommandApplied, Drain, GetEntity, GetEntityStatus,
-    ReconcileFinished, StatusStored, StoreStatus,
+    ReconcileFinished, ResyncTick, StatusStored, StoreStatus,
 };
-use super::state::{needs_reconcile_at_start, Outcome, Timer, WorkQueue};
+use super::state::{needs_resync, Outcome, Timer, WorkQueue};
 use super::{task, Controller, ControllerError};
 use crate::backoff::Backoff;
+use crate::bridge::{CommandFeed, RunningFeed};
+use crate::election::{Fence, LeaderElection};
 use crate::events::{status_event, EventPublisher};
 use crate::handler::{CommandOutcome, MessageHandler};
 use crate::reconciler::{DynReconciler, ReconcileRequest};
-use crate::store::{EntityRef, EntityStore, StoreFlush};
+use crate::store::{EntityRef, EntityStore, StoreEvent, StoreFlush};
 
 /// Room in the mailbox for requests from reconcile tasks before senders wait.
 const MAILBOX_CAPACITY: usize = 4096;
 
 /// Owns the store and the work queue of a component.
 pub(crate) struct ControllerActor {
-    store: EntityStore,
+    pub(super) store: EntityStore,
+    pub(super) store_events: Option<mpsc::UnboundedReceiver<StoreEvent>>,
     handler: Box<dyn MessageHandler>,
     reconciler: Arc<dyn DynReconciler>,
-    queue: WorkQueue,
+    pub(super) queue: WorkQueue,
+    max_workers: usize,
+    backoff: Backoff,
     events: EventPublisher,
     controller: Option<Controller>,
     drain_waiters: Vec<oneshot::Sender<StoreFlush>>,
+    pub(super) draining: bool,
+    pub(super) leadership: Leadership,
+    /// Grows at every change of leadership; work of an older epoch is dropped.
+    pub(super) epoch: u64,
+    pub(super) fence: Fence,
+    pub(super) election: Option<Addr<LeaderElection>>,
+    pub(super) replica: String,
+    pub(super) feed: Option<CommandFeed>,
+    pub(super) running_feed: Option<RunningFeed>,
+    pub(super) feeds_stopping: usize,
+    pub(super) tasks: HashMap<EntityRef, AbortHandle>,
+    resync: Option<Duration>,
 }
 
 impl ControllerActor {
+    /// A controller that acts alone (no election), with no command feed (tests feed it
+    /// `ApplyCommand` directly).
     pub fn new(
         store: EntityStore,
         handler: Box<dyn MessageHandler>,
@@ -44,18 +68,74 @@ impl ControllerActor {
     ) -> Self {
         Self {
             store,
+            store_events: None,
             handler,
             reconciler,
             queue: WorkQueue::new(max_workers, backoff),
+            max_workers,
+            backoff,
             events,
             controller: None,
             drain_waiters: Vec::new(),
+            draining: false,
+            leadership: Leadership::Sole,
+            epoch: 0,
+            fence: Fence::unelected(),
+            election: None,
+            replica: String::new(),
+            feed: None,
+            running_feed: None,
+            feeds_stopping: 0,
+            tasks: HashMap::new(),
+            resync: None,
+        }
+    }
+
+    /// Consumes commands from `feed` while it leads.
+    pub fn with_commands(mut self, feed: CommandFeed) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// Leads only when `election` says so, behind `fence`; `store_events` are the store's.
+    pub fn with_election(
+        mut self,
+        election: Addr<LeaderElection>,
+        fence: Fence,
+        replica: String,
+        store_events: Option<mpsc::UnboundedReceiver<StoreEvent>>,
+    ) -> Self {
+        self.election = Some(election);
+        self.fence = fence;
+        self.replica = replica;
+        self.store_events = store_events;
+        self.leadership = Leadership::Following;
+        self
+    }
+
+    /// Reconciles every entity again every `interval` while leading.
+    pub fn with_resync(mut self, interval: Option<Duration>) -> Self {
+        self.resync = interval;
+        self
+    }
+
+    /// Forgets every scheduled and running reconcile (they belong to a leadership that ended).
+    pub(super) fn reset_work(&mut self) {
+        for (_, task) in self.tasks.drain() {
+            task.abort();
+        }
+        self.queue = WorkQueue::new(self.max_workers, self.backoff);
+        if self.draining {
+            self.queue.start_draining();
         }
     }
 
     /// Starts as many reconciles as workers are free.
-    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn dispatch(&mut self, ctx: &mut Context<Self>) {
         let Some(controller) = self.controller.clone() else {
+            return;
+        };
+        let Some(term) = self.leadership.acting_term() else {
             return;
         };
         while let Some(work) = self.queue.next() {
@@ -72,28 +152,34 @@ impl ControllerActor {
                 controller.clone(),
                 request,
                 work.retries,
+                self.fence.clone(),
+                term,
             );
-            let addr = ctx.address();
-            tokio::spawn(async move {
+            let (addr, epoch, entity) = (ctx.address(), self.epoch, work.entity.clone());
+            let handle = tokio::spawn(async move {
                 let outcome = reconcile.await;
                 addr.do_send(ReconcileFinished {
-                    entity: work.entity,
+                    entity,
                     outcome,
+                    epoch,
                 });
             });
+            self.tasks.insert(work.entity, handle.abort_handle());
         }
     }
 
     fn arm(&self, timer: Timer, ctx: &mut Context<Self>) {
+        let epoch = self.epoch;
         ctx.run_later(timer.delay, move |actor, ctx| {
-            if actor.queue.timer_fired(&timer.entity, timer.token) {
+            if actor.epoch == epoch && actor.queue.timer_fired(&timer.entity, timer.token) {
                 actor.dispatch(ctx);
             }
         });
     }
 
-    fn notify_if_drained(&mut self) {
-        if self.drain_waiters.is_empty() || !self.queue.is_idle() {
+    pub(super) fn notify_if_drained(&mut self) {
+        let feed_stopped = self.running_feed.is_none() && self.feeds_stopping == 0;
+        if self.drain_waiters.is_empty() || !self.queue.is_idle() || !feed_stopped {
             return;
         }
         for done in self.drain_waiters.drain(..) {
@@ -107,23 +193,21 @@ impl Actor for ControllerActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        self.controller = Some(Controller::new(ctx.address(), self.events.clone()));
-        let resumed: Vec<EntityRef> = self
-            .store
-            .entries()
-            .filter(|(entity, status)| needs_reconcile_at_start(entity, *status))
-            .map(|(entity, _)| EntityRef::of_entity(entity))
-            .collect();
+        self.controller = Some(Controller::new(
+            ctx.address(),
+            self.events.clone(),
+            self.fence.clone(),
+        ));
         info!(
             reconciler = self.reconciler.id(),
             entities = self.store.len(),
-            resumed = resumed.len(),
+            elected = self.fence.is_elected(),
             "controller started"
         );
-        for entity in resumed {
-            self.queue.enqueue(entity);
+        if let Some(interval) = self.resync {
+            ctx.run_interval(interval, |_, ctx| ctx.notify(ResyncTick));
         }
-        self.dispatch(ctx);
+        self.join(ctx);
     }
 }
 
@@ -131,6 +215,11 @@ impl Handler<ApplyCommand> for ControllerActor {
     type Result = ();
 
     fn handle(&mut self, msg: ApplyCommand, ctx: &mut Self::Context) {
+        if self.leadership.acting_term().is_none() {
+            // Dropping the reply leaves the command to the leader.
+            debug!("command not applied: this replica does not lead");
+            return;
+        }
         let envelope = &msg.envelope;
         let _span = info_span!(
             "controller.apply",
@@ -185,6 +274,14 @@ impl Handler<StoreStatus> for ControllerActor {
     type Result = MessageResult<StoreStatus>;
 
     fn handle(&mut self, msg: StoreStatus, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.fence.check() {
+            return MessageResult(Err(ControllerError::Fenced(e.to_string())));
+        }
+        if self.leadership.acting_term().is_none() {
+            return MessageResult(Err(ControllerError::Fenced(
+                "this replica does not lead".into(),
+            )));
+        }
         let r = EntityRef::of_status(&msg.status);
         let Some(entity) = self.store.entity(&r) else {
             return MessageResult(Err(ControllerError::UnknownEntity(r.to_string())));
@@ -200,37 +297,70 @@ impl Handler<ReconcileFinished> for ControllerActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReconcileFinished, ctx: &mut Self::Context) {
+        if msg.epoch != self.epoch {
+            return;
+        }
+        self.tasks.remove(&msg.entity);
         if let Some(timer) = self
             .queue
             .finish(&msg.entity, &msg.outcome, rand::random::<f64>())
         {
             self.arm(timer, ctx);
         }
-        if let Outcome::Deleted { generation } = msg.outcome {
-            let cleaned = self
-                .store
-                .entity(&msg.entity)
-                .is_some_and(|e| e.deleting && e.generation == generation);
-            if cleaned {
-                self.store.remove(&msg.entity);
-                // Removal is written behind; a restart before it lands only repeats the
-                // (idempotent) clean-up.
-                drop(self.store.take_flush());
-                self.queue.forget(&msg.entity);
-                debug!(entity = %msg.entity, "entity removed");
-            } else {
-                warn!(entity = %msg.entity, generation, "entity changed during its deletion; kept");
+        match msg.outcome {
+            Outcome::Deleted { generation } => {
+                let cleaned = self
+                    .store
+                    .entity(&msg.entity)
+                    .is_some_and(|e| e.deleting && e.generation == generation);
+                if cleaned {
+                    self.store.remove(&msg.entity);
+                    // Removal is written behind; a restart before it lands only repeats the
+                    // (idempotent) clean-up.
+                    drop(self.store.take_flush());
+                    self.queue.forget(&msg.entity);
+                    debug!(entity = %msg.entity, "entity removed");
+                } else {
+                    warn!(entity = %msg.entity, generation, "entity changed during its deletion; kept");
+                }
             }
+            Outcome::Fenced { reason } => self.step_down(reason, ctx),
+            _ => {}
         }
         self.dispatch(ctx);
         self.notify_if_drained();
     }
 }
 
+impl Handler<ResyncTick> for ControllerActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: ResyncTick, ctx: &mut Self::Context) {
+        if self.draining || !self.leadership.is_leading() {
+            return;
+        }
+        let due: Vec<EntityRef> = self
+            .store
+            .entries()
+            .filter(|(entity, status)| needs_resync(entity, *status))
+            .map(|(entity, _)| EntityRef::of_entity(entity))
+            .collect();
+        info!(
+            entities = due.len(),
+            "resync: reconciling every entity again"
+        );
+        for entity in due {
+            self.queue.enqueue(entity);
+        }
+        self.dispatch(ctx);
+    }
+}
+
 impl Handler<Drain> for ControllerActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Drain, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Drain, ctx: &mut Self::Context) {
+        self.draining = true;
         self.queue.start_draining();
         info!(
             running = self.queue.running(),
@@ -238,6 +368,8 @@ impl Handler<Drain> for ControllerActor {
             "controller draining"
         );
         self.drain_waiters.push(msg.done);
+        // Commands handed over still need the controller: the feed stops first.
+        self.stop_feed(ctx);
         self.notify_if_drained();
     }
 }

@@ -6,8 +6,9 @@ use tokio::sync::oneshot;
 
 use super::state::Outcome;
 use super::ControllerError;
+use crate::election::Term;
 use crate::handler::{CommandOutcome, HandlerError};
-use crate::store::{EntityRef, StoreFlush};
+use crate::store::{EntityRef, Snapshot, StoreError, StoreFlush};
 
 /// Apply a command from the command stream to the store. Sent with `do_send` so commands
 /// enter the mailbox in stream order; the answer comes back on `reply`.
@@ -66,7 +67,29 @@ pub(crate) struct StatusStored {
 pub(crate) struct ReconcileFinished {
     pub entity: EntityRef,
     pub outcome: Outcome,
+    /// The leadership epoch it ran in: results of an earlier one are dropped.
+    pub epoch: u64,
 }
+
+/// The fence of `term` is written at `sequence` (or could not be).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct FenceWritten {
+    pub term: Term,
+    pub result: Result<u64, StoreError>,
+}
+
+/// A fresh snapshot of the bucket to follow from.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Resynced {
+    pub snapshot: Snapshot,
+}
+
+/// Time to reconcile every entity again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ResyncTick;
 
 /// Stop starting reconciles; `done` gets the store's final flush once none is running.
 #[derive(Message)]

@@ -23,6 +23,8 @@ pub(crate) enum Outcome {
     /// The entity was deleting, the platform is clean and `deleted` was published for this
     /// generation: the entity may go.
     Deleted { generation: u64 },
+    /// A write or a platform call was refused: this replica no longer leads.
+    Fenced { reason: String },
 }
 
 /// A reconcile to start.
@@ -123,7 +125,7 @@ impl WorkQueue {
         let delay = match outcome {
             Outcome::Reconciled { requeue_after } => (*requeue_after)?,
             Outcome::Failed => self.backoff.delay(failures, jitter),
-            Outcome::Settled | Outcome::Deleted { .. } => return None,
+            Outcome::Settled | Outcome::Deleted { .. } | Outcome::Fenced { .. } => return None,
         };
         self.next_token += 1;
         self.timers.insert(entity.clone(), self.next_token);
@@ -169,6 +171,16 @@ impl WorkQueue {
     pub fn waiting(&self) -> usize {
         self.pending.len()
     }
+}
+
+/// Whether a periodic resync reconciles a stored entity again: everything but a terminal error
+/// at the entity's generation (retrying it needs a new spec).
+pub(crate) fn needs_resync(entity: &Entity, status: Option<&EntityStatus>) -> bool {
+    !status.is_some_and(|s| {
+        s.status == ResourceStatus::Error
+            && s.observed_generation == entity.generation
+            && !entity.deleting
+    })
 }
 
 /// Whether a stored entity must be reconciled when the component starts: everything except
@@ -342,6 +354,24 @@ mod tests {
         let mut q = queue(4);
         assert_eq!(q.finish(&r("a"), &Outcome::Failed, 0.0), None);
         assert_eq!(q.next(), None);
+    }
+
+    #[test]
+    fn a_resync_reconciles_all_but_terminal_errors_of_the_current_spec() {
+        let e = entity("a", 2);
+        let mut status = EntityStatus::pending(e.key.clone(), "demo", "job");
+        status.observed_generation = 2;
+        status.status = ResourceStatus::Active;
+        status.runtime = Some(RuntimeStatus::Succeeded);
+        assert!(
+            needs_resync(&e, Some(&status)),
+            "a finished run is looked at again"
+        );
+        assert!(needs_resync(&e, None));
+        status.status = ResourceStatus::Error;
+        assert!(!needs_resync(&e, Some(&status)));
+        status.observed_generation = 1;
+        assert!(needs_resync(&e, Some(&status)), "an error of an older spec");
     }
 
     #[test]

@@ -11,14 +11,17 @@ use tracing::{debug, error, info_span, warn, Instrument};
 
 use super::state::Outcome;
 use super::{Controller, OController};
+use crate::election::{Fence, Term};
 use crate::reconciler::{DynReconciler, ReconcileContext, ReconcileError, ReconcileRequest};
 
-/// Runs one reconcile of `request.entity` and returns how it ended.
+/// Runs one reconcile of `request.entity` in `term` and returns how it ended.
 pub(crate) async fn reconcile(
     reconciler: Arc<dyn DynReconciler>,
     controller: Controller,
     request: ReconcileRequest,
     retries: u32,
+    fence: Fence,
+    term: Term,
 ) -> Outcome {
     let entity = &request.entity;
     let span = info_span!(
@@ -29,13 +32,14 @@ pub(crate) async fn reconcile(
         entity.generation = entity.generation,
         deleting = entity.deleting,
         retries,
+        term,
     );
     // What the error policy needs once the request has been handed over.
     let mut report = request.new_status(ResourceStatus::Deleted);
     let deleting = entity.deleting;
     let command = entity.last_command;
     async move {
-        let ctx = ReconcileContext::new(controller.clone(), retries);
+        let ctx = ReconcileContext::new(controller.clone(), retries, fence, term);
         let result = AssertUnwindSafe(reconciler.reconcile_boxed(request, ctx))
             .catch_unwind()
             .await
@@ -51,6 +55,7 @@ pub(crate) async fn reconcile(
                         generation: report.observed_generation,
                     }
                 }
+                Err(e) if e.is_fenced() => fenced(e.to_string()),
                 Err(e) => {
                     warn!(error = %e, "deleted status not published; retrying");
                     Outcome::Failed
@@ -66,6 +71,7 @@ pub(crate) async fn reconcile(
                 warn!(error = %reason, "reconcile failed; retrying with backoff");
                 Outcome::Failed
             }
+            Err(ReconcileError::Fenced(reason)) => fenced(reason),
             Err(ReconcileError::Terminal(reason)) => {
                 warn!(error = %reason, "reconcile failed for good; waiting for a new spec");
                 report.status = ResourceStatus::Error;
@@ -79,9 +85,15 @@ pub(crate) async fn reconcile(
     .await
 }
 
+fn fenced(reason: String) -> Outcome {
+    warn!(reason = %reason, "reconcile refused: this replica no longer leads");
+    Outcome::Fenced { reason }
+}
+
 async fn error_status_reported(controller: &Controller, status: EntityStatus) -> Outcome {
     match controller.update_entity_status(status).await {
         Ok(()) => Outcome::Settled,
+        Err(e) if e.is_fenced() => fenced(e.to_string()),
         Err(e) => {
             warn!(error = %e, "error status not reported; retrying");
             Outcome::Failed

@@ -120,6 +120,14 @@ fn start(
     probe: &Arc<Probe>,
     workers: usize,
 ) -> (Addr<ControllerActor>, mpsc::UnboundedReceiver<Envelope>) {
+    start_with_resync(probe, workers, None)
+}
+
+fn start_with_resync(
+    probe: &Arc<Probe>,
+    workers: usize,
+    resync: Option<Duration>,
+) -> (Addr<ControllerActor>, mpsc::UnboundedReceiver<Envelope>) {
     let (events, received) = EventPublisher::channel();
     let addr = ControllerActor::new(
         EntityStore::default(),
@@ -129,6 +137,7 @@ fn start(
         Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
         events,
     )
+    .with_resync(resync)
     .start();
     (addr, received)
 }
@@ -365,4 +374,34 @@ async fn draining_waits_for_running_reconciles() {
     apply(&addr, command(Operation::Update, "run-1", 2)).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(probe.calls().len(), 1, "nothing starts once draining");
+}
+
+#[actix::test]
+async fn a_periodic_resync_reconciles_settled_entities_again_but_not_terminal_errors() {
+    tokio::time::pause();
+    let probe = Probe::new(Duration::ZERO, |request, _, _| {
+        if request.entity.key.name == "broken" {
+            Step::Terminal
+        } else {
+            done()
+        }
+    });
+    let (addr, mut events) = start_with_resync(&probe, 4, Some(Duration::from_secs(60)));
+    apply(&addr, command(Operation::Create, "run-1", 1)).await;
+    apply(&addr, command(Operation::Create, "broken", 1)).await;
+    next_event(&mut events).await;
+    next_event(&mut events).await;
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert_eq!(probe.calls().len(), 2, "nothing more before the interval");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = probe.calls();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(
+        calls[2].0,
+        r("run-1"),
+        "the terminal error waits for a new spec"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(probe.calls().len(), 4, "again every interval");
+    drained(&addr).await;
 }

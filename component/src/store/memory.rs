@@ -41,6 +41,11 @@ impl MemoryStore {
         self.statuses.remove(entity);
     }
 
+    /// Removes an entity, leaving its status.
+    pub(crate) fn remove_entity(&mut self, entity: &EntityRef) {
+        self.entities.remove(entity);
+    }
+
     /// Removes a status whose entity is gone; true when there was one.
     pub(crate) fn remove_status(&mut self, entity: &EntityRef) -> bool {
         self.statuses.remove(entity).is_some()

@@ -24,6 +24,11 @@
 //!
 //! A redelivered command changes nothing (the SDK drops generations not above the stored one),
 //! and an entity whose run has ended is not reconciled again at start.
+//!
+//! Replicated, a new leader resumes from the stored status: a run with a runId is followed, an
+//! intent without one is recovered as above. Azure cannot check a leader's term, so createRun
+//! and cancel are sent only after `ReconcileContext::fence` allows (a paused leader resumes
+//! past its deadline and sends nothing), and every status write is fenced by the SDK.
 
 use std::time::Duration;
 
@@ -65,6 +70,17 @@ pub enum PipelineRunError {
     /// A status could not be recorded.
     #[error("status not recorded: {0}")]
     Status(#[from] ControllerError),
+    /// This replica no longer leads: no call to Azure may be made.
+    #[error("{0}")]
+    Fenced(String),
+}
+
+/// Azure cannot check a term, so the operator checks its own before every call that changes
+/// something there (createRun, cancel).
+fn fenced(ctx: &ReconcileContext) -> Result<(), PipelineRunError> {
+    ctx.fence()
+        .map(|_| ())
+        .map_err(|e| PipelineRunError::Fenced(e.to_string()))
 }
 
 impl PipelineRunError {
@@ -73,7 +89,7 @@ impl PipelineRunError {
         match self {
             Self::UnsupportedType(_) | Self::Spec(_) => true,
             Self::Azure(e) => e.is_terminal(),
-            Self::Status(_) => false,
+            Self::Status(_) | Self::Fenced(_) => false,
         }
     }
 
@@ -200,7 +216,7 @@ impl AdfReconciler {
             }
             _ => {
                 let mut details = details;
-                match self.stop_previous(&details).await? {
+                match self.stop_previous(r.ctx, &details).await? {
                     Found::NotYet(wait) => return Ok(ReconcileResult::requeue(wait)),
                     // A run found by query is remembered, so it is never adopted again.
                     Found::Run(run) => details.run_id = Some(run.run_id),
@@ -213,7 +229,11 @@ impl AdfReconciler {
 
     /// Cancels the run of an earlier generation if it is still going; returns the run found
     /// by query when its runId had not been recorded.
-    async fn stop_previous(&self, details: &RunDetails) -> Result<Found, PipelineRunError> {
+    async fn stop_previous(
+        &self,
+        ctx: &ReconcileContext,
+        details: &RunDetails,
+    ) -> Result<Found, PipelineRunError> {
         let Some(intent) = &details.intent else {
             return Ok(Found::Nothing);
         };
@@ -229,7 +249,7 @@ impl AdfReconciler {
         };
         if !run.status().is_stopping_or_ended() {
             info!(run_id = %run.run_id, previous_generation = intent.generation, "cancelling the run of the previous generation");
-            self.cancel(&intent.pipeline, &run.run_id).await?;
+            self.cancel(ctx, &intent.pipeline, &run.run_id).await?;
         }
         Ok(if found {
             Found::Run(Box::new(run))
@@ -256,6 +276,7 @@ impl AdfReconciler {
         let mut next = details.for_new_run(intent);
         r.record(pending_status(&r.request, &next)).await?;
         info!(pipeline = %pipeline.pipeline_name, factory = %pipeline.factory_name, "intent recorded; creating the pipeline run");
+        fenced(r.ctx)?;
         let run_id = self
             .client
             .create_run(
@@ -433,7 +454,7 @@ impl AdfReconciler {
         status.details = next.to_map();
         r.record(status).await?;
         info!(run_id = %run.run_id, "cancelling the run of a deleted resource");
-        self.cancel(&intent.pipeline, &run.run_id).await?;
+        self.cancel(r.ctx, &intent.pipeline, &run.run_id).await?;
 
         let deadline = Instant::now() + self.poll.cancel_wait;
         loop {
@@ -468,7 +489,13 @@ impl AdfReconciler {
     }
 
     /// Cancels a run; one that is gone, or ended meanwhile, is fine.
-    async fn cancel(&self, pipeline: &PipelineRef, run_id: &str) -> Result<(), PipelineRunError> {
+    async fn cancel(
+        &self,
+        ctx: &ReconcileContext,
+        pipeline: &PipelineRef,
+        run_id: &str,
+    ) -> Result<(), PipelineRunError> {
+        fenced(ctx)?;
         match self.client.cancel_run(pipeline, run_id).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
@@ -491,6 +518,11 @@ impl AdfReconciler {
         error: PipelineRunError,
     ) -> Result<ReconcileResult, ReconcileError> {
         let deleting = r.request.entity.deleting;
+        match &error {
+            PipelineRunError::Fenced(reason) => return Err(ReconcileError::fenced(reason)),
+            PipelineRunError::Status(e) if e.is_fenced() => return Err(ReconcileError::fenced(e)),
+            _ => {}
+        }
         if let PipelineRunError::Azure(AzureError::Throttled {
             retry_after: Some(wait),
             ..

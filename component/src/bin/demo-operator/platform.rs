@@ -1,10 +1,12 @@
 //! The demo's platforms: an HTTP job service (`DEMO_PLATFORM_URL`) reached with reqwest, and
-//! the error split the reconciler needs (unavailable → retry, refused → terminal).
+//! the error split the reconciler needs (unavailable → retry, refused → terminal, fenced → step
+//! down). Every request carries the leader's term in [`FENCING_TERM_HEADER`]; a platform that
+//! has seen a higher term answers 409 Conflict.
 
 use std::time::Duration;
 
 use operator_component::{EntityKey, ReconcileError};
-use reqwest::{Response, StatusCode};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -12,6 +14,8 @@ use crate::job::{Job, JobSpec, JobSubmission};
 
 /// How long one platform request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The header that carries the caller's term.
+pub const FENCING_TERM_HEADER: &str = "X-Fencing-Term";
 
 /// Why a platform request failed.
 #[derive(Debug, Error)]
@@ -25,11 +29,15 @@ pub enum PlatformError {
     /// The platform answered with something that is not a job.
     #[error("platform sent an unreadable job: {0}")]
     BadResponse(String),
+    /// The platform has seen a newer leader's term (409): this replica must step down.
+    #[error("platform refused this term: {0}")]
+    Fenced(String),
 }
 
 impl From<PlatformError> for ReconcileError {
     fn from(e: PlatformError) -> Self {
         match e {
+            PlatformError::Fenced(_) => ReconcileError::fenced(e),
             PlatformError::Refused { .. } => ReconcileError::terminal(e),
             PlatformError::Unavailable(_) | PlatformError::BadResponse(_) => {
                 ReconcileError::retryable(e)
@@ -70,14 +78,18 @@ impl HttpPlatform {
         })
     }
 
-    fn job_url(&self, key: &EntityKey) -> String {
+    /// A request on the job of `key`, carrying `term`.
+    fn job(&self, method: Method, key: &EntityKey, term: u64) -> RequestBuilder {
         // Workspaces and names are lowercase letters, digits and hyphens: nothing to escape.
-        format!("{}/jobs/{}/{}", self.base, key.workspace, key.name)
+        let url = format!("{}/jobs/{}/{}", self.base, key.workspace, key.name);
+        self.client
+            .request(method, url)
+            .header(FENCING_TERM_HEADER, term)
     }
 
     /// The job of `key`, or `None` when the platform has none.
-    pub async fn get(&self, key: &EntityKey) -> Result<Option<Reported>, PlatformError> {
-        let response = self.client.get(self.job_url(key)).send().await?;
+    pub async fn get(&self, key: &EntityKey, term: u64) -> Result<Option<Reported>, PlatformError> {
+        let response = self.job(Method::GET, key, term).send().await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -91,20 +103,16 @@ impl HttpPlatform {
         key: &EntityKey,
         generation: u64,
         spec: &JobSpec,
+        term: u64,
     ) -> Result<Reported, PlatformError> {
         let body = JobSubmission { generation, spec };
-        let response = self
-            .client
-            .put(self.job_url(key))
-            .json(&body)
-            .send()
-            .await?;
+        let response = self.job(Method::PUT, key, term).json(&body).send().await?;
         read_job(check(response).await?).await
     }
 
     /// Deletes the job of `key`; a job already gone is fine.
-    pub async fn delete(&self, key: &EntityKey) -> Result<(), PlatformError> {
-        let response = self.client.delete(self.job_url(key)).send().await?;
+    pub async fn delete(&self, key: &EntityKey, term: u64) -> Result<(), PlatformError> {
+        let response = self.job(Method::DELETE, key, term).send().await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(());
         }
@@ -118,7 +126,9 @@ async fn check(response: Response) -> Result<Response, PlatformError> {
         return Ok(response);
     }
     let body = response.text().await.unwrap_or_default();
-    if status.is_client_error() {
+    if status == StatusCode::CONFLICT {
+        Err(PlatformError::Fenced(body))
+    } else if status.is_client_error() {
         Err(PlatformError::Refused { status, body })
     } else {
         Err(PlatformError::Unavailable(format!("{status}: {body}")))

@@ -1,5 +1,7 @@
 //! `DemoReconciler`: runs `job` entities on the HTTP job platform, or succeeds them at once
-//! in-process when no platform is configured (the throughput benchmark's mode).
+//! in-process when no platform is configured (the throughput benchmark's mode). A job of the
+//! entity's generation already on the platform is followed, never submitted again, so a new
+//! leader resumes a running job where its predecessor left it.
 
 use std::time::Duration;
 
@@ -92,14 +94,19 @@ async fn reconcile_on(
     ctx: ReconcileContext,
 ) -> Result<ReconcileResult, ReconcileError> {
     let entity = &request.entity;
+    // Every platform call is gated on the fence and carries the term.
     if entity.deleting {
-        platform.delete(&entity.key).await?;
+        platform.delete(&entity.key, ctx.fence()?).await?;
         return Ok(ReconcileResult::await_change());
     }
     let spec = parse_spec(&request)?;
-    let reported = match platform.get(&entity.key).await? {
+    let reported = match platform.get(&entity.key, ctx.fence()?).await? {
         Some(reported) if reported.job.generation >= entity.generation => reported,
-        _ => platform.put(&entity.key, entity.generation, &spec).await?,
+        _ => {
+            platform
+                .put(&entity.key, entity.generation, &spec, ctx.fence()?)
+                .await?
+        }
     };
     let (runtime, result) = match reported.job.state {
         JobState::Running => (
