@@ -18,6 +18,7 @@ mod entity;
 mod error;
 mod manager;
 mod records;
+mod replicas;
 mod runtime;
 mod store;
 mod supervisor;

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::bridge::ensure_streams;
 use crate::error::ControlError;
 use crate::records::{Applied, Outcome, Record, RecordView};
+use crate::replicas;
 use crate::runtime::{
     ApplyResource, DeleteResource, FindResource, ListKeys, ListResources, OperatorPlan,
     OperatorRuntime, ReplacePlan, RestoreResources, Shutdown,
@@ -406,13 +407,19 @@ impl Handler<GetRecord> for OperatorManager {
                             .ok()
                             .map(|plan| wiring(&plan));
                     }
-                    (view, e.supervisor.clone())
+                    (view, e.supervisor.clone(), e.stored.record.manifest.clone())
                 });
+                let js = self.js.clone();
                 Box::pin(async move {
-                    let (mut view, supervisor) = found.ok_or_else(|| not_found(msg.name))?;
+                    let (mut view, supervisor, manifest) =
+                        found.ok_or_else(|| not_found(msg.name))?;
                     if let Some(serde_json::Value::Object(details)) = view.details.as_mut() {
                         if let Ok(components) = supervisor.send(GetComponents).await {
                             details.insert("components".into(), json!(components));
+                        }
+                        // Replica health, from the components' election bucket.
+                        if let Some(election) = replicas::election_details(&js, &manifest).await {
+                            details.insert("election".into(), election);
                         }
                     }
                     Ok(view)

@@ -7,10 +7,13 @@ use crate::table;
 
 /// Columns shown for a list of platform objects (activity runs, jobs, …), in this order,
 /// when the objects have them.
-const LIST_COLUMNS: [(&str, &str); 6] = [
+const LIST_COLUMNS: [(&str, &str); 9] = [
     ("name", "NAME"),
     ("type", "TYPE"),
     ("status", "STATUS"),
+    ("term", "TERM"),
+    ("since", "SINCE"),
+    ("lastHeartbeat", "LAST HEARTBEAT"),
     ("durationInMs", "DURATION"),
     ("message", "MESSAGE"),
     ("error", "ERROR"),
@@ -106,6 +109,10 @@ pub fn render(record: &Value) -> String {
     }
     if let Some(components) = record.pointer("/details/components") {
         components_section(&mut out, components);
+    }
+    if let Some(election) = record.pointer("/details/election") {
+        out.push_str("\nLeader election (by component):\n");
+        object(&mut out, "  ", election);
     }
     if let Some(reason) = record.get("detailsError").and_then(Value::as_str) {
         out.push_str(&format!("\nLive details unavailable: {reason}\n"));
