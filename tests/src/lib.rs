@@ -5,6 +5,7 @@
 
 pub mod platform;
 pub mod process;
+pub mod replicas;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use serde_json::Value;
 
 pub use platform::Platform;
 pub use process::{ComponentProcess, NatsServer, Opctl, OrchestratorProcess, StandinProcess};
+pub use replicas::{Leader, ReplicaSet};
 
 /// The directory the workspace's binaries are built into: beside this executable, or one level
 /// up when it is a test (`target/<profile>/deps/<test>`).

@@ -1,11 +1,15 @@
 //! A small jobs platform over HTTP for the demo operator to drive in tests. It records every
 //! call, so tests can count what the operator did to the outside world.
+//!
+//! It fences: a call carrying a term (header `X-Fencing-Term`) lower than the highest term it
+//! has seen is refused with 409 Conflict and counted, so a deposed leader cannot act on it once
+//! its successor has.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -60,12 +64,60 @@ pub struct Calls {
     pub repeated_puts: BTreeMap<String, u32>,
     pub gets: BTreeMap<String, u32>,
     pub deletes: BTreeMap<String, u32>,
+    /// Calls refused because their term was below the highest seen, by key.
+    pub fenced: BTreeMap<String, u32>,
+    /// Every call that carried a term: (key, term, when), in arrival order.
+    pub terms: Vec<(String, u64, Instant)>,
+    /// The term of the call that started each job (the last start of the key).
+    pub started_by: BTreeMap<String, u64>,
+    /// The highest term seen.
+    pub highest_term: u64,
 }
+
+impl Calls {
+    /// When a call of `term` first arrived.
+    pub fn first_call_of_term(&self, term: u64) -> Option<Instant> {
+        self.terms.iter().find(|(_, t, _)| *t == term).map(|c| c.2)
+    }
+
+    /// Calls of `term` that arrived after `after`.
+    pub fn calls_of_term_after(&self, term: u64, after: Instant) -> usize {
+        self.terms
+            .iter()
+            .filter(|(_, t, at)| *t == term && *at > after)
+            .count()
+    }
+}
+
+/// The header a caller's term comes in.
+pub const FENCING_TERM_HEADER: &str = "X-Fencing-Term";
 
 #[derive(Default)]
 struct State {
     jobs: BTreeMap<String, Job>,
     calls: Calls,
+}
+
+impl State {
+    /// Records the call's term; a refusal when it is below the highest seen.
+    fn fence(&mut self, request: &HttpRequest, key: &str) -> Option<HttpResponse> {
+        let term = request
+            .headers()
+            .get(FENCING_TERM_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())?;
+        self.calls
+            .terms
+            .push((key.to_string(), term, Instant::now()));
+        if term < self.calls.highest_term {
+            *self.calls.fenced.entry(key.to_string()).or_default() += 1;
+            return Some(HttpResponse::Conflict().json(json!({
+                "error": "fenced", "term": term, "highestTerm": self.calls.highest_term
+            })));
+        }
+        self.calls.highest_term = term;
+        None
+    }
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -91,6 +143,7 @@ fn lock(state: &Shared) -> std::sync::MutexGuard<'_, State> {
 }
 
 async fn put_job(
+    request: HttpRequest,
     state: web::Data<Shared>,
     path: web::Path<(String, String)>,
     body: web::Json<PutJob>,
@@ -98,6 +151,9 @@ async fn put_job(
     let (ws, name) = path.into_inner();
     let key = format!("{ws}/{name}");
     let mut s = lock(&state);
+    if let Some(refused) = s.fence(&request, &key) {
+        return refused;
+    }
     let same = s
         .jobs
         .get(&key)
@@ -106,6 +162,8 @@ async fn put_job(
         *s.calls.repeated_puts.entry(key.clone()).or_default() += 1;
     } else {
         *s.calls.starts.entry(key.clone()).or_default() += 1;
+        let term = s.calls.highest_term;
+        s.calls.started_by.insert(key.clone(), term);
         let job = Job {
             generation: body.generation,
             spec: body.spec.clone(),
@@ -118,10 +176,17 @@ async fn put_job(
     HttpResponse::Ok().json(view)
 }
 
-async fn get_job(state: web::Data<Shared>, path: web::Path<(String, String)>) -> HttpResponse {
+async fn get_job(
+    request: HttpRequest,
+    state: web::Data<Shared>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
     let (ws, name) = path.into_inner();
     let key = format!("{ws}/{name}");
     let mut s = lock(&state);
+    if let Some(refused) = s.fence(&request, &key) {
+        return refused;
+    }
     *s.calls.gets.entry(key.clone()).or_default() += 1;
     match s.jobs.get(&key) {
         Some(job) => HttpResponse::Ok().json(job.view(&ws, &name)),
@@ -129,10 +194,17 @@ async fn get_job(state: web::Data<Shared>, path: web::Path<(String, String)>) ->
     }
 }
 
-async fn delete_job(state: web::Data<Shared>, path: web::Path<(String, String)>) -> HttpResponse {
+async fn delete_job(
+    request: HttpRequest,
+    state: web::Data<Shared>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
     let (ws, name) = path.into_inner();
     let key = format!("{ws}/{name}");
     let mut s = lock(&state);
+    if let Some(refused) = s.fence(&request, &key) {
+        return refused;
+    }
     *s.calls.deletes.entry(key.clone()).or_default() += 1;
     match s.jobs.remove(&key) {
         Some(_) => HttpResponse::NoContent().finish(),
