@@ -57,10 +57,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let components = SupervisorSetup::connect(&config.components, config.component_nats_url())
         .await
         .map_err(|reason| {
-            anyhow::anyhow!(
-                "component runtime {}: {reason}",
-                config.components.runtime
-            )
+            anyhow::anyhow!("component runtime {}: {reason}", config.components.runtime)
         })?;
     info!(runtime = %components.runtime(), "components runtime chosen");
     let manager = OperatorManager::restore(store, client, config.query_timeout())
