@@ -384,3 +384,44 @@ async fn a_component_gets_its_secret_and_wiring_and_a_crashing_one_restarts_with
     }
     Ok(())
 }
+
+/// Waits until `pid` has exited, or fails after `WAIT`.
+fn wait_gone(pid: u32) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    while alive(pid) {
+        if Instant::now() > deadline {
+            bail!("process {pid} still runs");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_orchestrator_leaves_no_component_behind_and_runs_them_again_once_back(
+) -> anyhow::Result<()> {
+    let mut system = ProcessSystem::start().await?;
+    system.opctl.apply(&system.demo_operator(1)?, None)?;
+    let before = system.wait_for_components("demo", "one running replica", |c| {
+        running_pids(c).len() == 1
+    })?;
+    let orphan = running_pids(&before)[0];
+
+    // SIGKILL: no chance to stop its children; the kernel tells them (setpriv's pdeathsig).
+    system.orchestrator.kill9();
+    wait_gone(orphan)?;
+
+    system.orchestrator.restart()?;
+    let after = system.wait_for_components("demo", "the replica started again", |c| {
+        running_pids(c).len() == 1
+    })?;
+    assert_ne!(running_pids(&after)[0], orphan);
+    system
+        .opctl
+        .apply(&TestSystem::job("after-restart", "{durationMs: 0}"), None)?;
+    wait_for_resource(&system.client, "public", "after-restart", WAIT, |r| {
+        runtime_of(r) == Some("succeeded")
+    })
+    .await?;
+    Ok(())
+}
