@@ -424,3 +424,7 @@ fn pod_view(pod: &Pod) -> ReplicaView {
 #[cfg(test)]
 #[path = "kubernetes/tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "kubernetes/cluster_tests.rs"]
+mod cluster_tests;
