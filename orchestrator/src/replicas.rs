@@ -142,7 +142,10 @@ pub fn view(
         .map(|h| {
             let age = age_ms(h.written_at);
             let responsive = age <= h.record.ttl_ms;
-            let leads = holder == Some(h.record.replica.as_str());
+            let named = holder == Some(h.record.replica.as_str());
+            let claims = h.record.role == ReplicaRole::Leader;
+            // A replica restarted under the same name is not the one whose lease it names.
+            let leads = named && claims;
             alive += u32::from(responsive);
             let status = match (responsive, leads) {
                 (false, _) => "unresponsive",
@@ -150,13 +153,13 @@ pub fn view(
                 (true, true) => "leader",
                 (true, false) => "follower",
             };
-            let message = if responsive {
-                match h.record.role {
-                    ReplicaRole::Leader if !leads => "stepping down".to_string(),
-                    _ => String::new(),
+            let message = match (responsive, named, claims) {
+                (false, _, _) => format!("no heartbeat for {:.1} s", age as f64 / 1000.0),
+                (true, false, true) => "stepping down".to_string(),
+                (true, true, false) => {
+                    "restarted: the lease of its previous run lapses after its TTL".to_string()
                 }
-            } else {
-                format!("no heartbeat for {:.1} s", age as f64 / 1000.0)
+                _ => String::new(),
             };
             let mut row = json!({
                 "name": h.record.replica,
@@ -276,6 +279,23 @@ mod tests {
             view["warning"],
             "2 of 3 expected replicas alive (ELECTION_CLUSTER_SIZE)"
         );
+    }
+
+    #[test]
+    fn a_replica_restarted_under_the_leaders_name_is_a_follower_until_the_lease_lapses() {
+        let now = Utc::now();
+        let view = view(
+            "c",
+            Some(2),
+            Some(lease("r1", now - Duration::seconds(2))),
+            vec![heartbeat("r1", ReplicaRole::Follower, now)],
+            now,
+        );
+        assert_eq!(view["leader"], "r1");
+        assert_eq!(view["replicas"][0]["status"], "follower");
+        assert!(view["replicas"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("restarted")));
     }
 
     #[test]

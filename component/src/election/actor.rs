@@ -14,7 +14,7 @@ use operator_shared::election::{
 };
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
-use tracing::{debug, info, info_span, warn};
+use tracing::{debug, info, info_span, trace, warn};
 
 use super::fence::{Fence, FenceState};
 use super::journal::{Journal, JournalEvent};
@@ -413,6 +413,7 @@ impl Handler<LeaseObserved> for LeaderElection {
     type Result = ();
 
     fn handle(&mut self, msg: LeaseObserved, ctx: &mut Self::Context) {
+        trace!(observation = ?msg.0, "lease observed");
         if let Some(transition) = self.campaign.observe(msg.0, Instant::now()) {
             self.announce(transition, ctx);
         }
