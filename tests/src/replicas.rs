@@ -179,7 +179,8 @@ impl ReplicaSet {
         timeout: Duration,
     ) -> anyhow::Result<Leader> {
         let key = format!("leader.{OPERATOR}");
-        let mut watch = self.lease.watch(&key).await?;
+        // Delivers the current value first, then every change.
+        let mut watch = self.lease.watch_with_history(&key).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let entry = tokio::time::timeout_at(deadline, watch.next())

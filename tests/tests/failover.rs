@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use operator_tests::replicas::{fence, fenced_write, terms_written_after};
+use operator_tests::replicas::{self, fence, fenced_write, terms_written_after};
 use operator_tests::*;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -227,6 +227,51 @@ async fn a_leader_paused_past_its_lease_is_refused_and_steps_down_when_it_resume
     assert_eq!(total, running.len() + during.len());
     started_once(&system, &running);
     started_once(&system, &during);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_leader_whose_store_write_is_refused_steps_down_and_another_carries_on(
+) -> anyhow::Result<()> {
+    let system = TestSystem::start().await?;
+    let set = ReplicaSet::start(&system, 3, TTL, RENEW, &[]).await?;
+    let first = set.wait_for_leader(None, WAIT).await?;
+    let (before, manifests) = jobs("before", 2, 0);
+    system.opctl.apply(&manifests, None)?;
+    wait_all(&system, &before, "succeeded").await?;
+
+    // Another writer fences the store with a newer term behind the leader's back, as a new
+    // leader would: the leader's next write is refused by JetStream itself.
+    let js = async_nats::jetstream::new(system.client.clone());
+    let kv = js.get_key_value(replicas::ENTITY_BUCKET).await?;
+    let (fence_sequence, _) = fence(&system.client).await?.expect("fenced");
+    let newer = serde_json::json!({
+        "term": first.term + 1, "replica": "intruder", "writtenAt": chrono::Utc::now()
+    });
+    kv.update("_fence", serde_json::to_vec(&newer)?.into(), fence_sequence)
+        .await?;
+    let (after, manifests) = jobs("after", 2, 0);
+    system.opctl.apply(&manifests, None)?;
+
+    let lost = set
+        .wait_for_journal(first.index, "lost", first.term, WAIT)
+        .await?;
+    assert!(
+        lost["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("refused"),
+        "{lost}"
+    );
+    let second = set.wait_for_leader(Some(first.index), WAIT).await?;
+    wait_all(&system, &after, "succeeded").await?;
+    started_once(&system, &before);
+    started_once(&system, &after);
+    let (_, fence_term) = fence(&system.client).await?.expect("fenced");
+    assert_eq!(
+        fence_term, second.term,
+        "the new leader fenced the store again"
+    );
     Ok(())
 }
 
