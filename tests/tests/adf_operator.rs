@@ -17,6 +17,26 @@ struct Adf {
     standin: StandinProcess,
     component: ComponentProcess,
     http: reqwest::Client,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+fn start_replica(
+    system: &TestSystem,
+    args: &[String],
+    env: &[(String, String)],
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<ComponentProcess> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    all.extend_from_slice(extra_env);
+    ComponentProcess::start_binary(
+        "adf-operator",
+        &args,
+        &system.nats.url(),
+        "adf-operator",
+        &all,
+    )
 }
 
 impl Adf {
@@ -39,7 +59,7 @@ impl Adf {
         system.opctl.apply(&example("adf-operator.yaml"), None)?;
         let state_file = tempfile::NamedTempFile::new()?.into_temp_path().keep()?;
         let state_file = state_file.to_string_lossy().into_owned();
-        let mut env: Vec<(&str, &str)> = vec![
+        let env: Vec<(&str, &str)> = vec![
             ("OPERATOR_STATE_STORE_TYPE", store),
             ("ENTITY_OF_INTEREST_MESSAGE_STREAM", "dataos-azure-entities"),
             (
@@ -63,20 +83,30 @@ impl Adf {
             ("ADF_POLL_MIN_MS", "100"),
             ("ADF_POLL_MAX_MS", "500"),
         ];
-        env.extend_from_slice(extra_env);
-        let component = ComponentProcess::start_binary(
-            "adf-operator",
-            &["operator", "adf", "--electionStateFile", &state_file],
-            &system.nats.url(),
-            "adf-operator",
-            &env,
-        )?;
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let args = vec![
+            "operator".to_string(),
+            "adf".to_string(),
+            "--electionStateFile".to_string(),
+            state_file,
+        ];
+        let component = start_replica(&system, &args, &env, extra_env)?;
         Ok(Self {
             system,
             standin,
             component,
             http: reqwest::Client::new(),
+            args,
+            env,
         })
+    }
+
+    /// Another adf-operator process like the first one, with `extra_env` on top.
+    fn replica(&self, extra_env: &[(&str, &str)]) -> anyhow::Result<ComponentProcess> {
+        start_replica(&self.system, &self.args, &self.env, extra_env)
     }
 
     async fn control(
@@ -335,5 +365,60 @@ async fn secret_values_are_never_shown_by_get_or_logged() -> anyhow::Result<()> 
     adf.wait_runtime("pipeline-run-1", "succeeded").await?;
     assert!(!adf.system.orchestrator.log().contains(SECRET));
     assert!(!adf.component.log().contains(SECRET));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pipeline_run_whose_leader_is_killed_is_followed_by_the_next_and_runs_once(
+) -> anyhow::Result<()> {
+    let election = |id| {
+        [
+            ("ELECTION_CLUSTER_NAME", "azure-operators"),
+            ("ELECTION_LEASE_TTL_MS", "2000"),
+            ("ELECTION_RENEW_INTERVAL_MS", "400"),
+            ("ELECTION_REPLICA_ID", id),
+        ]
+    };
+    let mut adf = Adf::start("jetstream_kv", &election("adf-a")).await?;
+    let mut second = adf.replica(&election("adf-b"))?;
+    adf.control(
+        reqwest::Method::PUT,
+        "pipelines/LongCopyPipeline",
+        Some(json!({"outcome": "succeed", "runMs": 4000})),
+    )
+    .await?;
+    adf.system.opctl.apply(
+        &Adf::run_manifest("failover-run", "LongCopyPipeline"),
+        Some("public"),
+    )?;
+    adf.wait_runtime("failover-run", "inprogress").await?;
+
+    // The lease names the replica that started the run: kill it in the middle of the run.
+    let js = async_nats::jetstream::new(adf.system.client.clone());
+    let lease = js
+        .get_key_value("election-azure-operators")
+        .await?
+        .get("leader.adf-operator")
+        .await?
+        .expect("a leader");
+    let holder = serde_json::from_slice::<Value>(&lease)?["holder"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    match holder.as_str() {
+        "adf-a" => adf.component.kill9(),
+        "adf-b" => second.kill9(),
+        other => anyhow::bail!("unexpected leader {other}"),
+    }
+
+    let record = adf.wait_runtime("failover-run", "succeeded").await?;
+    let runs = adf.runs().await?;
+    assert_eq!(
+        runs.len(),
+        1,
+        "one run, followed by the new leader: {runs:?}"
+    );
+    assert_eq!(record["status"]["details"]["runId"], runs[0]["runId"]);
+    assert_eq!(adf.calls().await?["createRun"], 1);
     Ok(())
 }
