@@ -131,6 +131,8 @@ if [ "${1:-}" = "--steps" ]; then
   wait_until 180 "pipeline-run-2 succeeded after its leader died" runtime_is pipeline-run-2 succeeded
   check "Azure (the stand-in) ran pipeline-run-2 exactly once" [ "$(standin_runs LongCopyPipeline)" -eq 1 ]
   wait_until 120 "the killed replica is running again" running_replicas 3
+  check "opctl logs shows each replica's output" bash -c \
+    "target/release/opctl logs -n adf-operator --tail 20 | grep -c '^==> adf-controller-[0-2] <==$' | grep -qx 3"
   opctl get -t operator -n adf-operator -d >&2
 
   check "compose down" compose down --volumes --timeout 60
