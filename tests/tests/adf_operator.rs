@@ -98,7 +98,11 @@ impl Adf {
             system,
             standin,
             component,
-            http: reqwest::Client::new(),
+            // A fresh connection per control call: the stand-in may close an idle one just as
+            // a pooled request goes out on it.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()?,
             args,
             env,
         })
