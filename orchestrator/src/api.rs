@@ -140,6 +140,7 @@ async fn apply_one(
                 .send(RouteResource {
                     manifest,
                     workspace,
+                    span: tracing::Span::current(),
                 })
                 .await?
         }
@@ -191,6 +192,7 @@ async fn get(
             workspace,
             name,
             details,
+            span: tracing::Span::current(),
         })
         .await??;
     Ok(HttpResponse::Ok().json(view))
@@ -302,7 +304,12 @@ async fn delete_resource(
 ) -> Result<HttpResponse, ControlError> {
     let (ws, name) = path.into_inner();
     let key = EntityKey::new(ws, name).map_err(|e| ControlError::invalid(e.to_string()))?;
-    let applied = manager.send(DeleteResourceByKey { key }).await??;
+    let applied = manager
+        .send(DeleteResourceByKey {
+            key,
+            span: tracing::Span::current(),
+        })
+        .await??;
     Ok(HttpResponse::Ok().json(applied))
 }
 

@@ -12,8 +12,9 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use operator_shared::envelope::MSG_ID_HEADER;
 use operator_shared::subject::{self, TypeSubjects};
+use operator_shared::telemetry::{extract_nats, inject_nats};
 use operator_shared::{Envelope, EnvelopeKind, Operation};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use crate::error::ControlError;
 
@@ -108,6 +109,8 @@ async fn remove_streams(js: &jetstream::Context, plan: &StreamPlan) {
 #[rtype(result = "Result<(), ControlError>")]
 pub struct StatusReported {
     pub envelope: Envelope,
+    /// The `process` span of the event, continuing the component's trace.
+    pub span: Span,
 }
 
 /// Publish a command on its stream and wait for JetStream's acknowledgement.
@@ -116,6 +119,8 @@ pub struct StatusReported {
 pub struct PublishCommand {
     pub subject: String,
     pub envelope: Envelope,
+    /// What the command is sent for (an API request's span, or none for a resend).
+    pub parent: Span,
 }
 
 /// Ask the operator's components about one entity.
@@ -124,6 +129,8 @@ pub struct PublishCommand {
 pub struct SendQuery {
     pub subject: String,
     pub envelope: Envelope,
+    /// What the query is asked for.
+    pub parent: Span,
 }
 
 /// The operator was deleted: stop consuming and delete its streams.
@@ -248,7 +255,31 @@ async fn apply_event(message: jetstream::Message, events: &Recipient<StatusRepor
         }
     };
     let key = envelope.key.clone();
-    match events.send(StatusReported { envelope }).await {
+    let span = info_span!(
+        "nats.process",
+        otel.name = %format!("process {}", message.subject),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.destination.name = %message.subject,
+        messaging.message.id = %envelope.id,
+        operator = %envelope.operator,
+        entity.type = %envelope.resource_type,
+        entity.key = %envelope.key,
+        entity.generation = envelope.generation,
+    );
+    extract_nats(message.headers.as_ref(), &span);
+    metrics::counter!(
+        crate::metrics::STATUS_EVENTS,
+        "operator" => envelope.operator.clone(),
+        "type" => envelope.resource_type.clone(),
+    )
+    .increment(1);
+    let sent = events.send(StatusReported {
+        envelope,
+        span: span.clone(),
+    });
+    match sent.instrument(span).await {
         Ok(Ok(())) => {
             if let Err(e) = message.ack().await {
                 warn!(entity.key = %key, error = %e, "event ack failed; it will be redelivered");
@@ -269,9 +300,30 @@ impl Handler<PublishCommand> for NatsBridge {
 
     fn handle(&mut self, msg: PublishCommand, _ctx: &mut Self::Context) -> Self::Result {
         let js = self.js.clone();
-        Box::pin(async move {
+        let span = info_span!(
+            parent: &msg.parent,
+            "nats.send",
+            otel.name = %format!("send {}", msg.subject),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "nats",
+            messaging.operation.type = "send",
+            messaging.destination.name = %msg.subject,
+            messaging.message.id = %msg.envelope.id,
+            operator = %msg.envelope.operator,
+            entity.type = %msg.envelope.resource_type,
+            entity.key = %msg.envelope.key,
+            entity.generation = msg.envelope.generation,
+        );
+        let labels = [
+            ("operator", msg.envelope.operator.clone()),
+            ("type", msg.envelope.resource_type.clone()),
+        ];
+        let send_span = span.clone();
+        let publish = async move {
             let mut headers = HeaderMap::new();
             headers.insert(MSG_ID_HEADER, msg.envelope.id.to_string().as_str());
+            inject_nats(&mut headers, &send_span);
             let ack = js
                 .publish_with_headers(msg.subject.clone(), headers, msg.envelope.encode().into())
                 .await
@@ -282,7 +334,24 @@ impl Handler<PublishCommand> for NatsBridge {
                 ControlError::Unavailable(format!("no ack from stream for {}: {e}", msg.subject))
             })?;
             Ok(())
-        })
+        };
+        Box::pin(
+            async move {
+                let result = publish.await;
+                match &result {
+                    Ok(()) => {
+                        metrics::counter!(crate::metrics::COMMANDS_PUBLISHED, &labels).increment(1)
+                    }
+                    Err(_) => {
+                        Span::current().record("otel.status_code", "ERROR");
+                        metrics::counter!(crate::metrics::COMMAND_PUBLISH_FAILURES, &labels)
+                            .increment(1);
+                    }
+                }
+                result
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -292,31 +361,50 @@ impl Handler<SendQuery> for NatsBridge {
     fn handle(&mut self, msg: SendQuery, _ctx: &mut Self::Context) -> Self::Result {
         let client = self.client.clone();
         let timeout = self.query_timeout;
-        Box::pin(async move {
-            let request = async_nats::Request::new()
-                .payload(msg.envelope.encode().into())
-                .timeout(Some(timeout));
-            let reply = client
-                .send_request(msg.subject.clone(), request)
-                .await
-                .map_err(|e| {
-                    use async_nats::client::RequestErrorKind;
-                    ControlError::Unavailable(match e.kind() {
-                        RequestErrorKind::NoResponders => format!(
+        let span = info_span!(
+            parent: &msg.parent,
+            "nats.send",
+            otel.name = %format!("send {}", msg.subject),
+            otel.kind = "client",
+            messaging.system = "nats",
+            messaging.operation.type = "send",
+            messaging.destination.name = %msg.subject,
+            messaging.message.id = %msg.envelope.id,
+            entity.key = %msg.envelope.key,
+        );
+        let request_span = span.clone();
+        Box::pin(
+            async move {
+                let mut headers = HeaderMap::new();
+                inject_nats(&mut headers, &request_span);
+                let request = async_nats::Request::new()
+                    .headers(headers)
+                    .payload(msg.envelope.encode().into())
+                    .timeout(Some(timeout));
+                let reply = client
+                    .send_request(msg.subject.clone(), request)
+                    .await
+                    .map_err(|e| {
+                        use async_nats::client::RequestErrorKind;
+                        ControlError::Unavailable(match e.kind() {
+                            RequestErrorKind::NoResponders => format!(
                             "no component is listening on {}; is the operator's component running?",
                             msg.subject
                         ),
-                        RequestErrorKind::TimedOut => format!(
-                            "no component answered on {} within {} ms",
-                            msg.subject,
-                            timeout.as_millis()
-                        ),
-                        _ => format!("query on {} failed: {e}", msg.subject),
-                    })
-                })?;
-            Envelope::decode(&reply.payload)
-                .map_err(|e| ControlError::Unavailable(format!("component sent a bad reply: {e}")))
-        })
+                            RequestErrorKind::TimedOut => format!(
+                                "no component answered on {} within {} ms",
+                                msg.subject,
+                                timeout.as_millis()
+                            ),
+                            _ => format!("query on {} failed: {e}", msg.subject),
+                        })
+                    })?;
+                Envelope::decode(&reply.payload).map_err(|e| {
+                    ControlError::Unavailable(format!("component sent a bad reply: {e}"))
+                })
+            }
+            .instrument(span),
+        )
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use operator_shared::subject::TypeSubjects;
 use operator_shared::{EntityKey, EntityStatus, Envelope, EnvelopeKind, Manifest, Operation};
-use tracing::{debug, info, info_span, warn};
+use tracing::{debug, info, info_span, warn, Span};
 
 use crate::bridge::{NatsBridge, PublishCommand, SendQuery, StatusReported};
 use crate::error::ControlError;
@@ -25,18 +25,25 @@ const MAX_RESEND: Duration = Duration::from_secs(30);
 #[rtype(result = "Result<Applied, ControlError>")]
 pub struct ApplySpec {
     pub manifest: Manifest,
+    /// The request's span: what the work is done for, in traces.
+    pub span: tracing::Span,
 }
 
 /// Start deleting the resource.
 #[derive(Message)]
 #[rtype(result = "Result<Applied, ControlError>")]
-pub struct RequestDelete;
+pub struct RequestDelete {
+    /// The request's span: what the work is done for, in traces.
+    pub span: tracing::Span,
+}
 
 /// The resource's view; with `details`, the component's live answer too.
 #[derive(Message)]
 #[rtype(result = "Option<RecordView>")]
 pub struct GetView {
     pub details: bool,
+    /// The request's span: what the work is done for, in traces.
+    pub span: tracing::Span,
 }
 
 /// Told to the runtime when an entity has stopped for good (deleted, or never stored).
@@ -63,6 +70,58 @@ pub struct ResourceEntity {
     runtime: Recipient<EntityGone>,
     resend_after: Duration,
     resend_pending: bool,
+    /// What this entity adds to the gauges now, taken back when it changes.
+    gauged: Option<Gauged>,
+}
+
+/// An entity's contribution to the `orchestrator_entities` and `orchestrator_commands_in_flight`
+/// gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Gauged {
+    operator: String,
+    resource_type: String,
+    status: String,
+    runtime: String,
+    command_in_flight: bool,
+}
+
+impl Gauged {
+    fn of(record: &Record) -> Self {
+        let resource = record.manifest.resource.as_ref();
+        Self {
+            operator: resource.map(|r| r.operator.clone()).unwrap_or_default(),
+            resource_type: resource
+                .map(|r| r.resource_type.clone())
+                .unwrap_or_default(),
+            status: record.status_word(),
+            runtime: record
+                .status
+                .as_ref()
+                .and_then(|s| s.runtime)
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+            command_in_flight: state::command_unconfirmed(record),
+        }
+    }
+
+    fn add(&self, delta: f64) {
+        metrics::gauge!(
+            crate::metrics::ENTITIES,
+            "operator" => self.operator.clone(),
+            "type" => self.resource_type.clone(),
+            "status" => self.status.clone(),
+            "runtime" => self.runtime.clone(),
+        )
+        .increment(delta);
+        if self.command_in_flight {
+            metrics::gauge!(
+                crate::metrics::COMMANDS_IN_FLIGHT,
+                "operator" => self.operator.clone(),
+                "type" => self.resource_type.clone(),
+            )
+            .increment(delta);
+        }
+    }
 }
 
 impl ResourceEntity {
@@ -84,15 +143,32 @@ impl ResourceEntity {
             runtime,
             resend_after: FIRST_RESEND,
             resend_pending: false,
+            gauged: None,
         }
+    }
+
+    /// Moves this entity's contribution to the gauges to what its record says now.
+    fn refresh_gauges(&mut self) {
+        let now = self.record().map(Gauged::of);
+        if now == self.gauged {
+            return;
+        }
+        if let Some(old) = self.gauged.take() {
+            old.add(-1.0);
+        }
+        if let Some(new) = &now {
+            new.add(1.0);
+        }
+        self.gauged = now;
     }
 
     fn record(&self) -> Option<&Record> {
         self.stored.as_ref().map(|(r, _)| r)
     }
 
-    /// Publishes the record's last command; on failure tries again later with backoff.
-    fn send_command(&mut self, ctx: &mut Context<Self>) {
+    /// Publishes the record's last command for `parent` (the request's span, or none for a
+    /// resend); on failure tries again later with backoff.
+    fn send_command(&mut self, ctx: &mut Context<Self>, parent: Span) {
         let Some(envelope) = self.record().and_then(|r| r.last_command.clone()) else {
             return;
         };
@@ -100,7 +176,11 @@ impl ResourceEntity {
         let subject = self.subjects.command_subject.clone();
         debug!(entity.key = %self.key, generation = envelope.generation, "sending command");
         self.bridge
-            .send(PublishCommand { subject, envelope })
+            .send(PublishCommand {
+                subject,
+                envelope,
+                parent,
+            })
             .into_actor(self)
             .map(move |result, act, ctx| {
                 let error = match result {
@@ -135,10 +215,17 @@ impl Actor for ResourceEntity {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.refresh_gauges();
         // After a restart, resend what the component may not have received; the same envelope
         // id lets JetStream drop it if it did, and the generation lets the component ignore it.
         if self.record().is_some_and(state::command_unconfirmed) {
-            self.send_command(ctx);
+            self.send_command(ctx, Span::none());
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if let Some(old) = self.gauged.take() {
+            old.add(-1.0);
         }
     }
 }
@@ -149,7 +236,7 @@ impl Handler<ResendTick> for ResourceEntity {
     fn handle(&mut self, _: ResendTick, ctx: &mut Self::Context) {
         self.resend_pending = false;
         if self.record().is_some_and(state::command_unconfirmed) {
-            self.send_command(ctx);
+            self.send_command(ctx, Span::none());
         }
     }
 }
@@ -158,7 +245,8 @@ impl Handler<ApplySpec> for ResourceEntity {
     type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
 
     fn handle(&mut self, msg: ApplySpec, _ctx: &mut Self::Context) -> Self::Result {
-        let _span = info_span!("entity.apply", entity.key = %self.key).entered();
+        let span = info_span!(parent: &msg.span, "entity.apply", entity.key = %self.key);
+        let _entered = span.clone().entered();
         let plan = match state::plan_apply(self.record(), msg.manifest, &self.key) {
             Ok(plan) => plan,
             Err(reason) => {
@@ -199,9 +287,10 @@ impl Handler<ApplySpec> for ResourceEntity {
                     let applied = Applied::of(&stored.0, outcome);
                     let new_command = stored.0.last_command.as_ref().map(|c| c.id);
                     act.stored = Some(stored);
-                    info!(entity.key = %act.key, generation = applied.generation, outcome = ?outcome, "resource applied");
+                    act.refresh_gauges();
+                    info!(parent: &span, entity.key = %act.key, generation = applied.generation, outcome = ?outcome, "resource applied");
                     if new_command != previous_command {
-                        act.send_command(ctx);
+                        act.send_command(ctx, span);
                     }
                     Ok(applied)
                 }
@@ -233,7 +322,8 @@ impl Handler<ApplySpec> for ResourceEntity {
 impl Handler<RequestDelete> for ResourceEntity {
     type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
 
-    fn handle(&mut self, _: RequestDelete, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: RequestDelete, _ctx: &mut Self::Context) -> Self::Result {
+        let span = info_span!(parent: &msg.span, "entity.delete", entity.key = %self.key);
         let Some((current, revision)) = self.stored.clone() else {
             return AtomicResponse::new(Box::pin(fut::ready(Err(ControlError::NotFound(
                 format!("resource {} not found", self.key),
@@ -256,8 +346,9 @@ impl Handler<RequestDelete> for ResourceEntity {
             let stored = result?;
             let applied = Applied::of(&stored.0, Outcome::Deleting);
             act.stored = Some(stored);
-            info!(entity.key = %act.key, generation = applied.generation, "resource deleting");
-            act.send_command(ctx);
+            act.refresh_gauges();
+            info!(parent: &span, entity.key = %act.key, generation = applied.generation, "resource deleting");
+            act.send_command(ctx, span);
             Ok(applied)
         })))
     }
@@ -267,6 +358,8 @@ impl Handler<StatusReported> for ResourceEntity {
     type Result = AtomicResponse<Self, Result<(), ControlError>>;
 
     fn handle(&mut self, msg: StatusReported, _ctx: &mut Self::Context) -> Self::Result {
+        let _entered =
+            info_span!(parent: &msg.span, "entity.status", entity.key = %self.key).entered();
         let Some((current, revision)) = self.stored.as_ref() else {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
         };
@@ -298,10 +391,14 @@ impl Handler<StatusReported> for ResourceEntity {
             |result: Result<Option<Option<(Record, u64)>>, StoreError>, act, ctx| {
                 match result? {
                     None => {}
-                    Some(Some(stored)) => act.stored = Some(stored),
+                    Some(Some(stored)) => {
+                        act.stored = Some(stored);
+                        act.refresh_gauges();
+                    }
                     Some(None) => {
                         info!(entity.key = %act.key, "resource deleted");
                         act.stored = None;
+                        act.refresh_gauges();
                         act.forget(ctx);
                     }
                 }
@@ -337,6 +434,7 @@ impl Handler<GetView> for ResourceEntity {
         let ask = self.bridge.send(SendQuery {
             subject: self.subjects.query_subject.clone(),
             envelope: query,
+            parent: msg.span,
         });
         Box::pin(async move {
             match ask.await {

@@ -17,18 +17,20 @@ mod config;
 mod entity;
 mod error;
 mod manager;
+mod metrics;
 mod records;
 mod replicas;
 mod runtime;
 mod store;
 mod supervisor;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::manager::OperatorManager;
@@ -37,7 +39,6 @@ use crate::supervisor::SupervisorSetup;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    operator_shared::telemetry::init_logging(&config.log_level);
     // Actors live on this thread; NATS I/O runs on the runtime's worker threads.
     let system = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -45,7 +46,18 @@ fn main() -> anyhow::Result<()> {
             .build()
             .unwrap_or_else(|e| panic!("cannot build the async runtime: {e}"))
     });
-    system.block_on(run(config))
+    system.block_on(async move {
+        // Inside the runtime: the gRPC span exporter needs it.
+        let telemetry = operator_shared::telemetry::init("orchestrator", &config.log_level)
+            .context("cannot set up telemetry")?;
+        operator_shared::telemetry::metrics_handle();
+        // Shown as 0 from the first scrape, not only after the first reconnect.
+        ::metrics::counter!(metrics::NATS_RECONNECTS).increment(0);
+        let result = run(config).await;
+        // Flushes the spans still queued; blocking, so off the actors' thread.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        result
+    })
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -68,7 +80,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     info!(listen = %config.listen, "orchestrator API listening");
     HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(metrics::observe_request))
             .app_data(web::Data::new(manager.clone()))
+            .route("/metrics", web::get().to(metrics::scrape))
             .configure(api::configure)
     })
     .workers(config.http_workers)
@@ -90,6 +104,21 @@ async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
     let client = loop {
         match async_nats::ConnectOptions::new()
             .name("orchestrator")
+            .event_callback(|event| async move {
+                // The first connection also reports `Connected`: count only those after a loss.
+                static LOST: AtomicBool = AtomicBool::new(false);
+                match event {
+                    async_nats::Event::Connected if LOST.swap(false, Ordering::Relaxed) => {
+                        ::metrics::counter!(metrics::NATS_RECONNECTS).increment(1);
+                        info!("reconnected to NATS");
+                    }
+                    async_nats::Event::Disconnected => {
+                        LOST.store(true, Ordering::Relaxed);
+                        warn!("disconnected from NATS");
+                    }
+                    other => debug!(event = %other, "NATS client event"),
+                }
+            })
             .connect(&config.nats_url)
             .await
         {

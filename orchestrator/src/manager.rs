@@ -47,6 +47,8 @@ pub struct ApplySecret {
 pub struct RouteResource {
     pub manifest: Manifest,
     pub workspace: String,
+    /// The request's span: what the work is done for, in traces.
+    pub span: tracing::Span,
 }
 
 /// One record by type and name.
@@ -57,6 +59,8 @@ pub struct GetRecord {
     pub workspace: Option<String>,
     pub name: String,
     pub details: bool,
+    /// The request's span: what the work is done for, in traces.
+    pub span: tracing::Span,
 }
 
 /// Every record of a type, in one workspace or all.
@@ -72,6 +76,8 @@ pub struct ListRecords {
 #[rtype(result = "Result<Applied, ControlError>")]
 pub struct DeleteResourceByKey {
     pub key: EntityKey,
+    /// The request's span: what the work is done for, in traces.
+    pub span: tracing::Span,
 }
 
 /// Delete an operator; refused while it manages resources.
@@ -386,6 +392,7 @@ impl Handler<RouteResource> for OperatorManager {
         let ask = entry.runtime.send(ApplyResource {
             manifest: msg.manifest,
             workspace: msg.workspace,
+            span: msg.span,
         });
         Box::pin(async move { ask.await? })
     }
@@ -446,6 +453,7 @@ impl Handler<GetRecord> for OperatorManager {
                             .send(FindResource {
                                 key: key.clone(),
                                 details: msg.details,
+                                span: msg.span.clone(),
                             })
                             .await
                         {
@@ -576,6 +584,7 @@ impl Handler<DeleteResourceByKey> for OperatorManager {
                 if let Ok(Some(result)) = runtime
                     .send(DeleteResource {
                         key: msg.key.clone(),
+                        span: msg.span.clone(),
                     })
                     .await
                 {

@@ -119,6 +119,8 @@ impl OperatorPlan {
 pub struct ApplyResource {
     pub manifest: Manifest,
     pub workspace: String,
+    /// The request's span: what the work is done for, in traces.
+    pub span: tracing::Span,
 }
 
 /// The view of one resource, if this runtime has it.
@@ -127,6 +129,8 @@ pub struct ApplyResource {
 pub struct FindResource {
     pub key: EntityKey,
     pub details: bool,
+    /// The request's span: what the work is done for, in traces.
+    pub span: tracing::Span,
 }
 
 /// Views of this runtime's resources, in one workspace or all.
@@ -141,6 +145,8 @@ pub struct ListResources {
 #[rtype(result = "Option<Result<Applied, ControlError>>")]
 pub struct DeleteResource {
     pub key: EntityKey,
+    /// The request's span: what the work is done for, in traces.
+    pub span: tracing::Span,
 }
 
 /// The keys of every resource of this operator.
@@ -269,6 +275,7 @@ impl Handler<ApplyResource> for OperatorRuntime {
             entity?
                 .send(ApplySpec {
                     manifest: msg.manifest,
+                    span: msg.span,
                 })
                 .await?
         })
@@ -302,6 +309,7 @@ impl Handler<FindResource> for OperatorRuntime {
                 Some(e) => e
                     .send(GetView {
                         details: msg.details,
+                        span: msg.span,
                     })
                     .await
                     .ok()
@@ -320,7 +328,12 @@ impl Handler<ListResources> for OperatorRuntime {
             .entities
             .iter()
             .filter(|(key, _)| msg.workspace.as_ref().is_none_or(|w| *w == key.workspace))
-            .map(|(_, (_, e))| e.send(GetView { details: false }))
+            .map(|(_, (_, e))| {
+                e.send(GetView {
+                    details: false,
+                    span: tracing::Span::none(),
+                })
+            })
             .collect();
         Box::pin(async move {
             join_all(asks)
@@ -341,7 +354,7 @@ impl Handler<DeleteResource> for OperatorRuntime {
             let entity = entity?;
             Some(
                 entity
-                    .send(RequestDelete)
+                    .send(RequestDelete { span: msg.span })
                     .await
                     .map_err(ControlError::from)
                     .and_then(|r| r),

@@ -114,7 +114,10 @@ impl SupervisorSetup {
             },
             defaults: ComponentDefaults {
                 nats_url,
-                env: config.component_env.clone(),
+                env: forwarded_telemetry_env()
+                    .into_iter()
+                    .chain(config.component_env.iter().cloned())
+                    .collect(),
             },
             // A process cannot outlive the orchestrator; containers and pods may.
             stop_on_exit: config.stop_on_exit || config.runtime == ComponentRuntime::Process,
@@ -603,4 +606,14 @@ impl Handler<RenderKubernetes> for ComponentSupervisor {
             .to_yaml()
             .map_err(ControlError::Internal)
     }
+}
+
+/// The orchestrator's own OTLP settings (endpoint, protocol, sampler), handed to the
+/// components it starts so that their spans join the same traces in the same place.
+/// `ORCHESTRATOR_COMPONENT_ENV` and the manifest's `environmentVars` override them.
+fn forwarded_telemetry_env() -> Vec<(String, String)> {
+    operator_shared::telemetry::FORWARDED_OTEL_ENV
+        .iter()
+        .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+        .collect()
 }

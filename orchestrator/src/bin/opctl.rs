@@ -32,6 +32,7 @@ mod table;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use tracing::Instrument;
 
 use crate::args::{Cli, Command};
 use crate::client::{ApiError, OrchestratorClient};
@@ -66,15 +67,33 @@ fn is_help(error: &clap::Error) -> bool {
 
 #[tokio::main(flavor = "current_thread")]
 async fn run(cli: Cli, console: &Console) -> Result<()> {
+    // Spans only when an OTLP endpoint is configured; opctl's own logs stay off unless
+    // RUST_LOG asks for them (the console says what the user needs).
+    let telemetry = if operator_shared::telemetry::exporting_configured() {
+        Some(operator_shared::telemetry::init("opctl", "off")?)
+    } else {
+        None
+    };
     let client = OrchestratorClient::new(cli.server)?;
-    match cli.command {
-        Command::Apply(apply) => apply::run(apply, &client, console).await,
-        Command::Get(get) => get::run(get, &client, console).await,
-        Command::Delete(delete) => delete::run(delete, &client, console).await,
-        Command::Scale(scale) => scale::run(scale, &client, console).await,
-        Command::Logs(logs) => logs::run(logs, &client, console).await,
-        Command::Render(render) => render::run(render, &client, console).await,
+    let verb = cli.command.verb();
+    let span = tracing::info_span!("opctl", otel.name = %format!("opctl {verb}"), command = verb);
+    let result = async {
+        match cli.command {
+            Command::Apply(apply) => apply::run(apply, &client, console).await,
+            Command::Get(get) => get::run(get, &client, console).await,
+            Command::Delete(delete) => delete::run(delete, &client, console).await,
+            Command::Scale(scale) => scale::run(scale, &client, console).await,
+            Command::Logs(logs) => logs::run(logs, &client, console).await,
+            Command::Render(render) => render::run(render, &client, console).await,
+        }
     }
+    .instrument(span)
+    .await;
+    if let Some(telemetry) = telemetry {
+        // Blocking, and the exporter needs this runtime alive: off the runtime's only thread.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    }
+    result
 }
 
 /// One `ERRO` line with the reason, then the server's details, one a line.

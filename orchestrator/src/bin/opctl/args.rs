@@ -45,6 +45,20 @@ pub enum Command {
     Render(Render),
 }
 
+impl Command {
+    /// The command's name, as typed.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Self::Apply(_) => "apply",
+            Self::Get(_) => "get",
+            Self::Delete(_) => "delete",
+            Self::Scale(_) => "scale",
+            Self::Logs(_) => "logs",
+            Self::Render(_) => "render",
+        }
+    }
+}
+
 /// `opctl apply -f FILE [-w WS]`.
 #[derive(Debug, Args)]
 pub struct Apply {

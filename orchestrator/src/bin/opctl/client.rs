@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
+use tracing::Instrument;
 
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -234,8 +235,38 @@ impl OrchestratorClient {
 
     /// Sends a request; a 2xx answer's status and body, or the server's refusal as an error.
     async fn send_text(&self, request: reqwest::RequestBuilder) -> Result<(StatusCode, String)> {
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let mut request = request.build().map_err(|e| self.transport_error(&e))?;
+        let span = tracing::info_span!(
+            "http.request",
+            otel.name = %format!("{} {}", request.method(), request.url().path()),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %request.method(),
+            url.full = %clean_query(request.url().clone()),
+            http.response.status_code = tracing::field::Empty,
+        );
+        for (name, value) in operator_shared::telemetry::trace_headers(&span) {
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(&value),
+            ) {
+                request.headers_mut().insert(name, value);
+            }
+        }
+        let response = self
+            .http
+            .execute(request)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| {
+                span.record("otel.status_code", "ERROR");
+                self.transport_error(&e)
+            })?;
         let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
         let body = response
             .text()
             .await
