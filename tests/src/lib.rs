@@ -3,6 +3,7 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`); `tests/run` does it.
 
+pub mod otlp;
 pub mod platform;
 pub mod process;
 pub mod replicas;
@@ -14,6 +15,7 @@ use anyhow::{bail, Context};
 use futures::StreamExt;
 use serde_json::Value;
 
+pub use otlp::OtlpReceiver;
 pub use platform::Platform;
 pub use process::{ComponentProcess, NatsServer, Opctl, OrchestratorProcess, StandinProcess};
 pub use replicas::{Leader, ReplicaSet};
@@ -110,9 +112,20 @@ pub fn status_of(record: Option<&Value>) -> Option<&str> {
 
 /// The environment that points a component at the seed operator's subjects (its `natsApi`).
 pub fn seed_component_env(platform_url: &str, store_type: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("DEMO_PLATFORM_URL".to_string(), platform_url.to_string()),
+        (
+            "OPERATOR_STATE_STORE_TYPE".to_string(),
+            store_type.to_string(),
+        ),
+    ];
+    env.extend(seed_wiring_env());
+    env
+}
+
+/// The seed operator's NATS wiring (its `natsApi`) as a component's environment.
+pub fn seed_wiring_env() -> Vec<(String, String)> {
     [
-        ("DEMO_PLATFORM_URL", platform_url),
-        ("OPERATOR_STATE_STORE_TYPE", store_type),
         ("ENTITY_OF_INTEREST_MESSAGE_STREAM", "dataos-azure-entities"),
         (
             "ENTITY_OF_INTEREST_MESSAGE_QUEUE",

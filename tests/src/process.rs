@@ -185,7 +185,10 @@ impl OrchestratorProcess {
 
     /// An `opctl` pointed at this orchestrator.
     pub fn opctl(&self) -> Opctl {
-        Opctl { server: self.url() }
+        Opctl {
+            server: self.url(),
+            env: Vec::new(),
+        }
     }
 }
 
@@ -323,6 +326,8 @@ impl Drop for ComponentProcess {
 #[derive(Clone)]
 pub struct Opctl {
     pub server: String,
+    /// Set for every run, on top of the test's own environment.
+    pub env: Vec<(String, String)>,
 }
 
 /// What an `opctl` run printed and how it ended.
@@ -334,6 +339,12 @@ pub struct OpctlRun {
 }
 
 impl Opctl {
+    /// The same `opctl` with `env` added to every run's environment.
+    pub fn with_env(mut self, env: &[(String, String)]) -> Self {
+        self.env.extend(env.iter().cloned());
+        self
+    }
+
     /// Runs `opctl ARGS` and returns its exit code and output.
     pub fn run(&self, args: &[&str]) -> anyhow::Result<OpctlRun> {
         self.run_with_stdin(args, None)
@@ -345,6 +356,7 @@ impl Opctl {
         let mut child = Command::new(binary("opctl")?)
             .args(args)
             .env("OPCTL_SERVER", &self.server)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
