@@ -112,43 +112,69 @@ pub fn descends_from(spans: &[ReceivedSpan], span: &ReceivedSpan, ancestor: &Rec
     false
 }
 
-/// The spans as a readable table, grouped by trace, each span indented under its parent's
-/// position in start order (service, kind, name, ids, attributes).
+/// The most spans [`dump`] shows.
+const DUMP_LIMIT: usize = 400;
+
+/// The spans as a readable table, grouped by trace, in start order, each indented by its depth
+/// (service, kind, name, ids, attributes); the first [`DUMP_LIMIT`] only.
 pub fn dump(spans: &[ReceivedSpan]) -> String {
-    let mut traces: Vec<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
-    traces.sort_unstable();
-    traces.dedup();
-    let mut out = format!("{} spans in {} traces\n", spans.len(), traces.len());
-    for trace in traces {
-        let _ = writeln!(out, "trace {trace}");
-        for span in in_trace(spans, trace) {
-            let mut depth = 0;
-            let mut current = span;
-            while let Some(parent) = parent_of(spans, current) {
-                depth += 1;
-                current = parent;
-                if depth > 32 {
-                    break;
-                }
+    let by_id: std::collections::HashMap<(&str, &str), &ReceivedSpan> = spans
+        .iter()
+        .map(|s| ((s.trace_id.as_str(), s.span_id.as_str()), s))
+        .collect();
+    let depth = |span: &ReceivedSpan| {
+        let mut depth = 0;
+        let mut current = span;
+        while let Some(parent) = current
+            .parent_span_id
+            .as_deref()
+            .and_then(|p| by_id.get(&(current.trace_id.as_str(), p)))
+        {
+            depth += 1;
+            current = parent;
+            if depth > 32 {
+                break;
             }
-            let attributes: Vec<String> = span
-                .attributes
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            let _ = writeln!(
-                out,
-                "  {:indent$}[{}] {:?} {:?} span={} parent={} {}",
-                "",
-                span.service,
-                span.kind,
-                span.name,
-                span.span_id,
-                span.parent_span_id.as_deref().unwrap_or("-"),
-                attributes.join(" "),
-                indent = depth * 2
-            );
         }
+        depth
+    };
+    let mut sorted: Vec<&ReceivedSpan> = spans.iter().collect();
+    sorted.sort_by(|a, b| {
+        (a.trace_id.as_str(), a.start_unix_nano).cmp(&(b.trace_id.as_str(), b.start_unix_nano))
+    });
+    let traces = {
+        let mut ids: Vec<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    };
+    let mut out = format!("{} spans in {traces} traces\n", spans.len());
+    let mut trace = "";
+    for span in sorted.iter().take(DUMP_LIMIT) {
+        if span.trace_id != trace {
+            trace = &span.trace_id;
+            let _ = writeln!(out, "trace {trace}");
+        }
+        let attributes: Vec<String> = span
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {:indent$}[{}] {:?} {:?} span={} parent={} {}",
+            "",
+            span.service,
+            span.kind,
+            span.name,
+            span.span_id,
+            span.parent_span_id.as_deref().unwrap_or("-"),
+            attributes.join(" "),
+            indent = depth(span) * 2
+        );
+    }
+    if spans.len() > DUMP_LIMIT {
+        let _ = writeln!(out, "… and {} more", spans.len() - DUMP_LIMIT);
     }
     out
 }
@@ -414,25 +440,34 @@ impl OtlpReceiver {
     }
 
     /// Waits until the spans received satisfy `done` (checked now and after every export) and
-    /// returns a copy of them; after `timeout`, fails with `what` and every span received.
+    /// returns a copy of them; after `timeout`, fails with `what` and the spans received.
     pub async fn wait_for(
         &self,
         what: &str,
         timeout: Duration,
         done: impl Fn(&[ReceivedSpan]) -> bool,
     ) -> anyhow::Result<Vec<ReceivedSpan>> {
-        let mut changes = self.store.0.subscribe();
-        let waited = tokio::time::timeout(timeout, changes.wait_for(|spans| done(spans)))
-            .await
-            .map(|r| r.map(|spans| spans.clone()));
-        match waited {
-            Ok(Ok(spans)) => Ok(spans),
-            Ok(Err(_)) => anyhow::bail!("the OTLP receiver stopped while waiting for {what}"),
-            Err(_) => anyhow::bail!(
+        match self.wait_until(timeout, done).await {
+            Some(spans) => Ok(spans),
+            None => anyhow::bail!(
                 "timed out after {timeout:?} waiting for {what}; received:\n{}",
                 dump(&self.spans())
             ),
         }
+    }
+
+    /// [`Self::wait_for`] without the report: `None` after `timeout`.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[ReceivedSpan]) -> bool,
+    ) -> Option<Vec<ReceivedSpan>> {
+        let mut changes = self.store.0.subscribe();
+        let waited = tokio::time::timeout(timeout, changes.wait_for(|spans| done(spans)))
+            .await
+            .map(|r| r.map(|spans| spans.clone()));
+        // The sender lives as long as `self`: the inner error cannot happen.
+        waited.ok().and_then(Result::ok)
     }
 }
 

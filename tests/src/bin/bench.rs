@@ -3,6 +3,10 @@
 //! apply→reconciled latency and reconciles per second printed beside the raw figures as ratios.
 //!
 //! `cargo run --release -p operator-tests --bin bench -- --resources 2000 --in-flight 64`
+//!
+//! `--tracing on` runs the control plane with every span sampled (`OTEL_TRACES_SAMPLER=always_on`)
+//! and exported over OTLP/gRPC to a receiver inside the bench; `--tracing compare` runs it
+//! twice, without then with tracing, each on a fresh nats-server, and prints the ratios.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use operator_tests::{example, ComponentProcess, NatsServer, OrchestratorProcess};
+use operator_tests::{example, ComponentProcess, NatsServer, OrchestratorProcess, OtlpReceiver};
 use tokio::sync::Mutex;
 
 #[derive(Parser)]
@@ -29,6 +33,17 @@ struct Args {
     /// OPERATOR_MAX_WORKERS of the component.
     #[arg(long, default_value_t = 64)]
     workers: usize,
+    /// Span export of the control plane: `off`, `on` (every span sampled, exported to a
+    /// receiver in this process) or `compare` (off, then on, and the ratios).
+    #[arg(long, value_enum, default_value_t = Tracing::Off)]
+    tracing: Tracing,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Tracing {
+    Off,
+    On,
+    Compare,
 }
 
 struct Figures {
@@ -125,33 +140,15 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
 
-    // The control plane.
-    let orchestrator = OrchestratorProcess::start(&nats.url())?;
-    let http = reqwest::Client::new();
-    let applied = http
-        .post(format!("{}/api/v1/apply", orchestrator.url()))
-        .body(example("demo-operator.yaml"))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        applied.status().is_success(),
-        "operator apply failed: {}",
-        applied.text().await?
-    );
-    let workers = args.workers.to_string();
-    let _component = ComponentProcess::start(
-        &nats.url(),
-        "demo",
-        &[
-            ("OPERATOR_MAX_WORKERS", workers.as_str()),
-            ("LOG_LEVEL", "warn"),
-        ],
-    )?;
-
-    let url = format!("{}/api/v1/apply?workspace=public", orchestrator.url());
-    let sequential_n = (args.samples / 10).max(50);
-    let sequential = apply_batch(&http, &url, &js, "seq", sequential_n, 1).await?;
-    let loaded = apply_batch(&http, &url, &js, "load", args.resources, args.in_flight).await?;
+    // The control plane, without and/or with tracing.
+    let mut runs = Vec::new();
+    if args.tracing != Tracing::On {
+        runs.push(control_plane(&args, None).await?);
+    }
+    if args.tracing != Tracing::Off {
+        let receiver = OtlpReceiver::start()?;
+        runs.push(control_plane(&args, Some(&receiver)).await?);
+    }
 
     println!(
         "raw primitives ({} samples each, 512-byte payload, sequential)",
@@ -170,55 +167,165 @@ async fn main() -> anyhow::Result<()> {
             f.per_second
         );
     }
-    println!();
-    println!(
-        "control plane (demo operator, instant platform, {} workers)",
-        args.workers
-    );
-    for (label, f) in [
-        (
-            "apply→reconciled, 1 in flight".to_string(),
-            &sequential.figures,
-        ),
-        (
-            format!("apply→reconciled, {} in flight", args.in_flight),
-            &loaded.figures,
-        ),
-    ] {
+    for run in &runs {
+        println!();
         println!(
-            "{:<34} {:>10.0} {:>10.0} {:>12.0}",
-            label,
-            f.p(0.5),
-            f.p(0.99),
-            f.per_second
+            "control plane (demo operator, instant platform, {} workers), {}",
+            args.workers, run.label
         );
+        for (label, f) in [
+            (
+                "apply→reconciled, 1 in flight".to_string(),
+                &run.sequential.figures,
+            ),
+            (
+                format!("apply→reconciled, {} in flight", args.in_flight),
+                &run.loaded.figures,
+            ),
+        ] {
+            println!(
+                "{:<34} {:>10.0} {:>10.0} {:>12.0}",
+                label,
+                f.p(0.5),
+                f.p(0.99),
+                f.per_second
+            );
+        }
+        println!(
+            "{} applies acknowledged in {:.2} s ({:.0}/s)",
+            args.resources,
+            run.loaded.applies_done.as_secs_f64(),
+            args.resources as f64 / run.loaded.applies_done.as_secs_f64()
+        );
+        if let Some(spans) = run.spans {
+            let resources = args.resources + run.sequential_n;
+            println!(
+                "spans received: {spans} ({:.1} per resource applied)",
+                spans as f64 / resources as f64
+            );
+        }
     }
-    println!(
-        "{} applies acknowledged in {:.2} s ({:.0}/s)",
-        args.resources,
-        loaded.applies_done.as_secs_f64(),
-        args.resources as f64 / loaded.applies_done.as_secs_f64()
-    );
     // One resource's path holds two KV writes (create, status) and two JetStream publishes
     // (command, status event) at the least, plus an HTTP round trip.
     let raw_p50 = 2.0 * kv_put.p(0.5) + 2.0 * publish.p(0.5);
     let raw_p99 = 2.0 * kv_put.p(0.99) + 2.0 * publish.p(0.99);
     println!();
-    println!("ratios (raw path = 2 KV puts + 2 publishes, sequential):");
+    let first = runs.first().context("no control-plane run")?;
+    println!(
+        "ratios, {} (raw path = 2 KV puts + 2 publishes, sequential):",
+        first.label
+    );
     println!(
         "  apply→reconciled p50, 1 in flight / raw path p50 = {:.1}",
-        sequential.figures.p(0.5) / raw_p50
+        first.sequential.figures.p(0.5) / raw_p50
     );
     println!(
         "  apply→reconciled p99, 1 in flight / raw path p99 = {:.1}",
-        sequential.figures.p(0.99) / raw_p99
+        first.sequential.figures.p(0.99) / raw_p99
     );
     println!(
         "  reconciles/s at {} in flight / sequential KV puts/s = {:.2}",
         args.in_flight,
-        loaded.figures.per_second / kv_put.per_second
+        first.loaded.figures.per_second / kv_put.per_second
     );
+    if let [off, on] = runs.as_slice() {
+        println!();
+        println!("tracing cost: {} / {}", on.label, off.label);
+        for (label, off, on) in [
+            ("1 in flight".to_string(), &off.sequential, &on.sequential),
+            (
+                format!("{} in flight", args.in_flight),
+                &off.loaded,
+                &on.loaded,
+            ),
+        ] {
+            println!(
+                "  {label:<14} p50 ×{:.2}   p99 ×{:.2}   reconciles/s ×{:.2}",
+                on.figures.p(0.5) / off.figures.p(0.5),
+                on.figures.p(0.99) / off.figures.p(0.99),
+                on.figures.per_second / off.figures.per_second
+            );
+        }
+    }
     Ok(())
+}
+
+/// One run of the control plane: a fresh nats-server, orchestrator and demo component.
+struct Run {
+    label: &'static str,
+    sequential: Batch,
+    sequential_n: usize,
+    loaded: Batch,
+    /// Spans the receiver got, when tracing.
+    spans: Option<usize>,
+}
+
+/// Applies `--samples / 10` resources one at a time, then `--resources` with `--in-flight`
+/// at once, through the API of a fresh system; with `receiver`, every process samples every
+/// span and exports it there.
+async fn control_plane(args: &Args, receiver: Option<&OtlpReceiver>) -> anyhow::Result<Run> {
+    let nats = NatsServer::start()?;
+    let client = nats.client().await?;
+    let js = async_nats::jetstream::new(client);
+    let otel = receiver.map(OtlpReceiver::env).unwrap_or_default();
+    let otel: Vec<(&str, &str)> = otel.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let orchestrator = OrchestratorProcess::start_with_env(&nats.url(), &otel)?;
+    let http = reqwest::Client::new();
+    let applied = http
+        .post(format!("{}/api/v1/apply", orchestrator.url()))
+        .body(example("demo-operator.yaml"))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        applied.status().is_success(),
+        "operator apply failed: {}",
+        applied.text().await?
+    );
+    let workers = args.workers.to_string();
+    let mut env = vec![
+        ("OPERATOR_MAX_WORKERS", workers.as_str()),
+        ("LOG_LEVEL", "warn"),
+    ];
+    env.extend(otel);
+    let _component = ComponentProcess::start(&nats.url(), "demo", &env)?;
+
+    let url = format!("{}/api/v1/apply?workspace=public", orchestrator.url());
+    let sequential_n = (args.samples / 10).max(50);
+    let sequential = apply_batch(&http, &url, &js, "seq", sequential_n, 1).await?;
+    let loaded = apply_batch(&http, &url, &js, "load", args.resources, args.in_flight).await?;
+    // What the processes still hold arrives within a few batch delays.
+    let spans = match receiver {
+        Some(receiver) => Some(settled_count(receiver).await),
+        None => None,
+    };
+    Ok(Run {
+        label: if receiver.is_some() {
+            "tracing on (always_on, OTLP/gRPC batches every 100 ms to a receiver in the bench)"
+        } else {
+            "tracing off"
+        },
+        sequential,
+        sequential_n,
+        loaded,
+        spans,
+    })
+}
+
+/// The receiver's span count once a second has passed with no new span, or after 30 s.
+async fn settled_count(receiver: &OtlpReceiver) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = receiver.count();
+    while Instant::now() < deadline {
+        let seen = last;
+        match receiver
+            .wait_until(Duration::from_secs(1), |spans| spans.len() > seen)
+            .await
+        {
+            Some(spans) => last = spans.len(),
+            None => break,
+        }
+    }
+    last
 }
 
 /// Key → when it was applied, and who waits for it to be reconciled.
