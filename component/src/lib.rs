@@ -41,8 +41,10 @@ mod controller;
 mod election;
 mod events;
 mod handler;
+pub mod metrics;
 mod reconciler;
 mod store;
+mod trace;
 
 pub use backoff::Backoff;
 pub use bridge::BridgeError;
