@@ -3,8 +3,10 @@
 //! `ELECTION_CLUSTER_NAME` is set, opens the store, starts the controller actor (which consumes
 //! commands while it leads) and the query responder, and shuts them down in order on
 //! SIGTERM/SIGINT — the lease last, at once, so the next leader need not wait for its TTL.
+//! With `METRIC_PORT` it serves its metrics (see [`crate::metrics`]) from the start.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use actix::Actor;
 use async_nats::jetstream;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use operator_shared::election::server_enforces_fencing;
-use operator_shared::telemetry::init_logging;
+use operator_shared::telemetry::{self, TelemetryError};
 use operator_shared::version::check_nats_server_version;
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
@@ -26,6 +28,8 @@ use crate::controller::ControllerActor;
 use crate::election::{ElectionError, Fence, LeaderElection, Resign};
 use crate::events::EventPublisher;
 use crate::handler::{DefaultMessageHandler, MessageHandler};
+use crate::metrics::endpoint::{MetricsEndpoint, MetricsEndpointError};
+use crate::metrics::ComponentMetrics;
 use crate::reconciler::Reconciler;
 use crate::store::{EntityStore, KvStore, MemoryStore, StoreError};
 
@@ -43,6 +47,12 @@ pub enum ComponentError {
     /// The async runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// Logs or span export could not be set up.
+    #[error("cannot set up telemetry: {0}")]
+    Telemetry(#[source] TelemetryError),
+    /// The metrics endpoint could not listen (the port is taken, say).
+    #[error(transparent)]
+    Metrics(#[from] MetricsEndpointError),
     /// `serve` was called outside an actix System.
     #[error("Component::serve must run inside an actix System (Component::run sets one up)")]
     NoActixSystem,
@@ -128,16 +138,42 @@ impl<R: Reconciler> Component<R> {
         self
     }
 
-    /// Sets up logging and an actix System on a multi-thread tokio runtime, then serves until
-    /// SIGTERM or SIGINT.
+    /// Sets up an actix System on a multi-thread tokio runtime and telemetry (logs, and span
+    /// export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, under the operator's name unless
+    /// `OTEL_SERVICE_NAME` is set), then serves until SIGTERM or SIGINT and flushes the spans.
     pub fn run(self) -> Result<(), ComponentError> {
         self.config.validate()?;
-        init_logging(&self.config.log_level);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(ComponentError::Runtime)?;
-        actix::System::with_tokio_rt(move || runtime).block_on(self.serve(termination()))
+        let service = self.service_name();
+        let level = self.config.log_level.clone();
+        actix::System::with_tokio_rt(move || runtime).block_on(async move {
+            // The gRPC span exporter needs the runtime: set up inside it.
+            let telemetry = telemetry::init(&service, &level).map_err(ComponentError::Telemetry)?;
+            let served = self.serve(termination()).await;
+            // Flushing blocks on the exporter, which needs the runtime still running.
+            if tokio::task::spawn_blocking(move || telemetry.shutdown())
+                .await
+                .is_err()
+            {
+                eprintln!("telemetry: the flush at shutdown did not finish");
+            }
+            served
+        })
+    }
+
+    /// The name spans are exported under by default: the operator's, else the binary's.
+    fn service_name(&self) -> String {
+        let operator = self.config.operator_name.trim();
+        if !operator.is_empty() {
+            return operator.to_string();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "operator-component".into())
     }
 
     /// Serves until `shutdown` resolves, then stops consuming, lets running reconciles finish
@@ -151,6 +187,16 @@ impl<R: Reconciler> Component<R> {
             return Err(ComponentError::NoActixSystem);
         }
         let shutdown: Shared<LocalBoxFuture<'static, ()>> = shutdown.boxed_local().shared();
+        let metrics = ComponentMetrics::new(&settings.operator);
+        telemetry::metrics_handle();
+        metrics.register();
+        // Up before NATS is reached, so a scrape tells "running, waiting" from "down"; stopped
+        // when `serve` returns.
+        let _metrics_endpoint = self
+            .config
+            .metric_port
+            .map(MetricsEndpoint::start)
+            .transpose()?;
         info!(
             operator = %settings.operator,
             reconciler = self.reconciler.id(),
@@ -158,7 +204,7 @@ impl<R: Reconciler> Component<R> {
             "component starting"
         );
 
-        let Some(client) = until(&shutdown, connect(&settings)).await else {
+        let Some(client) = until(&shutdown, connect(&settings, &metrics)).await else {
             return Ok(());
         };
         let version = client.server_info().version;
@@ -206,12 +252,17 @@ impl<R: Reconciler> Component<R> {
         let subscriber = bridge::subscribe_queries(&client, &settings.query_subject, group).await?;
 
         let (stop, stopped) = watch::channel(false);
-        let events =
-            EventPublisher::jetstream(js.clone(), settings.reply_subject.clone(), stopped.clone());
+        let events = EventPublisher::jetstream(
+            js.clone(),
+            settings.reply_subject.clone(),
+            stopped.clone(),
+            metrics.clone(),
+        );
         let feed = CommandFeed {
             js: js.clone(),
             stream: settings.command_stream.clone(),
             config: consumer_config,
+            metrics: metrics.clone(),
         };
         let mut controller = ControllerActor::new(
             store,
@@ -220,6 +271,7 @@ impl<R: Reconciler> Component<R> {
             settings.max_workers,
             self.backoff,
             events,
+            metrics,
         )
         .with_commands(feed)
         .with_resync(settings.resync_interval);
@@ -310,17 +362,32 @@ async fn until<T>(
     }
 }
 
-async fn connect(settings: &Settings) -> async_nats::Client {
+async fn connect(settings: &Settings, metrics: &ComponentMetrics) -> async_nats::Client {
     let mut attempt = 0u32;
     loop {
         attempt += 1;
+        // Set on a disconnect, so the next `Connected` counts as a reconnect and the first
+        // connection does not.
+        let lost = Arc::new(AtomicBool::new(false));
+        let metrics = metrics.clone();
         let options = async_nats::ConnectOptions::new()
             .name(format!("component-{}", settings.operator))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => info!("NATS connected"),
-                    async_nats::Event::Disconnected => warn!("NATS connection lost; reconnecting"),
-                    other => debug!(event = %other, "NATS event"),
+            .event_callback(move |event| {
+                let (lost, metrics) = (lost.clone(), metrics.clone());
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            if lost.swap(false, Ordering::SeqCst) {
+                                metrics.nats_reconnected();
+                            }
+                            info!("NATS connected")
+                        }
+                        async_nats::Event::Disconnected => {
+                            lost.store(true, Ordering::SeqCst);
+                            warn!("NATS connection lost; reconnecting")
+                        }
+                        other => debug!(event = %other, "NATS event"),
+                    }
                 }
             });
         match options.connect(settings.nats_url.as_str()).await {

@@ -8,15 +8,18 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use async_nats::HeaderMap;
 use operator_shared::envelope::MSG_ID_HEADER;
+use operator_shared::telemetry::inject_nats;
 use operator_shared::{EntityStatus, Envelope, EnvelopeKind, Operation};
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{debug, error, info_span, warn, Instrument};
+use tracing::{debug, error, warn, Instrument, Span};
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
 use crate::config::QUERY_REPLY_SUBJECT_ENV;
+use crate::metrics::ComponentMetrics;
+use crate::trace::{failed, send_span};
 
 /// How long one status event is retried before the caller is told it failed.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
@@ -72,6 +75,7 @@ enum Sink {
 #[derive(Clone)]
 pub(crate) struct EventPublisher {
     sink: Sink,
+    metrics: ComponentMetrics,
 }
 
 impl EventPublisher {
@@ -80,6 +84,7 @@ impl EventPublisher {
         js: jetstream::Context,
         subject: String,
         stopping: watch::Receiver<bool>,
+        metrics: ComponentMetrics,
     ) -> Self {
         Self {
             sink: Sink::JetStream(Arc::new(JetStreamSink {
@@ -87,39 +92,49 @@ impl EventPublisher {
                 subject,
                 stopping,
             })),
+            metrics,
         }
     }
 
     /// A publisher into a channel, for tests without NATS.
     #[cfg(test)]
-    pub fn channel() -> (Self, tokio::sync::mpsc::UnboundedReceiver<Envelope>) {
+    pub fn channel(
+        metrics: ComponentMetrics,
+    ) -> (Self, tokio::sync::mpsc::UnboundedReceiver<Envelope>) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         (
             Self {
                 sink: Sink::Channel(tx),
+                metrics,
             },
             rx,
         )
     }
 
-    /// Publishes `envelope` and waits for the stream's acknowledgement, retrying for a while.
+    /// Publishes `envelope` and waits for the stream's acknowledgement, retrying for a while,
+    /// in a `send` span that is a child of the current one (the reconcile's).
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), EventError> {
-        match &self.sink {
+        let published = match &self.sink {
             Sink::JetStream(sink) => {
-                let span = info_span!(
-                    "events.publish",
-                    entity.type = %envelope.resource_type,
-                    entity.key = %envelope.key,
-                    entity.generation = envelope.generation,
-                );
-                publish_with_retry(sink, envelope).instrument(span).await
+                let span = send_span(&sink.subject, envelope);
+                let published = publish_with_retry(sink, envelope)
+                    .instrument(span.clone())
+                    .await;
+                if published.is_err() {
+                    failed(&span);
+                }
+                published
             }
             #[cfg(test)]
             Sink::Channel(tx) => {
                 let _ = tx.send(envelope.clone());
                 Ok(())
             }
+        };
+        if published.is_ok() {
+            self.metrics.status_event_published(&envelope.resource_type);
         }
+        published
     }
 }
 
@@ -134,6 +149,8 @@ async fn publish_with_retry(sink: &JetStreamSink, envelope: &Envelope) -> Result
         attempts += 1;
         let mut headers = HeaderMap::new();
         headers.insert(MSG_ID_HEADER, id.as_str());
+        // The orchestrator follows the event back to this send (and so to the reconcile).
+        inject_nats(&mut headers, &Span::current());
         let result = match sink
             .js
             .publish_with_headers(subject.to_string(), headers, payload.clone())

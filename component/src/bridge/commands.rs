@@ -21,14 +21,16 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use operator_shared::Envelope;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument, Span};
 
 use super::{COMMANDS_IN_FLIGHT, PULL_BATCH};
 use crate::controller::messages::ApplyCommand;
 use crate::controller::ControllerActor;
 use crate::election::Fence;
 use crate::handler::CommandOutcome;
+use crate::metrics::ComponentMetrics;
 use crate::store::StoreError;
+use crate::trace::{failed, process_span};
 
 /// How long to wait before attaching again after the consumer went away.
 const REATTACH_DELAY: Duration = Duration::from_secs(1);
@@ -45,6 +47,7 @@ pub(crate) struct CommandFeed {
     pub js: jetstream::Context,
     pub stream: String,
     pub config: pull::Config,
+    pub metrics: ComponentMetrics,
 }
 
 /// A feed consuming until stopped.
@@ -117,7 +120,12 @@ async fn consume_commands(
     fence: Fence,
     mut take_over: bool,
 ) {
-    let CommandFeed { js, stream, config } = feed.clone();
+    let CommandFeed {
+        js,
+        stream,
+        config,
+        metrics,
+    } = feed.clone();
     let name = config.name.clone().unwrap_or_default();
     let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
     'attach: while !*stop.borrow() {
@@ -182,7 +190,7 @@ async fn consume_commands(
                             let _ = message.ack_with(AckKind::Nak(None)).await;
                             break 'attach;
                         }
-                        in_flight.push(hand_over(message, &controller));
+                        in_flight.push(hand_over(message, &controller, &metrics));
                     }
                     Some(Err(e)) => {
                         let fatal = matches!(
@@ -208,8 +216,13 @@ async fn consume_commands(
 }
 
 /// Hands a command to the controller now (keeping stream order) and returns the future that
-/// acknowledges it once it is stored.
-fn hand_over(message: jetstream::Message, controller: &Addr<ControllerActor>) -> Pending {
+/// acknowledges it once it is stored. Its `process` span, child of the sender's, is the parent
+/// of what the command causes.
+fn hand_over(
+    message: jetstream::Message,
+    controller: &Addr<ControllerActor>,
+    metrics: &ComponentMetrics,
+) -> Pending {
     let envelope = match Envelope::decode(&message.payload) {
         Ok(envelope) => envelope,
         Err(e) => {
@@ -221,21 +234,22 @@ fn hand_over(message: jetstream::Message, controller: &Addr<ControllerActor>) ->
             });
         }
     };
-    let span = info_span!(
-        "bridge.command",
-        entity.type = %envelope.resource_type,
-        entity.key = %envelope.key,
-        entity.generation = envelope.generation,
-        operation = ?envelope.operation,
-    );
+    let span = process_span(&message.subject, &envelope, message.headers.as_ref());
     let envelope_id = envelope.id;
     let (reply, applied) = oneshot::channel();
-    controller.do_send(ApplyCommand { envelope, reply });
+    let in_flight = metrics.command_handed_over();
+    controller.do_send(ApplyCommand {
+        envelope,
+        cause: span.clone(),
+        reply,
+    });
     Box::pin(
         async move {
+            let _in_flight = in_flight;
             let applied = match applied.await {
                 Ok(Ok(applied)) => applied,
                 Ok(Err(e)) => {
+                    failed(&Span::current());
                     warn!(error = %e, "command refused and terminated");
                     if let Err(e) = message.ack_with(AckKind::Term).await {
                         warn!(error = %e, "command termination not sent");
@@ -261,6 +275,7 @@ fn hand_over(message: jetstream::Message, controller: &Addr<ControllerActor>) ->
                     }
                 }
                 Err(e) => {
+                    failed(&Span::current());
                     warn!(error = %e, "command not stored; it will be redelivered");
                     let delay = match e {
                         StoreError::Fenced { .. } => None,

@@ -4,14 +4,16 @@
 use actix::Addr;
 use async_nats::{Client, Message, Subscriber};
 use futures::StreamExt;
+use operator_shared::telemetry::inject_nats;
 use operator_shared::{Envelope, Operation};
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use super::BridgeError;
 use crate::controller::messages::AnswerQuery;
 use crate::controller::ControllerActor;
+use crate::trace::{failed, process_span};
 
 /// Subscribes to queries on `subject`, in queue group `group` when given (one member answers)
 /// or plainly (every replica answers; the requester takes the first).
@@ -69,11 +71,8 @@ async fn answer(client: Client, controller: Addr<ControllerActor>, message: Mess
             return;
         }
     };
-    let span = info_span!(
-        "bridge.query",
-        entity.type = %query.resource_type,
-        entity.key = %query.key,
-    );
+    let span = process_span(&message.subject, &query, message.headers.as_ref());
+    let reply_span = span.clone();
     async move {
         let reply = match controller
             .send(AnswerQuery {
@@ -82,13 +81,25 @@ async fn answer(client: Client, controller: Addr<ControllerActor>, message: Mess
             .await
         {
             Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => query.reply(Operation::Error, json!({ "message": e.to_string() })),
-            Err(_) => query.reply(
-                Operation::Error,
-                json!({ "message": "the component is shutting down" }),
-            ),
+            Ok(Err(e)) => {
+                failed(&reply_span);
+                query.reply(Operation::Error, json!({ "message": e.to_string() }))
+            }
+            Err(_) => {
+                failed(&reply_span);
+                query.reply(
+                    Operation::Error,
+                    json!({ "message": "the component is shutting down" }),
+                )
+            }
         };
-        if let Err(e) = client.publish(inbox, reply.encode().into()).await {
+        // The requester may follow the answer back to the span that produced it.
+        let mut headers = async_nats::HeaderMap::new();
+        inject_nats(&mut headers, &reply_span);
+        if let Err(e) = client
+            .publish_with_headers(inbox, headers, reply.encode().into())
+            .await
+        {
             warn!(error = %e, "query reply not sent");
         }
     }

@@ -17,14 +17,17 @@ use super::messages::{
     ReconcileFinished, ResyncTick, StatusStored, StoreStatus,
 };
 use super::state::{needs_resync, Outcome, Timer, WorkQueue};
-use super::{task, Controller, ControllerError};
+use super::task::{self, ReconcileTask};
+use super::{Controller, ControllerError};
 use crate::backoff::Backoff;
 use crate::bridge::{CommandFeed, RunningFeed};
 use crate::election::{Fence, LeaderElection};
 use crate::events::{status_event, EventPublisher};
 use crate::handler::{CommandOutcome, MessageHandler};
+use crate::metrics::{CommandResult, ComponentMetrics};
 use crate::reconciler::{DynReconciler, ReconcileRequest};
 use crate::store::{EntityRef, EntityStore, StoreEvent, StoreFlush};
+use crate::trace::TraceContext;
 
 /// Room in the mailbox for requests from reconcile tasks before senders wait.
 const MAILBOX_CAPACITY: usize = 4096;
@@ -52,12 +55,15 @@ pub(crate) struct ControllerActor {
     pub(super) running_feed: Option<RunningFeed>,
     pub(super) feeds_stopping: usize,
     pub(super) tasks: HashMap<EntityRef, AbortHandle>,
+    /// The trace of the latest command applied to each entity, which its reconciles join.
+    causes: HashMap<EntityRef, TraceContext>,
     resync: Option<Duration>,
+    pub(super) metrics: ComponentMetrics,
 }
 
 impl ControllerActor {
     /// A controller that acts alone (no election), with no command feed (tests feed it
-    /// `ApplyCommand` directly).
+    /// `ApplyCommand` directly), recording into `metrics`.
     pub fn new(
         store: EntityStore,
         handler: Box<dyn MessageHandler>,
@@ -65,6 +71,7 @@ impl ControllerActor {
         max_workers: usize,
         backoff: Backoff,
         events: EventPublisher,
+        metrics: ComponentMetrics,
     ) -> Self {
         Self {
             store,
@@ -87,7 +94,9 @@ impl ControllerActor {
             running_feed: None,
             feeds_stopping: 0,
             tasks: HashMap::new(),
+            causes: HashMap::new(),
             resync: None,
+            metrics,
         }
     }
 
@@ -124,14 +133,26 @@ impl ControllerActor {
         for (_, task) in self.tasks.drain() {
             task.abort();
         }
+        self.causes.clear();
         self.queue = WorkQueue::new(self.max_workers, self.backoff);
         if self.draining {
             self.queue.start_draining();
         }
+        self.record_queue();
+    }
+
+    fn record_queue(&self) {
+        self.metrics
+            .queue(self.queue.waiting(), self.queue.running());
     }
 
     /// Starts as many reconciles as workers are free.
     pub(super) fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        self.start_reconciles(ctx);
+        self.record_queue();
+    }
+
+    fn start_reconciles(&mut self, ctx: &mut Context<Self>) {
         let Some(controller) = self.controller.clone() else {
             return;
         };
@@ -147,20 +168,24 @@ impl ControllerActor {
                 entity,
                 status: self.store.status(&work.entity).cloned(),
             };
-            let reconcile = task::reconcile(
-                self.reconciler.clone(),
-                controller.clone(),
+            let cause = self.causes.get(&work.entity).cloned().unwrap_or_default();
+            let reconcile = task::reconcile(ReconcileTask {
+                reconciler: self.reconciler.clone(),
+                controller: controller.clone(),
                 request,
-                work.retries,
-                self.fence.clone(),
+                retries: work.retries,
+                fence: self.fence.clone(),
                 term,
-            );
+                cause: cause.clone(),
+                metrics: self.metrics.clone(),
+            });
             let (addr, epoch, entity) = (ctx.address(), self.epoch, work.entity.clone());
             let handle = tokio::spawn(async move {
                 let outcome = reconcile.await;
                 addr.do_send(ReconcileFinished {
                     entity,
                     outcome,
+                    cause,
                     epoch,
                 });
             });
@@ -222,6 +247,7 @@ impl Handler<ApplyCommand> for ControllerActor {
         }
         let envelope = &msg.envelope;
         let _span = info_span!(
+            parent: &msg.cause,
             "controller.apply",
             entity.type = %envelope.resource_type,
             entity.key = %envelope.key,
@@ -231,12 +257,19 @@ impl Handler<ApplyCommand> for ControllerActor {
         .entered();
         let result = self.handler.handle_command(envelope, &mut self.store);
         let flush = self.store.take_flush();
+        let counted = match &result {
+            Ok(CommandOutcome::Applied) => CommandResult::Applied,
+            Ok(CommandOutcome::Stale { .. }) => CommandResult::Stale,
+            Err(_) => CommandResult::Refused,
+        };
+        self.metrics
+            .command_handled(&envelope.resource_type, counted);
         let applied = result.map(|outcome| {
             if outcome == CommandOutcome::Applied {
-                self.queue.enqueue(EntityRef::new(
-                    envelope.resource_type.clone(),
-                    envelope.key.clone(),
-                ));
+                let entity = EntityRef::new(envelope.resource_type.clone(), envelope.key.clone());
+                self.causes
+                    .insert(entity.clone(), TraceContext::of(&msg.cause));
+                self.queue.enqueue(entity);
             }
             CommandApplied { outcome, flush }
         });
@@ -301,6 +334,18 @@ impl Handler<ReconcileFinished> for ControllerActor {
             return;
         }
         self.tasks.remove(&msg.entity);
+        let settled = matches!(
+            msg.outcome,
+            Outcome::Reconciled {
+                requeue_after: None
+            } | Outcome::Settled
+                | Outcome::Deleted { .. }
+        );
+        if settled && self.causes.get(&msg.entity) == Some(&msg.cause) {
+            // The command's work is done: a later resync begins its own trace. A newer
+            // command's trace, which replaced this one meanwhile, is kept.
+            self.causes.remove(&msg.entity);
+        }
         if let Some(timer) = self
             .queue
             .finish(&msg.entity, &msg.outcome, rand::random::<f64>())
@@ -319,6 +364,7 @@ impl Handler<ReconcileFinished> for ControllerActor {
                     // (idempotent) clean-up.
                     drop(self.store.take_flush());
                     self.queue.forget(&msg.entity);
+                    self.causes.remove(&msg.entity);
                     debug!(entity = %msg.entity, "entity removed");
                 } else {
                     warn!(entity = %msg.entity, generation, "entity changed during its deletion; kept");

@@ -3,12 +3,14 @@
 use actix::Message;
 use operator_shared::{Entity, EntityStatus, Envelope};
 use tokio::sync::oneshot;
+use tracing::Span;
 
 use super::state::Outcome;
 use super::ControllerError;
 use crate::election::Term;
 use crate::handler::{CommandOutcome, HandlerError};
 use crate::store::{EntityRef, Snapshot, StoreError, StoreFlush};
+use crate::trace::TraceContext;
 
 /// Apply a command from the command stream to the store. Sent with `do_send` so commands
 /// enter the mailbox in stream order; the answer comes back on `reply`.
@@ -16,6 +18,9 @@ use crate::store::{EntityRef, Snapshot, StoreError, StoreFlush};
 #[rtype(result = "()")]
 pub(crate) struct ApplyCommand {
     pub envelope: Envelope,
+    /// The span of the command's receipt: what the command causes is traced under it (the
+    /// current span does not cross the mailbox).
+    pub cause: Span,
     pub reply: oneshot::Sender<Result<CommandApplied, HandlerError>>,
 }
 
@@ -67,6 +72,8 @@ pub(crate) struct StatusStored {
 pub(crate) struct ReconcileFinished {
     pub entity: EntityRef,
     pub outcome: Outcome,
+    /// The trace it joined.
+    pub cause: TraceContext,
     /// The leadership epoch it ran in: results of an earlier one are dropped.
     pub epoch: u64,
 }

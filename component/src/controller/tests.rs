@@ -16,9 +16,13 @@ use super::ControllerActor;
 use crate::backoff::Backoff;
 use crate::events::EventPublisher;
 use crate::handler::{CommandOutcome, DefaultMessageHandler};
+use crate::metrics::ComponentMetrics;
 use crate::prelude::*;
 use crate::store::{EntityRef, EntityStore};
 use crate::Envelope;
+
+/// The operator label of these tests' metrics.
+const TEST_OPERATOR: &str = "demo";
 
 /// What the probe does on one call.
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +132,18 @@ fn start_with_resync(
     workers: usize,
     resync: Option<Duration>,
 ) -> (Addr<ControllerActor>, mpsc::UnboundedReceiver<Envelope>) {
-    let (events, received) = EventPublisher::channel();
+    start_for(TEST_OPERATOR, probe, workers, resync)
+}
+
+/// A controller of `operator`: the label of its metrics, which every test shares otherwise.
+fn start_for(
+    operator: &str,
+    probe: &Arc<Probe>,
+    workers: usize,
+    resync: Option<Duration>,
+) -> (Addr<ControllerActor>, mpsc::UnboundedReceiver<Envelope>) {
+    let metrics = ComponentMetrics::new(operator);
+    let (events, received) = EventPublisher::channel(metrics.clone());
     let addr = ControllerActor::new(
         EntityStore::default(),
         Box::new(DefaultMessageHandler),
@@ -136,6 +151,7 @@ fn start_with_resync(
         workers,
         Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
         events,
+        metrics,
     )
     .with_resync(resync)
     .start();
@@ -165,7 +181,11 @@ fn r(name: &str) -> EntityRef {
 
 async fn apply(addr: &Addr<ControllerActor>, envelope: Envelope) -> CommandOutcome {
     let (reply, applied) = oneshot::channel();
-    addr.do_send(ApplyCommand { envelope, reply });
+    addr.do_send(ApplyCommand {
+        envelope,
+        cause: tracing::Span::none(),
+        reply,
+    });
     let applied = applied.await.expect("answered").expect("handled");
     applied.flush.wait().await.expect("durable");
     applied.outcome
@@ -404,4 +424,75 @@ async fn a_periodic_resync_reconciles_settled_entities_again_but_not_terminal_er
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(probe.calls().len(), 4, "again every interval");
     drained(&addr).await;
+}
+
+/// The value of the sample `series` (name and labels, as rendered) in Prometheus `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[actix::test]
+async fn reconciles_commands_and_status_events_are_counted_in_the_metrics() {
+    operator_shared::telemetry::metrics_handle();
+    let probe = Probe::new(Duration::ZERO, |request, _, _| {
+        if request.entity.key.name == "broken" {
+            Step::Terminal
+        } else {
+            done()
+        }
+    });
+    let (addr, mut events) = start_for("metrics-test", &probe, 4, None);
+    let create = command(Operation::Create, "run-1", 1);
+    apply(&addr, create.clone()).await;
+    next_event(&mut events).await;
+    apply(&addr, command(Operation::Create, "broken", 1)).await;
+    next_event(&mut events).await;
+    apply(&addr, create).await;
+    drained(&addr).await;
+
+    let text = operator_shared::telemetry::render_metrics();
+    let labels = r#"operator="metrics-test",type="job""#;
+    for (series, expected) in [
+        (
+            format!("operator_reconciles_total{{{labels},result=\"ok\"}}"),
+            1.0,
+        ),
+        (
+            format!("operator_reconciles_total{{{labels},result=\"terminal\"}}"),
+            1.0,
+        ),
+        (
+            format!("operator_reconcile_errors_total{{{labels},kind=\"terminal\"}}"),
+            1.0,
+        ),
+        (
+            format!("operator_reconcile_duration_seconds_count{{{labels}}}"),
+            2.0,
+        ),
+        (
+            format!("operator_commands_total{{{labels},outcome=\"applied\"}}"),
+            2.0,
+        ),
+        (
+            format!("operator_commands_total{{{labels},outcome=\"stale\"}}"),
+            1.0,
+        ),
+        (format!("operator_status_events_total{{{labels}}}"), 2.0),
+        (
+            r#"operator_work_queue_depth{operator="metrics-test"}"#.to_string(),
+            0.0,
+        ),
+        (
+            r#"operator_reconciles_running{operator="metrics-test"}"#.to_string(),
+            0.0,
+        ),
+    ] {
+        assert_eq!(
+            sample(&text, &series),
+            Some(expected),
+            "{series} in\n{text}"
+        );
+    }
 }
