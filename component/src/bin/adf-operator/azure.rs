@@ -38,6 +38,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most pages one query reads.
 const MAX_PAGES: usize = 20;
 
+/// The URL template of a factory's `tail`, as Azure's REST reference writes it.
+macro_rules! factory_template {
+    ($tail:literal) => {
+        concat!(
+            "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}",
+            "/providers/Microsoft.DataFactory/factories/{factoryName}",
+            $tail
+        )
+    };
+}
+
 /// Why an Azure call failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AzureError {
@@ -195,7 +206,7 @@ impl AdfClient {
             .call(
                 "createRun",
                 Method::POST,
-                "/pipelines/{pipelineName}/createRun",
+                factory_template!("/pipelines/{pipelineName}/createRun"),
                 &url,
                 &body,
                 Replay::Unsafe,
@@ -214,7 +225,7 @@ impl AdfClient {
         self.call(
             "getPipelineRun",
             Method::GET,
-            "/pipelineruns/{runId}",
+            factory_template!("/pipelineruns/{runId}"),
             &url,
             &Body::Empty,
             Replay::Safe,
@@ -233,7 +244,7 @@ impl AdfClient {
             .call(
                 "cancelPipelineRun",
                 Method::POST,
-                "/pipelineruns/{runId}/cancel",
+                factory_template!("/pipelineruns/{runId}/cancel"),
                 &url,
                 &Body::Empty,
                 Replay::Safe,
@@ -250,8 +261,13 @@ impl AdfClient {
         filter: RunFilterParameters,
     ) -> Result<Vec<PipelineRun>, AzureError> {
         let url = self.url(pipeline, &["queryPipelineRuns"], &[]);
-        self.query("queryPipelineRuns", "/queryPipelineRuns", &url, filter)
-            .await
+        self.query(
+            "queryPipelineRuns",
+            factory_template!("/queryPipelineRuns"),
+            &url,
+            filter,
+        )
+        .await
     }
 
     /// The activity runs of the run `run_id` updated between `after` and `before`.
@@ -269,7 +285,7 @@ impl AdfClient {
         );
         self.query(
             "queryActivityRuns",
-            "/pipelineruns/{runId}/queryActivityruns",
+            factory_template!("/pipelineruns/{runId}/queryActivityruns"),
             &url,
             RunFilterParameters::window(after, before),
         )

@@ -1,14 +1,16 @@
-//! One HTTP exchange with Azure in its own `adf.http` client span (method, URL template,
-//! status), sorted into the few outcomes the retry loops decide on.
+//! One HTTP exchange with Azure in its own client span (`<METHOD> <url template>`, after
+//! OpenTelemetry's HTTP conventions) whose W3C `traceparent` the request carries, sorted into
+//! the few outcomes the retry loops decide on.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
+use operator_shared::telemetry::trace_headers;
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Client, Method, StatusCode, Url};
 use serde_json::Value;
-use tracing::{field, info_span, Instrument};
+use tracing::{field, info_span, Instrument, Span};
 
 use super::retry::parse_retry_after;
 use crate::config::Secret;
@@ -28,7 +30,7 @@ pub enum Body {
 #[derive(Debug)]
 pub struct Exchange<'a> {
     pub method: Method,
-    /// The path relative to the factory (or the authority), with placeholders, for the span.
+    /// The URL's path with placeholders (`/subscriptions/{subscriptionId}/…`), for the span.
     pub template: &'static str,
     pub url: &'a Url,
     pub body: &'a Body,
@@ -57,15 +59,23 @@ pub enum Outcome {
 pub async fn exchange(client: &Client, x: Exchange<'_>) -> Outcome {
     let span = info_span!(
         "adf.http",
+        otel.name = %format!("{} {}", x.method, x.template),
         otel.kind = "client",
+        otel.status_code = field::Empty,
         http.request.method = %x.method,
         url.template = x.template,
         server.address = x.url.host_str().unwrap_or_default(),
+        server.port = x.url.port_or_known_default(),
         attempt = x.attempt,
         http.response.status_code = field::Empty,
+        error.type = field::Empty,
     );
+    let headers = trace_headers(&span);
     async move {
         let mut request = client.request(x.method.clone(), x.url.clone());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
         if let Some(bearer) = x.bearer {
             request = request.bearer_auth(bearer.expose());
         }
@@ -78,14 +88,22 @@ pub async fn exchange(client: &Client, x: Exchange<'_>) -> Outcome {
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
+                failed(if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "transport"
+                });
                 return Outcome::Unreachable {
                     sent: !(e.is_connect() || e.is_builder()),
                     reason: without_url(e),
-                }
+                };
             }
         };
         let status = response.status();
-        tracing::Span::current().record("http.response.status_code", status.as_u16());
+        Span::current().record("http.response.status_code", status.as_u16());
+        if status.is_client_error() || status.is_server_error() {
+            failed(status.as_str());
+        }
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
@@ -94,10 +112,15 @@ pub async fn exchange(client: &Client, x: Exchange<'_>) -> Outcome {
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(e) => {
+                failed(if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "transport"
+                });
                 return Outcome::Unreachable {
                     sent: true,
                     reason: without_url(e),
-                }
+                };
             }
         };
         if status.is_success() {
@@ -112,6 +135,14 @@ pub async fn exchange(client: &Client, x: Exchange<'_>) -> Outcome {
     }
     .instrument(span)
     .await
+}
+
+/// Marks the current (client) span as failed with `error_type` (a status code, or why no
+/// answer came).
+fn failed(error_type: &str) {
+    let span = Span::current();
+    span.record("otel.status_code", "ERROR");
+    span.record("error.type", error_type);
 }
 
 /// The error's description without its URL (the span has the template), and with its causes.

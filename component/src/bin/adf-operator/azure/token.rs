@@ -147,7 +147,7 @@ impl TokenEndpoint {
                 &self.http,
                 Exchange {
                     method: Method::POST,
-                    template: "/{tenant}/oauth2/v2.0/token",
+                    template: "/{tenantId}/oauth2/v2.0/token",
                     url: &self.url,
                     body: &body,
                     bearer: None,
