@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, OnceCell};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument, Span};
 
 use super::http::{exchange, Body, Exchange, Outcome};
 use super::model::ErrorBody;
@@ -230,6 +230,8 @@ fn read_token(body: &[u8]) -> Result<(Secret, Duration), TokenError> {
 struct TokenRequest {
     rejected: Option<u64>,
     reply: oneshot::Sender<Result<Bearer, TokenError>>,
+    /// The asker's span: a fetch made for it is traced as part of its work.
+    asker: Span,
 }
 
 /// Hands out tokens from one task that owns the cache; started on first use, inside the
@@ -261,7 +263,11 @@ impl TokenSource {
             .await;
         let (reply, answer) = oneshot::channel();
         requests
-            .send(TokenRequest { rejected, reply })
+            .send(TokenRequest {
+                rejected,
+                reply,
+                asker: Span::current(),
+            })
             .await
             .map_err(|_| TokenError::Stopped)?;
         answer.await.map_err(|_| TokenError::Stopped)?
@@ -277,7 +283,7 @@ async fn serve(endpoint: Arc<TokenEndpoint>, mut requests: mpsc::Receiver<TokenR
             let _ = request.reply.send(Ok(bearer));
             continue;
         }
-        match endpoint.fetch().await {
+        match endpoint.fetch().instrument(request.asker.clone()).await {
             Ok((value, lifetime)) => {
                 let bearer = cache.store(value, lifetime, Instant::now());
                 debug!(
