@@ -49,7 +49,7 @@ pub enum ComponentError {
     Runtime(#[source] std::io::Error),
     /// Logs or span export could not be set up.
     #[error("cannot set up telemetry: {0}")]
-    Telemetry(#[source] TelemetryError),
+    Telemetry(TelemetryError),
     /// The metrics endpoint could not listen (the port is taken, say).
     #[error(transparent)]
     Metrics(#[from] MetricsEndpointError),

@@ -19,7 +19,8 @@ pub const NATS_URL_ENV: &str = "NATS_URL";
 pub const OPERATOR_NAME_ENV: &str = "OPERATOR_NAME";
 /// The log level (`RUST_LOG` wins when both are set).
 pub use operator_shared::telemetry::LOG_LEVEL_ENV;
-/// The port metrics would be served on (accepted, not used yet).
+/// The port `GET /metrics` (Prometheus text) and `GET /healthz` are served on, on every
+/// interface; unset, nothing listens.
 pub const METRIC_PORT_ENV: &str = "METRIC_PORT";
 /// The leader-election cluster: set, the replicas elect a leader in bucket `election-<name>`.
 pub const ELECTION_CLUSTER_NAME_ENV: &str = "ELECTION_CLUSTER_NAME";
@@ -79,7 +80,7 @@ pub struct ComponentConfig {
     #[arg(long, env = LOG_LEVEL_ENV, value_name = LOG_LEVEL_ENV, default_value = "info")]
     pub log_level: String,
 
-    /// Port for metrics (accepted; metrics are not served yet).
+    /// Port serving Prometheus metrics at /metrics and /healthz; unset, none is served.
     #[arg(long, env = METRIC_PORT_ENV, value_name = METRIC_PORT_ENV)]
     pub metric_port: Option<u16>,
 

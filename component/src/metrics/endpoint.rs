@@ -16,12 +16,12 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=ut
 
 /// Why the metrics endpoint could not start.
 #[derive(Debug, Error)]
-#[error("{METRIC_PORT_ENV}={port}: cannot serve metrics on {address}: {source}")]
+#[error("{METRIC_PORT_ENV}={port}: cannot serve metrics on {address}: {reason}")]
 pub struct MetricsEndpointError {
     port: u16,
     address: SocketAddr,
-    #[source]
-    source: std::io::Error,
+    // Not a `source`: the message already says it, and error chains would repeat it.
+    reason: std::io::Error,
 }
 
 /// The running endpoint; it stops when dropped.
@@ -35,10 +35,10 @@ impl MetricsEndpoint {
     /// on the current Tokio runtime.
     pub fn start(port: u16) -> Result<Self, MetricsEndpointError> {
         let wanted = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-        let failed = |source| MetricsEndpointError {
+        let failed = |reason| MetricsEndpointError {
             port,
             address: wanted,
-            source,
+            reason,
         };
         let listener = std::net::TcpListener::bind(wanted).map_err(failed)?;
         let address = listener.local_addr().map_err(failed)?;
