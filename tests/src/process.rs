@@ -13,6 +13,27 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Sends SIGTERM to `child` and waits until it exits, for `timeout` at most.
+fn terminate(child: &mut Child, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()?;
+    if !status.success() {
+        bail!("kill -TERM {} failed: {status}", child.id());
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            bail!("still running {timeout:?} after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until `addr` accepts TCP connections.
 fn wait_for_port(
     addr: &str,
@@ -170,6 +191,17 @@ impl OrchestratorProcess {
         if let Some(mut child) = self.child.take() {
             kill(&mut child);
         }
+    }
+
+    /// Stops the daemon with SIGTERM, as a supervisor would (it stops its components and
+    /// flushes its spans), and waits for it to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("orchestrator not running")?;
+        let stopped = terminate(&mut child, timeout);
+        if stopped.is_err() {
+            kill(&mut child);
+        }
+        stopped.with_context(|| format!("orchestrator log:\n{}", self.log()))
     }
 
     /// Starts it again on the same port.
