@@ -47,6 +47,10 @@ pub struct Config {
     /// How operators' components are run.
     #[command(flatten)]
     pub components: ComponentsConfig,
+
+    /// The keys that seal secret values at rest.
+    #[command(flatten)]
+    pub secret_keys: crate::secret_keys::SecretKeysConfig,
 }
 
 /// How the orchestrator runs the components of the operators applied to it.

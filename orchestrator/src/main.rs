@@ -21,6 +21,7 @@ mod metrics;
 mod records;
 mod replicas;
 mod runtime;
+mod secret_keys;
 mod store;
 mod supervisor;
 
@@ -63,7 +64,9 @@ fn main() -> anyhow::Result<()> {
 async fn run(config: Config) -> anyhow::Result<()> {
     let client = connect(&config).await?;
     let js = async_nats::jetstream::new(client.clone());
-    let store = Store::open(&js)
+    let keyring = secret_keys::SecretKeyring::load(&config.secret_keys)
+        .context("cannot load the keys that seal secrets")?;
+    let store = Store::open(&js, keyring)
         .await
         .context("cannot open the orchestrator's KV buckets (is JetStream enabled on the NATS server? start it with -js)")?;
     let components = SupervisorSetup::connect(&config.components, config.component_nats_url())

@@ -1,12 +1,18 @@
 //! The orchestrator's durable state: one JetStream KV bucket each for operators, resources and
 //! secrets. Writes are compare-and-set on the revision the writer last saw, so a stale writer
-//! cannot overwrite a newer record.
+//! cannot overwrite a newer record. Secret records are stored sealed (`secret_keys`), never as
+//! plaintext.
+
+use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tracing::{info, warn};
 
 use crate::records::Record;
+use crate::secret_keys::{Sealed, SecretKeyring};
 
 /// Bucket of operator records, keyed by operator name.
 pub const OPERATORS_BUCKET: &str = "orchestrator-operators";
@@ -72,15 +78,31 @@ pub struct Store {
     operators: kv::Store,
     resources: kv::Store,
     secrets: kv::Store,
+    /// Seals and opens secret records; read-only once loaded.
+    keyring: Arc<SecretKeyring>,
+}
+
+/// A secret record as stored: nothing but the sealed JSON of the record.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedRecord {
+    sealed: Sealed,
+}
+
+/// A record read back, and whether it should be written again sealed with the current key.
+struct Decoded {
+    record: Record,
+    stale: bool,
 }
 
 impl Store {
-    /// Opens the buckets, creating any that is missing.
-    pub async fn open(js: &jetstream::Context) -> Result<Self, StoreError> {
+    /// Opens the buckets, creating any that is missing; secret records are sealed with `keyring`.
+    pub async fn open(js: &jetstream::Context, keyring: SecretKeyring) -> Result<Self, StoreError> {
         Ok(Self {
             operators: open_bucket(js, OPERATORS_BUCKET).await?,
             resources: open_bucket(js, RESOURCES_BUCKET).await?,
             secrets: open_bucket(js, SECRETS_BUCKET).await?,
+            keyring: Arc::new(keyring),
         })
     }
 
@@ -92,7 +114,8 @@ impl Store {
         }
     }
 
-    /// Every record in a bucket, read in one pass over the bucket's stream.
+    /// Every record in a bucket, read in one pass over the bucket's stream. Secret records sealed
+    /// with an older key (or stored before sealing) are sealed again with the current one.
     pub async fn load_all(&self, bucket: Bucket) -> Result<Vec<Stored>, StoreError> {
         let kv = self.kv(bucket);
         let fail = |operation, reason: String| StoreError::Failed {
@@ -106,6 +129,7 @@ impl Store {
             .await
             .map_err(|e| fail("status", e.to_string()))?;
         let mut out = Vec::new();
+        let mut stale = Vec::new();
         if status.values() == 0 {
             return Ok(out);
         }
@@ -116,7 +140,11 @@ impl Store {
         while let Some(entry) = watch.next().await {
             let entry = entry.map_err(|e| fail("watch", e.to_string()))?;
             if entry.operation == kv::Operation::Put {
-                let record = decode(bucket, &entry.key, &entry.value)?;
+                let decoded = self.decode(bucket, &entry.key, &entry.value)?;
+                if decoded.stale {
+                    stale.push(out.len());
+                }
+                let record = decoded.record;
                 out.push(Stored {
                     key: entry.key.clone(),
                     record,
@@ -125,6 +153,22 @@ impl Store {
             }
             if entry.delta == 0 {
                 break;
+            }
+        }
+        drop(watch);
+        for index in stale {
+            let stored = &mut out[index];
+            match self
+                .update(bucket, &stored.key, &stored.record, stored.revision)
+                .await
+            {
+                Ok(revision) => {
+                    stored.revision = revision;
+                    info!(bucket = bucket.name(), key = %stored.key, key_id = %self.keyring.current_id(), "secret record sealed again with the current key");
+                }
+                Err(e) => {
+                    warn!(bucket = bucket.name(), key = %stored.key, error = %e, "secret record not sealed again; it stays readable with its key");
+                }
             }
         }
         Ok(out)
@@ -138,7 +182,7 @@ impl Store {
         record: &Record,
     ) -> Result<u64, StoreError> {
         self.kv(bucket)
-            .create(key, encode(record).into())
+            .create(key, self.encode(bucket, key, record).into())
             .await
             .map_err(|e| match e.kind() {
                 kv::CreateErrorKind::AlreadyExists => StoreError::AlreadyExists {
@@ -163,7 +207,7 @@ impl Store {
         revision: u64,
     ) -> Result<u64, StoreError> {
         self.kv(bucket)
-            .update(key, encode(record).into(), revision)
+            .update(key, self.encode(bucket, key, record).into(), revision)
             .await
             .map_err(|e| match e.kind() {
                 kv::UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision {
@@ -213,18 +257,75 @@ async fn open_bucket(
     })
 }
 
-fn encode(record: &Record) -> Vec<u8> {
-    // A record is plain data with string keys; serializing it cannot fail.
-    serde_json::to_vec(record).unwrap_or_default()
+impl Store {
+    /// The bytes stored for `record`: its JSON, sealed in the secrets bucket.
+    fn encode(&self, bucket: Bucket, key: &str, record: &Record) -> Vec<u8> {
+        // A record is plain data with string keys; serializing it cannot fail.
+        let json = serde_json::to_vec(record).unwrap_or_default();
+        if bucket != Bucket::Secrets {
+            return json;
+        }
+        let sealed = SealedRecord {
+            sealed: self.keyring.seal(&json, &seal_context(bucket, key)),
+        };
+        serde_json::to_vec(&sealed).unwrap_or_default()
+    }
+
+    /// Reads stored bytes back. Errors on secret records give positions, never serde's text,
+    /// which can quote the value it choked on.
+    fn decode(&self, bucket: Bucket, key: &str, bytes: &[u8]) -> Result<Decoded, StoreError> {
+        let fail = |reason: String| StoreError::Failed {
+            operation: "decode",
+            bucket: bucket.name(),
+            key: key.to_string(),
+            reason,
+        };
+        if bucket != Bucket::Secrets {
+            let record = serde_json::from_slice(bytes).map_err(|e| fail(e.to_string()))?;
+            return Ok(Decoded {
+                record,
+                stale: false,
+            });
+        }
+        let Ok(SealedRecord { sealed }) = serde_json::from_slice(bytes) else {
+            // Written before secrets were sealed: read it, and seal it from now on.
+            let record = serde_json::from_slice(bytes)
+                .map_err(|e| fail(format!("not a sealed secret record ({})", position(&e))))?;
+            return Ok(Decoded {
+                record,
+                stale: true,
+            });
+        };
+        let json = self
+            .keyring
+            .open(&sealed, &seal_context(bucket, key))
+            .map_err(|e| fail(e.to_string()))?;
+        let record = serde_json::from_slice(&json).map_err(|e| {
+            fail(format!(
+                "the opened secret record is not a record ({})",
+                position(&e)
+            ))
+        })?;
+        Ok(Decoded {
+            record,
+            stale: self.keyring.is_stale(&sealed.key_id),
+        })
+    }
 }
 
-fn decode(bucket: Bucket, key: &str, bytes: &[u8]) -> Result<Record, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Failed {
-        operation: "decode",
-        bucket: bucket.name(),
-        key: key.to_string(),
-        reason: e.to_string(),
-    })
+/// What a sealed record is bound to: its bucket and key, so it opens nowhere else.
+fn seal_context(bucket: Bucket, key: &str) -> Vec<u8> {
+    format!("{}/{key}", bucket.name()).into_bytes()
+}
+
+/// Where a JSON error happened, without the text around it.
+fn position(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {}, column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 /// The key of a workspaced record.
