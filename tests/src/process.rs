@@ -167,6 +167,11 @@ impl OrchestratorProcess {
             .env("LOG_LEVEL", "info")
             // Tests start their components themselves unless they ask the orchestrator to.
             .env("ORCHESTRATOR_COMPONENT_RUNTIME", "external")
+            // Its own key file, kept across restarts, not one in the user's home.
+            .env(
+                "ORCHESTRATOR_SECRET_KEYS_FILE",
+                self.logs.path().join("secret-keys"),
+            )
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
