@@ -9,6 +9,7 @@ use operator_shared::{EntityKey, Manifest, ManifestKind};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::{Caller, Role, UserRecord, UserView, Users};
 use crate::error::ControlError;
 use crate::manager::{
     ApplyOperator, ApplySecret, DeleteOperator, DeleteResourceByKey, DeleteSecret, GetOperatorLogs,
@@ -24,11 +25,27 @@ impl ResponseError for ControlError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(json!({
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            Self::Unauthorized(_) => {
+                response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            Self::Busy { retry_after_s, .. } => {
+                response.insert_header((
+                    actix_web::http::header::RETRY_AFTER,
+                    retry_after_s.to_string(),
+                ));
+            }
+            _ => {}
+        }
+        response.json(json!({
             "error": self.to_string(),
             "details": self.details(),
         }))
@@ -36,6 +53,8 @@ impl ResponseError for ControlError {
 }
 
 type Manager = web::Data<Addr<OperatorManager>>;
+/// The authenticated caller, put in every request by [`crate::auth::authenticate`].
+type Auth = web::ReqData<Caller>;
 
 /// Mounts every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -47,6 +66,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .route("/apply", web::post().to(apply))
+                .route("/whoami", web::get().to(whoami))
+                .route("/users", web::get().to(list_users))
+                .route("/users/{name}", web::put().to(put_user))
+                .route("/users/{name}", web::delete().to(delete_user))
                 .route("/operators", web::get().to(list_operators))
                 .route("/operators/{name}", web::get().to(get_operator))
                 .route("/operators/{name}", web::delete().to(delete_operator))
@@ -79,6 +102,14 @@ struct WorkspaceQuery {
 }
 
 #[derive(Deserialize)]
+struct ListQuery {
+    workspace: Option<String>,
+    /// Every owner's records, not only the caller's.
+    #[serde(default)]
+    all: bool,
+}
+
+#[derive(Deserialize)]
 struct DetailsQuery {
     #[serde(default)]
     details: bool,
@@ -86,7 +117,12 @@ struct DetailsQuery {
 
 /// Applies every document of the body in order; stops at the first failure, whose answer says
 /// which documents were applied before it.
-async fn apply(manager: Manager, query: web::Query<WorkspaceQuery>, body: String) -> HttpResponse {
+async fn apply(
+    manager: Manager,
+    caller: Auth,
+    query: web::Query<WorkspaceQuery>,
+    body: String,
+) -> HttpResponse {
     let manifests = match Manifest::parse_all(&body) {
         Ok(m) => m,
         Err(e) => return ControlError::invalid(e.to_string()).error_response(),
@@ -95,7 +131,7 @@ async fn apply(manager: Manager, query: web::Query<WorkspaceQuery>, body: String
     let mut applied: Vec<Applied> = Vec::new();
     for (i, manifest) in manifests.into_iter().enumerate() {
         let name = format!("{} {}", manifest.kind, manifest.name);
-        match apply_one(&manager, manifest, query.workspace.clone()).await {
+        match apply_one(&manager, &caller, manifest, query.workspace.clone()).await {
             Ok(a) => applied.push(a),
             Err(e) => {
                 let prefix = if count > 1 {
@@ -116,13 +152,31 @@ async fn apply(manager: Manager, query: web::Query<WorkspaceQuery>, body: String
 
 async fn apply_one(
     manager: &Manager,
-    manifest: Manifest,
+    caller: &Caller,
+    mut manifest: Manifest,
     workspace: Option<String>,
 ) -> Result<Applied, ControlError> {
     let workspace = manifest.effective_workspace(workspace.as_deref());
     if let Some(ws) = &workspace {
         operator_shared::names::validate_name("workspace", ws)
             .map_err(|e| ControlError::invalid(e.to_string()))?;
+    }
+    match (&manifest.kind, &workspace) {
+        (ManifestKind::Operator, _) => caller.require_admin("applying an operator")?,
+        (_, Some(ws)) => caller.require_write(ws)?,
+        (_, None) => return Err(ControlError::invalid("no workspace for the manifest")),
+    }
+    // The owner is the caller, or whom an admin names; a later apply by someone else keeps
+    // the first owner.
+    match manifest.owner.as_deref() {
+        Some(named) if named != caller.name && !caller.admin => {
+            return Err(ControlError::Forbidden(format!(
+                "owner: user {} cannot apply as {named}; leave owner out or name yourself",
+                caller.name
+            )))
+        }
+        Some(_) if caller.admin => {}
+        _ => manifest.owner = Some(caller.name.clone()),
     }
     let workspace = workspace.unwrap_or_default();
     match manifest.kind {
@@ -147,36 +201,57 @@ async fn apply_one(
     }
 }
 
+/// The records of a type the caller may see: in workspaces they have a role in (operators are
+/// instance-level: every user sees them), and only their own unless `all`.
 async fn list(
     manager: Manager,
+    caller: &Caller,
     kind: ManifestKind,
-    workspace: Option<String>,
+    query: ListQuery,
 ) -> Result<HttpResponse, ControlError> {
-    let items = manager.send(ListRecords { kind, workspace }).await?;
+    if let Some(ws) = &query.workspace {
+        caller.require_read(ws)?;
+    }
+    let items = manager
+        .send(ListRecords {
+            kind,
+            workspace: query.workspace,
+        })
+        .await?;
+    let items: Vec<_> = items
+        .into_iter()
+        .filter(|r| r.workspace.as_deref().is_none_or(|ws| caller.can_read(ws)))
+        .filter(|r| query.all || r.owner.as_deref() == Some(caller.name.as_str()))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 
-async fn list_operators(manager: Manager) -> Result<HttpResponse, ControlError> {
-    list(manager, ManifestKind::Operator, None).await
+async fn list_operators(
+    manager: Manager,
+    caller: Auth,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ControlError> {
+    let query = ListQuery {
+        workspace: None,
+        ..query.into_inner()
+    };
+    list(manager, &caller, ManifestKind::Operator, query).await
 }
 
 async fn list_resources(
     manager: Manager,
-    query: web::Query<WorkspaceQuery>,
+    caller: Auth,
+    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ControlError> {
-    list(
-        manager,
-        ManifestKind::Resource,
-        query.into_inner().workspace,
-    )
-    .await
+    list(manager, &caller, ManifestKind::Resource, query.into_inner()).await
 }
 
 async fn list_secrets(
     manager: Manager,
-    query: web::Query<WorkspaceQuery>,
+    caller: Auth,
+    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ControlError> {
-    list(manager, ManifestKind::Secret, query.into_inner().workspace).await
+    list(manager, &caller, ManifestKind::Secret, query.into_inner()).await
 }
 
 async fn get(
@@ -215,25 +290,31 @@ async fn get_operator(
 
 async fn get_resource(
     manager: Manager,
+    caller: Auth,
     path: web::Path<(String, String)>,
     q: web::Query<DetailsQuery>,
 ) -> Result<HttpResponse, ControlError> {
     let (ws, name) = path.into_inner();
+    caller.require_read(&ws)?;
     get(manager, ManifestKind::Resource, Some(ws), name, q.details).await
 }
 
 async fn get_secret(
     manager: Manager,
+    caller: Auth,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ControlError> {
     let (ws, name) = path.into_inner();
+    caller.require_read(&ws)?;
     get(manager, ManifestKind::Secret, Some(ws), name, false).await
 }
 
 async fn delete_operator(
     manager: Manager,
+    caller: Auth,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ControlError> {
+    caller.require_admin("deleting an operator")?;
     let applied = manager
         .send(DeleteOperator {
             name: path.into_inner(),
@@ -256,9 +337,11 @@ struct LogsQuery {
 /// The last lines each of an operator's replicas wrote: `{"replicas": [{component, replica, lines}]}`.
 async fn operator_logs(
     manager: Manager,
+    caller: Auth,
     path: web::Path<String>,
     q: web::Query<LogsQuery>,
 ) -> Result<HttpResponse, ControlError> {
+    caller.require_admin("reading an operator's logs")?;
     let q = q.into_inner();
     let replicas = manager
         .send(GetOperatorLogs {
@@ -279,9 +362,11 @@ struct RenderQuery {
 /// An operator's components as Kubernetes objects, YAML, secret values redacted.
 async fn render_operator(
     manager: Manager,
+    caller: Auth,
     path: web::Path<String>,
     q: web::Query<RenderQuery>,
 ) -> Result<HttpResponse, ControlError> {
+    caller.require_admin("rendering an operator")?;
     let namespace = q.into_inner().namespace;
     if let Some(ns) = &namespace {
         operator_shared::names::validate_name("namespace", ns)
@@ -300,9 +385,11 @@ async fn render_operator(
 
 async fn delete_resource(
     manager: Manager,
+    caller: Auth,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ControlError> {
     let (ws, name) = path.into_inner();
+    caller.require_write(&ws)?;
     let key = EntityKey::new(ws, name).map_err(|e| ControlError::invalid(e.to_string()))?;
     let applied = manager
         .send(DeleteResourceByKey {
@@ -315,9 +402,85 @@ async fn delete_resource(
 
 async fn delete_secret(
     manager: Manager,
+    caller: Auth,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ControlError> {
     let (workspace, name) = path.into_inner();
+    caller.require_write(&workspace)?;
     let applied = manager.send(DeleteSecret { workspace, name }).await??;
     Ok(HttpResponse::Ok().json(applied))
+}
+
+/// The caller as the orchestrator knows them.
+async fn whoami(caller: Auth) -> HttpResponse {
+    let caller = caller.into_inner();
+    HttpResponse::Ok().json(json!({
+        "name": caller.name,
+        "admin": caller.admin,
+        "roles": caller.roles,
+    }))
+}
+
+async fn list_users(users: web::Data<Users>, caller: Auth) -> Result<HttpResponse, ControlError> {
+    caller.require_admin("listing users")?;
+    Ok(HttpResponse::Ok().json(json!({ "items": users.list() })))
+}
+
+#[derive(Deserialize)]
+struct UserRequest {
+    #[serde(default)]
+    admin: bool,
+    /// Workspace → `read` or `write`.
+    #[serde(default)]
+    roles: std::collections::BTreeMap<String, Role>,
+}
+
+/// Creates a user, or replaces one's roles; either way gives them a new key (the old ones stop
+/// working), answered once and never stored.
+async fn put_user(
+    users: web::Data<Users>,
+    caller: Auth,
+    path: web::Path<String>,
+    request: web::Json<UserRequest>,
+) -> Result<HttpResponse, ControlError> {
+    caller.require_admin("managing users")?;
+    let name = path.into_inner();
+    operator_shared::names::validate_name("user name", &name)
+        .map_err(|e| ControlError::invalid(e.to_string()))?;
+    let request = request.into_inner();
+    for ws in request.roles.keys() {
+        operator_shared::names::validate_name("roles: workspace", ws)
+            .map_err(|e| ControlError::invalid(e.to_string()))?;
+    }
+    let key = crate::auth::new_key();
+    let created_at = users
+        .get(&name)
+        .map(|u| u.created_at)
+        .unwrap_or_else(chrono::Utc::now);
+    let user = UserRecord {
+        name,
+        admin: request.admin,
+        roles: request.roles,
+        key_hashes: vec![crate::auth::hash_key(&key)],
+        created_at,
+    };
+    let view = UserView::from(&user);
+    users.put(user).await?;
+    Ok(HttpResponse::Ok().json(json!({ "user": view, "apikey": key })))
+}
+
+async fn delete_user(
+    users: web::Data<Users>,
+    caller: Auth,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ControlError> {
+    caller.require_admin("managing users")?;
+    let name = path.into_inner();
+    if name == caller.name {
+        return Err(ControlError::invalid(
+            "you cannot delete yourself; another admin can",
+        ));
+    }
+    users.delete(&name).await?;
+    Ok(HttpResponse::Ok().json(json!({ "deleted": name })))
 }

@@ -44,9 +44,22 @@ pub struct Config {
     #[arg(long, env = "ORCHESTRATOR_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
 
+    /// API requests under way at once; past it, requests are answered 429 with Retry-After.
+    #[arg(long, env = "ORCHESTRATOR_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+
+    /// A file holding the admin's API key (created with a new key, owner-only, when absent).
+    /// Without it, the first start prints a new admin key once.
+    #[arg(long, env = "ORCHESTRATOR_ADMIN_APIKEY_FILE")]
+    pub admin_apikey_file: Option<std::path::PathBuf>,
+
     /// How operators' components are run.
     #[command(flatten)]
     pub components: ComponentsConfig,
+
+    /// NATS credentials, and the isolation of components on NATS.
+    #[command(flatten)]
+    pub nats_auth: crate::nats_auth::NatsAuthConfig,
 
     /// The keys that seal secret values at rest.
     #[command(flatten)]

@@ -28,6 +28,21 @@ pub enum ControlError {
     /// The store failed; the request changed nothing that was acknowledged.
     #[error("{0}")]
     Internal(String),
+    /// The request carries no valid API key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller's roles do not allow the request.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too much work is under way; the request changed nothing and may be sent again after
+    /// `retry_after_s` seconds.
+    #[error(
+        "the orchestrator is busy ({in_flight} requests in flight); retry in {retry_after_s} s"
+    )]
+    Busy {
+        in_flight: usize,
+        retry_after_s: u64,
+    },
 }
 
 impl ControlError {

@@ -11,13 +11,16 @@
 //!                               kubernetes or external), restarts them, scales them
 //! ```
 
+mod admission;
 mod api;
+mod auth;
 mod bridge;
 mod config;
 mod entity;
 mod error;
 mod manager;
 mod metrics;
+mod nats_auth;
 mod records;
 mod replicas;
 mod runtime;
@@ -73,18 +76,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|reason| {
             anyhow::anyhow!("component runtime {}: {reason}", config.components.runtime)
-        })?;
+        })?
+        .with_nats_signer(config.nats_auth.account_signer()?);
     info!(runtime = %components.runtime(), "components runtime chosen");
     let manager = OperatorManager::restore(store, client, config.query_timeout())
         .await?
         .with_components(components);
+    let users = auth::Users::open(&js).await?;
+    users
+        .bootstrap_admin(config.admin_apikey_file.as_deref())
+        .await?;
+    let admission = admission::Admission::new(config.max_in_flight);
     let manager = actix::Actor::start(manager);
     let stopping = manager.clone();
     info!(listen = %config.listen, "orchestrator API listening");
     HttpServer::new(move || {
+        // The last wrapped runs first: trace and count, then admit, then authenticate.
         App::new()
+            .wrap(actix_web::middleware::from_fn(auth::authenticate))
+            .wrap(actix_web::middleware::from_fn(admission::admit))
             .wrap(actix_web::middleware::from_fn(metrics::observe_request))
             .app_data(web::Data::new(manager.clone()))
+            .app_data(web::Data::new(users.clone()))
+            .app_data(web::Data::new(admission.clone()))
             .route("/metrics", web::get().to(metrics::scrape))
             .configure(api::configure)
     })
@@ -105,7 +119,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
 async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
     let deadline = Instant::now() + config.nats_connect_timeout();
     let client = loop {
-        match async_nats::ConnectOptions::new()
+        match config
+            .nats_auth
+            .connect_options()
+            .await?
             .name("orchestrator")
             .event_callback(|event| async move {
                 // The first connection also reports `Connected`: count only those after a loss.

@@ -474,9 +474,12 @@ async fn store_manifest(
     bucket: Bucket,
     key: String,
     existing: Option<Stored>,
-    manifest: Manifest,
+    mut manifest: Manifest,
     workspace: Option<String>,
 ) -> Result<(Stored, Outcome), StoreError> {
+    if let Some(current) = &existing {
+        crate::records::keep_owner(&current.record.manifest, &mut manifest);
+    }
     let (record, outcome, revision) = match existing {
         Some(current) if current.record.manifest == manifest => {
             (current.record, Outcome::Unchanged, current.revision)

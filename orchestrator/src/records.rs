@@ -145,3 +145,10 @@ impl Applied {
         }
     }
 }
+
+/// A later apply keeps the record's owner: who applied it first, not who changed it last.
+pub fn keep_owner(current: &Manifest, manifest: &mut Manifest) {
+    if current.owner.is_some() {
+        manifest.owner = current.owner.clone();
+    }
+}

@@ -129,6 +129,23 @@ fn log_file(dir: &Path, name: &str) -> anyhow::Result<(Stdio, PathBuf)> {
     Ok((Stdio::from(file), path))
 }
 
+/// The admin's API key of every orchestrator the harness starts (given to it in
+/// `ORCHESTRATOR_ADMIN_APIKEY_FILE`); tests that check refusals make other users.
+pub const ADMIN_APIKEY: &str = "opk_e2e-harness-admin-key-not-for-production";
+
+/// An HTTP client that sends [`ADMIN_APIKEY`] with every request.
+pub fn admin_http_client() -> anyhow::Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {ADMIN_APIKEY}"))?,
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
+
 /// The orchestrator daemon as a process.
 pub struct OrchestratorProcess {
     child: Option<Child>,
@@ -160,7 +177,10 @@ impl OrchestratorProcess {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let (log, _) = log_file(self.logs.path(), "orchestrator")?;
+        let key_file = self.logs.path().join("admin.apikey");
+        std::fs::write(&key_file, ADMIN_APIKEY)?;
         let mut child = Command::new(binary("orchestrator")?)
+            .env("ORCHESTRATOR_ADMIN_APIKEY_FILE", &key_file)
             .env("NATS_URL", &self.nats_url)
             .env("ORCHESTRATOR_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("ORCHESTRATOR_HTTP_WORKERS", "1")
@@ -224,7 +244,7 @@ impl OrchestratorProcess {
     pub fn opctl(&self) -> Opctl {
         Opctl {
             server: self.url(),
-            env: Vec::new(),
+            env: vec![("OPCTL_APIKEY".into(), ADMIN_APIKEY.into())],
         }
     }
 }

@@ -223,7 +223,7 @@ async fn a_failing_pipeline_ends_failed_with_azures_message() -> anyhow::Result<
     let get = adf
         .system
         .opctl
-        .run(&["get", "-t", "resource", "-w", "public"])?;
+        .run(&["get", "-t", "resource", "-w", "public", "-a"])?;
     let row = get
         .stdout
         .lines()
@@ -320,7 +320,7 @@ async fn a_crash_between_create_run_and_recording_it_starts_no_second_run() -> a
 async fn secret_values_are_never_shown_by_get_or_logged() -> anyhow::Result<()> {
     let adf = Adf::start("memory", &[]).await?;
     for args in [
-        vec!["get", "-t", "secret", "-w", "user-system"],
+        vec!["get", "-t", "secret", "-w", "user-system", "-a"],
         vec![
             "get",
             "-t",

@@ -47,7 +47,7 @@ async fn the_seed_operator_and_pipeline_run_reach_active_with_a_runtime_status(
 
     let get = system
         .opctl
-        .run(&["get", "-t", "resource", "-w", "public"])?;
+        .run(&["get", "-t", "resource", "-w", "public", "-a"])?;
     assert_eq!(get.code, 0, "{}", get.stderr);
     let row = get
         .stdout
@@ -225,7 +225,7 @@ async fn deleting_a_resource_lets_the_component_clean_up_before_it_disappears() 
     assert_eq!(run.code, 0, "{}", run.stderr);
     let get = system
         .opctl
-        .run(&["get", "-t", "resource", "-w", "public"])?;
+        .run(&["get", "-t", "resource", "-w", "public", "-a"])?;
     let row = get
         .stdout
         .lines()
@@ -281,7 +281,7 @@ async fn deleting_an_operator_is_refused_while_resources_depend_on_it() -> anyho
         .opctl
         .run(&["delete", "-t", "operator", "-n", "demo"])?;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let get = system.opctl.run(&["get", "-t", "operator"])?;
+    let get = system.opctl.run(&["get", "-t", "operator", "-a"])?;
     assert!(!get.stdout.contains("demo"), "{}", get.stdout);
     Ok(())
 }
@@ -308,7 +308,7 @@ async fn the_orchestrator_killed_and_restarted_loses_nothing() -> anyhow::Result
     }
     let get = system
         .opctl
-        .run(&["get", "-t", "resource", "-w", "public", "-o", "json"])?;
+        .run(&["get", "-t", "resource", "-w", "public", "-a", "-o", "json"])?;
     let listed: serde_json::Value = serde_json::from_str(&get.stdout)?;
     let count = listed
         .as_array()

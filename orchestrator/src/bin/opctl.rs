@@ -8,6 +8,8 @@ mod apply;
 mod args;
 #[path = "opctl/client.rs"]
 mod client;
+#[path = "opctl/config_file.rs"]
+mod config_file;
 #[path = "opctl/console.rs"]
 mod console;
 #[path = "opctl/delete.rs"]
@@ -16,6 +18,8 @@ mod delete;
 mod describe;
 #[path = "opctl/get.rs"]
 mod get;
+#[path = "opctl/lint.rs"]
+mod lint;
 #[path = "opctl/logs.rs"]
 mod logs;
 #[path = "opctl/manifest_file.rs"]
@@ -28,6 +32,8 @@ mod render;
 mod scale;
 #[path = "opctl/table.rs"]
 mod table;
+#[path = "opctl/user.rs"]
+mod user;
 
 use std::process::ExitCode;
 
@@ -74,7 +80,14 @@ async fn run(cli: Cli, console: &Console) -> Result<()> {
     } else {
         None
     };
-    let client = OrchestratorClient::new(cli.server)?;
+    let apikey = match cli.apikey {
+        Some(key) => Some(key),
+        None => match config_file::default_path() {
+            Some(path) => config_file::load(&path)?.apikey,
+            None => None,
+        },
+    };
+    let client = OrchestratorClient::new(cli.server, apikey)?;
     let verb = cli.command.verb();
     let span = tracing::info_span!("opctl", otel.name = %format!("opctl {verb}"), command = verb);
     let result = async {
@@ -85,6 +98,8 @@ async fn run(cli: Cli, console: &Console) -> Result<()> {
             Command::Scale(scale) => scale::run(scale, &client, console).await,
             Command::Logs(logs) => logs::run(logs, &client, console).await,
             Command::Render(render) => render::run(render, &client, console).await,
+            Command::User(user) => user::run(user, &client, console).await,
+            Command::Whoami => user::whoami(&client).await,
         }
     }
     .instrument(span)

@@ -22,9 +22,12 @@ pub enum ApplyPlan {
 /// Plans an apply of `manifest` over what is stored.
 pub fn plan_apply(
     stored: Option<&Record>,
-    manifest: Manifest,
+    mut manifest: Manifest,
     key: &EntityKey,
 ) -> Result<ApplyPlan, String> {
+    if let Some(current) = stored {
+        crate::records::keep_owner(&current.manifest, &mut manifest);
+    }
     let Some(current) = stored else {
         let mut record = Record::new(manifest, Some(key.workspace.clone()));
         record.last_command = Some(command(&record, key, Operation::Create));

@@ -58,7 +58,8 @@ impl ProcessLauncher {
         let Some(program) = argv.first() else {
             return Err("the component has no command to run".into());
         };
-        let env = spec.replica_env(&format!("{}-{id}", spec.operator));
+        let mut env = spec.replica_env(&format!("{}-{id}", spec.operator));
+        offset_metric_port(&mut env, id.index);
         let search_path = env
             .get("PATH")
             .cloned()
@@ -229,6 +230,16 @@ fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Replicas run as processes share the host's ports: replica `i` serves its metrics on
+/// `METRIC_PORT + i` (containers and pods each have their own network and keep the port).
+fn offset_metric_port(env: &mut std::collections::BTreeMap<String, String>, index: u32) {
+    if let Some(port) = env.get_mut("METRIC_PORT") {
+        if let Ok(base) = port.trim().parse::<u32>() {
+            *port = (base + index).to_string();
+        }
+    }
 }
 
 #[cfg(test)]

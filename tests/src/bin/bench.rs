@@ -197,11 +197,14 @@ async fn main() -> anyhow::Result<()> {
             run.loaded.applies_done.as_secs_f64(),
             args.resources as f64 / run.loaded.applies_done.as_secs_f64()
         );
-        if let Some(spans) = run.spans {
+        if let Some(spans) = &run.spans {
             let resources = args.resources + run.sequential_n;
+            let total: usize = spans.values().sum();
+            let by_service: Vec<String> = spans.iter().map(|(s, n)| format!("{s} {n}")).collect();
             println!(
-                "spans received: {spans} ({:.1} per resource applied)",
-                spans as f64 / resources as f64
+                "spans received: {total} ({:.1} per resource applied; {})",
+                total as f64 / resources as f64,
+                by_service.join(", ")
             );
         }
     }
@@ -230,7 +233,7 @@ async fn main() -> anyhow::Result<()> {
     );
     if let [off, on] = runs.as_slice() {
         println!();
-        println!("tracing cost: {} / {}", on.label, off.label);
+        println!("tracing cost (on / off):");
         for (label, off, on) in [
             ("1 in flight".to_string(), &off.sequential, &on.sequential),
             (
@@ -256,8 +259,8 @@ struct Run {
     sequential: Batch,
     sequential_n: usize,
     loaded: Batch,
-    /// Spans the receiver got, when tracing.
-    spans: Option<usize>,
+    /// Spans the receiver got by service, when tracing.
+    spans: Option<std::collections::BTreeMap<String, usize>>,
 }
 
 /// Applies `--samples / 10` resources one at a time, then `--resources` with `--in-flight`
@@ -270,7 +273,7 @@ async fn control_plane(args: &Args, receiver: Option<&OtlpReceiver>) -> anyhow::
     let otel = receiver.map(OtlpReceiver::env).unwrap_or_default();
     let otel: Vec<(&str, &str)> = otel.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let orchestrator = OrchestratorProcess::start_with_env(&nats.url(), &otel)?;
-    let http = reqwest::Client::new();
+    let http = operator_tests::process::admin_http_client()?;
     let applied = http
         .post(format!("{}/api/v1/apply", orchestrator.url()))
         .body(example("demo-operator.yaml"))
@@ -295,7 +298,14 @@ async fn control_plane(args: &Args, receiver: Option<&OtlpReceiver>) -> anyhow::
     let loaded = apply_batch(&http, &url, &js, "load", args.resources, args.in_flight).await?;
     // What the processes still hold arrives within a few batch delays.
     let spans = match receiver {
-        Some(receiver) => Some(settled_count(receiver).await),
+        Some(receiver) => {
+            settled_count(receiver).await;
+            let mut by_service = std::collections::BTreeMap::new();
+            for span in receiver.spans() {
+                *by_service.entry(span.service).or_insert(0) += 1;
+            }
+            Some(by_service)
+        }
         None => None,
     };
     Ok(Run {

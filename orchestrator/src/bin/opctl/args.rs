@@ -13,6 +13,10 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
 pub const SERVER_ENV: &str = "OPCTL_SERVER";
 /// The environment variable read for `-w/--workspace`.
 pub const WORKSPACE_ENV: &str = "OPCTL_WORKSPACE";
+/// The environment variable read for `--apikey`.
+pub const APIKEY_ENV: &str = "OPCTL_APIKEY";
+/// The environment variable naming opctl's config file.
+pub const CONFIG_ENV: &str = "OPCTL_CONFIG";
 /// The environment variable read for `-o/--output`.
 pub const OUTPUT_ENV: &str = "OPCTL_OUTPUT";
 
@@ -23,6 +27,11 @@ pub struct Cli {
     /// The orchestrator's base URL.
     #[arg(long, global = true, env = SERVER_ENV, default_value = DEFAULT_SERVER)]
     pub server: Url,
+
+    /// Your API key [default: `apikey` in the config file, ~/.config/opctl/config.yaml or
+    /// $OPCTL_CONFIG, which must be readable by you alone].
+    #[arg(long, global = true, env = APIKEY_ENV, hide_env_values = true)]
+    pub apikey: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -43,6 +52,49 @@ pub enum Command {
     Logs(Logs),
     /// Prints an operator's components as Kubernetes objects (secret values redacted).
     Render(Render),
+    /// Manages users and their API keys (admins only).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Shows who the API key belongs to and their roles.
+    Whoami,
+}
+
+/// `opctl user create|list|delete`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Creates a user, or replaces one's roles, and prints a new API key (once; old keys stop
+    /// working).
+    Create(UserCreate),
+    /// Lists users and their roles.
+    List,
+    /// Deletes a user and their keys.
+    Delete {
+        /// The user.
+        name: String,
+    },
+}
+
+/// `opctl user create NAME [--admin] [--role WS=read|write]...`.
+#[derive(Debug, Args)]
+pub struct UserCreate {
+    /// The user's name (lowercase letters, digits, hyphens).
+    pub name: String,
+    /// May do everything, operators and users included.
+    #[arg(long)]
+    pub admin: bool,
+    /// A role in a workspace, as WORKSPACE=read or WORKSPACE=write; repeat for more.
+    #[arg(long = "role", value_name = "WS=ROLE", value_parser = parse_role)]
+    pub roles: Vec<(String, String)>,
+}
+
+fn parse_role(text: &str) -> Result<(String, String), String> {
+    let (ws, role) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not WORKSPACE=ROLE"))?;
+    if !matches!(role, "read" | "write") {
+        return Err(format!("role '{role}' is not read or write"));
+    }
+    Ok((ws.to_string(), role.to_string()))
 }
 
 impl Command {
@@ -55,11 +107,13 @@ impl Command {
             Self::Scale(_) => "scale",
             Self::Logs(_) => "logs",
             Self::Render(_) => "render",
+            Self::User(_) => "user",
+            Self::Whoami => "whoami",
         }
     }
 }
 
-/// `opctl apply -f FILE [-w WS]`.
+/// `opctl apply -f FILE [-w WS] [-l]`.
 #[derive(Debug, Args)]
 pub struct Apply {
     /// The manifest file (YAML or JSON, one or several documents); `-` reads standard input.
@@ -69,6 +123,11 @@ pub struct Apply {
     /// The workspace for resources and secrets, overriding the manifests' own.
     #[arg(short = 'w', long = "workspace", env = WORKSPACE_ENV, value_name = "WS")]
     pub workspace: Option<String>,
+
+    /// Lints the file: checks every document as the orchestrator would and warns about
+    /// credentials in environmentVars, without applying anything.
+    #[arg(short = 'l', long = "lint")]
+    pub lint: bool,
 }
 
 /// `opctl get -t TYPE [-w WS] [-n NAME] [-a] [-d] [-o table|json|yaml]`.
@@ -281,6 +340,7 @@ mod tests {
     fn the_dataos_ctl_examples_parse() {
         for line in [
             "opctl apply -f ./resources/adf-operator/resource.yaml -w public",
+            "opctl apply -f ./resources/adf-operator/operator.yaml -l",
             "opctl get -t operator",
             "opctl get -t operator -a",
             "opctl get -t resource -w public",

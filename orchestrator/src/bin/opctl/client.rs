@@ -16,6 +16,10 @@ use tracing::Instrument;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a whole request may take; a details query waits on an operator's components.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many times a request is sent while the orchestrator answers "busy" (429).
+const BUSY_ATTEMPTS: usize = 4;
+/// The longest wait honoured from a `Retry-After`.
+const MAX_BUSY_WAIT_S: u64 = 10;
 /// The most of a non-JSON error body quoted in an error line.
 const MAX_QUOTED_BODY: usize = 200;
 
@@ -71,6 +75,13 @@ impl ApiError {
     }
 }
 
+/// What one attempt of a request came to.
+enum Sent {
+    Answer(StatusCode, String),
+    /// 429: try again after this long.
+    Busy(Duration),
+}
+
 /// One entry of an apply answer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Applied {
@@ -97,11 +108,12 @@ pub struct Deleted {
 pub struct OrchestratorClient {
     http: reqwest::Client,
     server: Url,
+    apikey: Option<String>,
 }
 
 impl OrchestratorClient {
     /// A client of the orchestrator at `server`, an `http://` or `https://` URL.
-    pub fn new(server: Url) -> Result<Self> {
+    pub fn new(server: Url, apikey: Option<String>) -> Result<Self> {
         if !matches!(server.scheme(), "http" | "https") {
             anyhow::bail!("--server must be an http:// or https:// URL, not {server}");
         }
@@ -112,7 +124,11 @@ impl OrchestratorClient {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .context("cannot set up the HTTP client")?;
-        Ok(Self { http, server })
+        Ok(Self {
+            http,
+            server,
+            apikey,
+        })
     }
 
     /// Sends a manifest text as it is; the server applies every document of it.
@@ -213,6 +229,33 @@ impl OrchestratorClient {
     }
 
     /// The server URL with these path segments appended, each percent-encoded as needed.
+    /// Creates or replaces a user; the answer holds their new key.
+    pub async fn put_user(&self, name: &str, body: &Value) -> Result<Value> {
+        let request = self
+            .http
+            .put(self.url(&["api", "v1", "users", name]))
+            .json(body);
+        self.send(request).await
+    }
+
+    /// Every user.
+    pub async fn users(&self) -> Result<Value> {
+        self.send(self.http.get(self.url(&["api", "v1", "users"])))
+            .await
+    }
+
+    /// Deletes a user.
+    pub async fn delete_user(&self, name: &str) -> Result<Value> {
+        self.send(self.http.delete(self.url(&["api", "v1", "users", name])))
+            .await
+    }
+
+    /// Who the key belongs to.
+    pub async fn whoami(&self) -> Result<Value> {
+        self.send(self.http.get(self.url(&["api", "v1", "whoami"])))
+            .await
+    }
+
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.server.clone();
         url.set_query(None);
@@ -234,7 +277,30 @@ impl OrchestratorClient {
     }
 
     /// Sends a request; a 2xx answer's status and body, or the server's refusal as an error.
+    /// A "busy" answer (429) is sent again after the wait it names, a few times.
     async fn send_text(&self, request: reqwest::RequestBuilder) -> Result<(StatusCode, String)> {
+        let mut request = match &self.apikey {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
+        for _ in 1..BUSY_ATTEMPTS {
+            let Some(retry) = request.try_clone() else {
+                break;
+            };
+            match self.send_once(request, true).await? {
+                Sent::Answer(status, body) => return Ok((status, body)),
+                Sent::Busy(wait) => tokio::time::sleep(wait).await,
+            }
+            request = retry;
+        }
+        match self.send_once(request, false).await? {
+            Sent::Answer(status, body) => Ok((status, body)),
+            // Not given when `retry_busy` is false: busy is then an error like any other.
+            Sent::Busy(_) => Err(anyhow::anyhow!("the orchestrator stayed busy")),
+        }
+    }
+
+    async fn send_once(&self, request: reqwest::RequestBuilder, retry_busy: bool) -> Result<Sent> {
         let mut request = request.build().map_err(|e| self.transport_error(&e))?;
         let span = tracing::info_span!(
             "http.request",
@@ -267,6 +333,16 @@ impl OrchestratorClient {
         if status.is_server_error() {
             span.record("otel.status_code", "ERROR");
         }
+        if status == StatusCode::TOO_MANY_REQUESTS && retry_busy {
+            let wait = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(1)
+                .min(MAX_BUSY_WAIT_S);
+            return Ok(Sent::Busy(Duration::from_secs(wait)));
+        }
         let body = response
             .text()
             .await
@@ -274,7 +350,7 @@ impl OrchestratorClient {
         if !status.is_success() {
             return Err(ApiError::from_response(status, &body).into());
         }
-        Ok((status, body))
+        Ok(Sent::Answer(status, body))
     }
 
     /// The server URL as the user typed it, without the `/` the URL parser adds.
@@ -342,7 +418,7 @@ mod tests {
     use super::*;
 
     fn client(server: &str) -> OrchestratorClient {
-        OrchestratorClient::new(server.parse().expect("url")).expect("client")
+        OrchestratorClient::new(server.parse().expect("url"), None).expect("client")
     }
 
     #[test]
