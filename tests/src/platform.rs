@@ -60,6 +60,8 @@ impl Job {
 pub struct Calls {
     /// PUTs that started a job (a new job, or a new generation of one).
     pub starts: BTreeMap<String, u32>,
+    /// The same starts by generation: a count above 1 is a job of that generation started again.
+    pub starts_by_generation: BTreeMap<String, BTreeMap<u64, u32>>,
     /// PUTs of a generation already running: the idempotent no-ops.
     pub repeated_puts: BTreeMap<String, u32>,
     pub gets: BTreeMap<String, u32>,
@@ -162,6 +164,12 @@ async fn put_job(
         *s.calls.repeated_puts.entry(key.clone()).or_default() += 1;
     } else {
         *s.calls.starts.entry(key.clone()).or_default() += 1;
+        *s.calls
+            .starts_by_generation
+            .entry(key.clone())
+            .or_default()
+            .entry(body.generation)
+            .or_default() += 1;
         let term = s.calls.highest_term;
         s.calls.started_by.insert(key.clone(), term);
         let job = Job {
@@ -252,6 +260,15 @@ impl Platform {
     /// A copy of every call recorded so far.
     pub fn calls(&self) -> Calls {
         lock(&self.state).calls.clone()
+    }
+
+    /// The jobs that exist now: key → generation.
+    pub fn jobs(&self) -> BTreeMap<String, u64> {
+        lock(&self.state)
+            .jobs
+            .iter()
+            .map(|(key, job)| (key.clone(), job.generation))
+            .collect()
     }
 
     /// How many jobs exist now.
