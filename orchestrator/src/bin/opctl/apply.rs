@@ -1,15 +1,50 @@
-//! `opctl apply`: parse the file locally, send it as it is, report each document's outcome.
+//! `opctl apply`: parse the file locally, warn about what parses but is unwise (`lint`), then
+//! send it as it is and report each document's outcome; with `-l`, stop before sending.
 
 use anyhow::Result;
 
 use crate::args::Apply;
 use crate::client::OrchestratorClient;
 use crate::console::Console;
+use crate::lint;
 use crate::manifest_file::{self, label, workspace_marker};
 
 pub async fn run(apply: Apply, client: &OrchestratorClient, console: &Console) -> Result<()> {
     console.info("🛠 apply...");
     let file = manifest_file::read(&apply.file)?;
+    let warnings = lint::credential_warnings(&file.manifests);
+    for warning in &warnings {
+        let manifest = &file.manifests[warning.document - 1];
+        console.warn(&format!(
+            "⚠ document {} ({}): {} {}",
+            warning.document,
+            label(
+                &manifest.name,
+                Some(&manifest.version),
+                &manifest.kind.to_string()
+            ),
+            warning.path,
+            warning.message
+        ));
+    }
+    if apply.lint {
+        for manifest in &file.manifests {
+            console.info(&format!(
+                "🔧 linting {}...valid",
+                label(
+                    &manifest.name,
+                    Some(&manifest.version),
+                    &manifest.kind.to_string()
+                )
+            ));
+        }
+        console.info(&format!(
+            "🛠 apply...lint complete: {} document(s), {} warning(s), nothing applied",
+            file.manifests.len(),
+            warnings.len()
+        ));
+        return Ok(());
+    }
     let applied = client.apply(file.text, apply.workspace.as_deref()).await?;
     for entry in &applied {
         console.info(&format!(

@@ -124,8 +124,8 @@ pub struct Apply {
     #[arg(short = 'w', long = "workspace", env = WORKSPACE_ENV, value_name = "WS")]
     pub workspace: Option<String>,
 
-    /// Lints the file: checks every document as the orchestrator would and warns about
-    /// credentials in environmentVars, without applying anything.
+    /// Lints the file: parses and checks every document here (syntax, names, schemas) and warns
+    /// about credentials in environmentVars, without sending anything.
     #[arg(short = 'l', long = "lint")]
     pub lint: bool,
 }
