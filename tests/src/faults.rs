@@ -31,8 +31,6 @@ const WORKSPACE: &str = "public";
 const LONG_JOB_MS: u64 = 3_600_000;
 /// How often convergence and readiness are polled.
 const POLL: Duration = Duration::from_millis(50);
-/// The key that seals secrets in the run's orchestrator: 32 bytes, base64, for tests only.
-const TEST_SEALING_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 /// Convergence slower than this is told, with what is still off.
 const SLOW_CONVERGENCE: Duration = Duration::from_secs(10);
 /// The pause between two attempts of an operation that was not acknowledged.
@@ -395,7 +393,6 @@ struct FaultSystem {
     opctl: Opctl,
     /// Every replica process seen, to make sure none outlives the run.
     replica_pids: BTreeSet<u32>,
-    _keys: tempfile::TempDir,
 }
 
 impl Drop for FaultSystem {
@@ -428,16 +425,9 @@ fn alive(pid: u32) -> bool {
 impl FaultSystem {
     async fn start() -> anyhow::Result<Self> {
         let nats = NatsServer::start()?;
-        // Its own key file for sealing secrets (no secret is applied here), shared with no
-        // other run.
-        let keys = tempfile::tempdir()?;
-        let keys_path = keys.path().join("secret-keys");
-        std::fs::write(&keys_path, format!("faults:{TEST_SEALING_KEY}\n"))?;
-        let keys_file = keys_path.display().to_string();
         let orchestrator = OrchestratorProcess::start_with_env(
             &nats.url(),
             &[
-                ("ORCHESTRATOR_SECRET_KEYS_FILE", keys_file.as_str()),
                 ("ORCHESTRATOR_COMPONENT_RUNTIME", "process"),
                 ("ORCHESTRATOR_RESTART_BACKOFF_MS", "100"),
                 ("ORCHESTRATOR_RESTART_BACKOFF_MAX_MS", "400"),
@@ -459,7 +449,6 @@ impl FaultSystem {
             resources,
             opctl,
             replica_pids: BTreeSet::new(),
-            _keys: keys,
         })
     }
 
