@@ -738,6 +738,8 @@ async fn the_orchestrators_and_the_components_metrics_count_what_they_did() -> a
     let metric_port = free_port().to_string();
     system.apply_demo_operator(&[("METRIC_PORT", &metric_port)])?;
     let http = http_client()?;
+    // The orchestrator's /metrics, like its API, asks for a key.
+    let admin = operator_tests::process::admin_http_client()?;
     let orchestrator_url = format!("{}/metrics", system.orchestrator.url());
     let component_url = format!("http://127.0.0.1:{metric_port}/metrics");
 
@@ -755,7 +757,7 @@ async fn the_orchestrators_and_the_components_metrics_count_what_they_did() -> a
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let orchestrator_before = scrape(&http, &orchestrator_url).await?;
+    let orchestrator_before = scrape(&admin, &orchestrator_url).await?;
 
     let names = ["counted-1", "counted-2", "counted-3"];
     let all: Vec<String> = names
@@ -858,7 +860,7 @@ async fn the_orchestrators_and_the_components_metrics_count_what_they_did() -> a
         )
     };
     scrape_until(
-        &http,
+        &admin,
         &orchestrator_url,
         &orchestrator_before,
         orchestrator_checks,
