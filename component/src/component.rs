@@ -390,7 +390,11 @@ async fn connect(settings: &Settings, metrics: &ComponentMetrics) -> async_nats:
                     }
                 }
             });
-        match options.connect(settings.nats_url.as_str()).await {
+        let connected = match settings.nats_options(options).await {
+            Ok(options) => options.connect(settings.nats_url.as_str()).await,
+            Err(e) => Err(e.into()),
+        };
+        match connected {
             Ok(client) => return client,
             Err(e) => {
                 let delay = STARTUP_BACKOFF.delay_with_random_jitter(attempt);

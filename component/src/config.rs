@@ -8,6 +8,9 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, ValueEnum};
 use operator_shared::election::election_bucket;
 use operator_shared::names::validate_name;
+use operator_shared::nats_auth::{
+    component_inbox_prefix, NatsCredentials, NATS_CREDS_ENV, NATS_CREDS_FILE_ENV,
+};
 use operator_shared::subject::{self, validate_stream_name, validate_subject};
 use thiserror::Error;
 
@@ -71,6 +74,15 @@ pub struct ComponentConfig {
     /// NATS server URL.
     #[arg(long, env = NATS_URL_ENV, value_name = NATS_URL_ENV, default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    /// NATS user credentials, as the text of a credentials file (with NATS isolation the
+    /// orchestrator sets it: a user allowed only this operator's subjects and buckets).
+    #[arg(long, env = NATS_CREDS_ENV, value_name = NATS_CREDS_ENV, hide_env_values = true)]
+    pub nats_creds: Option<NatsCredentials>,
+
+    /// A NATS credentials file (used when `NATS_CREDS` is not set).
+    #[arg(long, env = NATS_CREDS_FILE_ENV, value_name = NATS_CREDS_FILE_ENV)]
+    pub nats_creds_file: Option<PathBuf>,
 
     /// Name of the operator this component serves.
     #[arg(long, env = OPERATOR_NAME_ENV, value_name = OPERATOR_NAME_ENV)]
@@ -208,6 +220,7 @@ impl ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Settings {
     pub nats_url: String,
+    pub nats_auth: Option<NatsAuth>,
     pub operator: String,
     pub max_workers: usize,
     pub store_type: StateStoreType,
@@ -226,6 +239,8 @@ impl ComponentConfig {
     pub fn for_operator(operator: &str) -> Self {
         Self {
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_creds: None,
+            nats_creds_file: None,
             operator_name: operator.into(),
             log_level: "info".into(),
             metric_port: None,
@@ -295,6 +310,11 @@ impl ComponentConfig {
             resync_interval: (self.operator_resync_interval_s > 0)
                 .then(|| Duration::from_secs(self.operator_resync_interval_s)),
             nats_url,
+            nats_auth: match (&self.nats_creds, &self.nats_creds_file) {
+                (Some(creds), _) => Some(NatsAuth::Credentials(creds.clone())),
+                (None, Some(file)) => Some(NatsAuth::CredentialsFile(file.clone())),
+                (None, None) => None,
+            },
             operator,
             max_workers: self.operator_max_workers.max(1) as usize,
             store_type: self.operator_state_store_type,
@@ -305,6 +325,29 @@ impl ComponentConfig {
             query_subject,
             reply_subject,
         })
+    }
+}
+
+/// The NATS user a component connects as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NatsAuth {
+    Credentials(NatsCredentials),
+    CredentialsFile(PathBuf),
+}
+
+impl Settings {
+    /// `options` with the component's NATS user, if it has one, and then its own inbox prefix:
+    /// the only inboxes its user may subscribe to, which no other operator's user may.
+    pub(crate) async fn nats_options(
+        &self,
+        options: async_nats::ConnectOptions,
+    ) -> std::io::Result<async_nats::ConnectOptions> {
+        let options = match &self.nats_auth {
+            None => return Ok(options),
+            Some(NatsAuth::Credentials(creds)) => options.credentials(&creds.0)?,
+            Some(NatsAuth::CredentialsFile(file)) => options.credentials_file(file).await?,
+        };
+        Ok(options.custom_inbox_prefix(component_inbox_prefix(&self.operator)))
     }
 }
 

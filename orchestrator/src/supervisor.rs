@@ -118,6 +118,7 @@ impl SupervisorSetup {
                     .into_iter()
                     .chain(config.component_env.iter().cloned())
                     .collect(),
+                nats_signer: None,
             },
             // A process cannot outlive the orchestrator; containers and pods may.
             stop_on_exit: config.stop_on_exit || config.runtime == ComponentRuntime::Process,
@@ -132,6 +133,15 @@ impl SupervisorSetup {
             defaults: ComponentDefaults::default(),
             stop_on_exit: false,
         }
+    }
+
+    /// With a signer, every component started gets its own NATS user (NATS isolation).
+    pub fn with_nats_signer(
+        mut self,
+        signer: Option<std::sync::Arc<operator_shared::nats_auth::AccountSigner>>,
+    ) -> Self {
+        self.defaults.nats_signer = signer;
+        self
     }
 
     pub fn runtime(&self) -> ComponentRuntime {

@@ -8,6 +8,7 @@ pub mod entity;
 pub mod envelope;
 pub mod manifest;
 pub mod names;
+pub mod nats_auth;
 pub mod schema;
 pub mod status;
 pub mod subject;

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use operator_shared::manifest::{Component, Port};
+use operator_shared::nats_auth::AccountSigner;
 use operator_shared::subject::TypeSubjects;
 use serde::Serialize;
 
@@ -31,6 +33,8 @@ pub struct ComponentDefaults {
     pub nats_url: String,
     /// `ORCHESTRATOR_COMPONENT_ENV`.
     pub env: Vec<(String, String)>,
+    /// With NATS isolation on: mints each component's own NATS user.
+    pub nats_signer: Option<Arc<AccountSigner>>,
 }
 
 /// A secret a component refers to, with the values it consumes.
@@ -89,7 +93,8 @@ impl ComponentSpec {
         defaults: &ComponentDefaults,
         secrets: Vec<ResolvedSecret>,
     ) -> Self {
-        let mut env = wiring_env(subjects);
+        let subjects: Vec<&TypeSubjects> = subjects.collect();
+        let mut env = wiring_env(subjects.iter().copied());
         env.insert(NATS_URL_ENV.into(), defaults.nats_url.clone());
         env.insert(OPERATOR_NAME_ENV.into(), operator.into());
         env.extend(defaults.env.iter().cloned());
@@ -107,6 +112,12 @@ impl ComponentSpec {
             ports: component.ports.clone(),
             hash: String::new(),
         };
+        if let Some(signer) = &defaults.nats_signer {
+            let types: Vec<TypeSubjects> = subjects.into_iter().cloned().collect();
+            spec.secrets.extend(crate::nats_auth::component_credentials(
+                signer, &spec, &types,
+            ));
+        }
         spec.hash = spec.config_hash();
         spec
     }
@@ -227,6 +238,7 @@ pub(super) mod fixtures {
                 "AZURE_AUTHORITY_HOST".into(),
                 "http://adf-standin:7800".into(),
             )],
+            nats_signer: None,
         };
         ComponentSpec::build(
             &manifest.name,
