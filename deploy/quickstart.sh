@@ -68,8 +68,11 @@ fi
 # The orchestrator runs operators' components as local processes (the `process` runtime).
 export ORCHESTRATOR_LISTEN=${ORCHESTRATOR_LISTEN:-127.0.0.1:7700}
 export OPCTL_SERVER=${OPCTL_SERVER:-http://$ORCHESTRATOR_LISTEN}
+# The admin's API key: made (owner-only) by the orchestrator at its first start, read after.
+export ORCHESTRATOR_ADMIN_APIKEY_FILE=${ORCHESTRATOR_ADMIN_APIKEY_FILE:-$PWD/$DATA/admin.apikey}
 start_bg orchestrator "$BIN/orchestrator"
 wait_port "${ORCHESTRATOR_LISTEN%:*}" "${ORCHESTRATOR_LISTEN##*:}" orchestrator
+export OPCTL_APIKEY=${OPCTL_APIKEY:-$(cat "$ORCHESTRATOR_ADMIN_APIKEY_FILE")}
 
 OPCTL="$BIN/opctl"
 "$OPCTL" apply -f deploy/examples/adf-secret.yaml -w user-system
@@ -80,13 +83,15 @@ sed -e "s#/opt/operator/adf-operator#$PWD/$BIN/adf-operator#" \
     deploy/examples/adf-operator.yaml | "$OPCTL" apply -f -
 
 "$OPCTL" apply -f deploy/examples/adf-pipeline-run.yaml -w public
-"$OPCTL" get -t operator
-"$OPCTL" get -t resource -w public
+"$OPCTL" get -t operator -a
+"$OPCTL" get -t resource -w public -a
 cat <<MSG
 
-The control plane is running, with an Azure Data Factory pipeline run under way. Try:
-  export OPCTL_SERVER=$OPCTL_SERVER PATH=\$PWD/$BIN:\$PATH
-  opctl get -t resource -w public                       # RUNTIME goes inprogress → succeeded
+The control plane is running, with an Azure Data Factory pipeline run under way. You are the
+admin (key in $ORCHESTRATOR_ADMIN_APIKEY_FILE); the examples are owned by the seed's users,
+so lists need -a. Try:
+  export OPCTL_SERVER=$OPCTL_SERVER OPCTL_APIKEY=\$(cat $ORCHESTRATOR_ADMIN_APIKEY_FILE) PATH=\$PWD/$BIN:\$PATH
+  opctl get -t resource -w public -a                    # RUNTIME goes inprogress → succeeded
   opctl get -t resource -w public -n pipeline-run-1 -d  # the run and its activities, live
   opctl get -t operator -n adf-operator -d              # its replicas, run by the orchestrator
   opctl logs -n adf-operator                            # what they wrote

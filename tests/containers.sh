@@ -103,6 +103,10 @@ if [ "${1:-}" = "--steps" ]; then
   say "images ready after $((SECONDS - started))s; compose up (project $PROJECT)"
   compose up -d
   export OPCTL_SERVER="http://127.0.0.1:$OPERATOR_API_PORT"
+  admin_key() { compose exec -T orchestrator cat /var/lib/orchestrator/admin.apikey 2>/dev/null; }
+  wait_until 90 "the orchestrator has made the admin's key" admin_key
+  OPCTL_APIKEY=$(admin_key | tr -d '[:space:]')
+  export OPCTL_APIKEY
   wait_until 90 "the orchestrator answers" opctl get -t operator
 
   check "the seed's secret is applied" opctl apply -f deploy/examples/adf-secret.yaml -w user-system
