@@ -196,6 +196,7 @@ async fn consume_events(
 ) {
     let stream_name = subject::event_stream(&plan.operator);
     let durable = subject::event_consumer(&plan.operator);
+    let mut take_over = true;
     loop {
         let attach = async {
             ensure_streams(&js, &plan)
@@ -205,6 +206,19 @@ async fn consume_events(
                 .get_stream(&stream_name)
                 .await
                 .map_err(|e| e.to_string())?;
+            if take_over {
+                // A previous orchestrator that died holding events it had pulled but not
+                // acknowledged leaves them to the ack wait (30 s); the work-queue stream keeps
+                // them, and a new consumer delivers them at once.
+                match stream.delete_consumer(&durable).await {
+                    Ok(_) => {
+                        info!(consumer = %durable, "event consumer replaced: unacknowledged events are redelivered now")
+                    }
+                    Err(e) => {
+                        debug!(consumer = %durable, error = %e, "event consumer not deleted (perhaps absent)")
+                    }
+                }
+            }
             let consumer = stream
                 .get_or_create_consumer(
                     &durable,
@@ -222,6 +236,7 @@ async fn consume_events(
         };
         match attach.await {
             Ok(messages) => {
+                take_over = false;
                 messages
                     .for_each_concurrent(EVENTS_IN_FLIGHT, |message| {
                         let events = events.clone();
