@@ -33,6 +33,8 @@ const LONG_JOB_MS: u64 = 3_600_000;
 const POLL: Duration = Duration::from_millis(50);
 /// Convergence slower than this is told, with what is still off.
 const SLOW_CONVERGENCE: Duration = Duration::from_secs(10);
+/// How many of the replicas' log lines are shown about a resource that did not converge.
+const SHOWN_LOG_LINES: usize = 60;
 /// The pause between two attempts of an operation that was not acknowledged.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
@@ -238,6 +240,16 @@ struct Tracked {
     gone: bool,
     /// An operation on it was never acknowledged: it may or may not have landed.
     uncertain: bool,
+    /// It did not converge within the bound (a violation, reported): left alone after that,
+    /// so the run goes on.
+    stuck: bool,
+}
+
+impl Tracked {
+    /// Whether the acknowledged operations tell what it should be.
+    fn known(&self) -> bool {
+        !self.uncertain && !self.stuck
+    }
 }
 
 /// An operation of the workload.
@@ -530,7 +542,7 @@ impl FaultSystem {
         let jobs = self.platform.jobs();
         let mut off = Vec::new();
         for (name, tracked) in model {
-            if tracked.gone || tracked.uncertain {
+            if tracked.gone || !tracked.known() {
                 continue;
             }
             let key = format!("{WORKSPACE}/{name}");
@@ -637,6 +649,31 @@ impl FaultSystem {
         }
     }
 
+    /// Prints what the replicas logged about these resources (the orchestrator keeps their
+    /// output), to tell what happened to them.
+    fn show_component_logs(&self, names: &[&str]) {
+        let Ok(run) = self.opctl.run(&["logs", "-n", replicas::OPERATOR]) else {
+            return;
+        };
+        let lines: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|line| {
+                line.starts_with("==>")
+                    || names.iter().any(|name| {
+                        line.contains(&format!("/{name} "))
+                            || line.ends_with(&format!("/{name}"))
+                            || line.contains(&format!("/{name}\""))
+                    })
+            })
+            .collect();
+        let shown = lines.len().saturating_sub(SHOWN_LOG_LINES);
+        println!(
+            "  the replicas' log lines about {names:?}:\n{}",
+            lines[shown..].join("\n")
+        );
+    }
+
     /// The resources, every owner's, as `opctl get -t resource -w public -a -o json` lists them.
     fn listed_resources(&self, deadline: Instant) -> anyhow::Result<BTreeMap<String, Value>> {
         loop {
@@ -675,7 +712,7 @@ fn plan(
 ) -> Vec<(Duration, Operation)> {
     let mut live: Vec<&String> = model
         .iter()
-        .filter(|(_, t)| !t.deleted && !t.uncertain)
+        .filter(|(_, t)| !t.deleted && t.known())
         .map(|(name, _)| name)
         .collect();
     let mut planned = Vec::new();
@@ -748,6 +785,7 @@ fn record(
                     deleted: false,
                     gone: false,
                     uncertain: true,
+                    stuck: false,
                 })
                 .uncertain = true;
             continue;
@@ -764,6 +802,7 @@ fn record(
                         deleted: false,
                         gone: false,
                         uncertain: false,
+                        stuck: false,
                     },
                 );
             }
@@ -916,13 +955,23 @@ pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
             }
             Err(off) => {
                 report.violations.push(format!(
-                    "{context}: after the kill of the {} during [{}], not converged within {:?}: {}",
+                    "{context}: after the kill of the {}{} during [{}], not converged within {:?}: {}",
                     victim.name(),
+                    if hits_leader { " (the leader)" } else { "" },
                     described.join(", "),
                     config.converge_timeout,
                     off.join("; ")
                 ));
-                break;
+                let names: Vec<&str> = off
+                    .iter()
+                    .filter_map(|o| o.split_once(": ").map(|(name, _)| name))
+                    .collect();
+                system.show_component_logs(&names);
+                for name in names {
+                    if let Some(tracked) = model.get_mut(name) {
+                        tracked.stuck = true;
+                    }
+                }
             }
         }
     }
@@ -965,7 +1014,7 @@ async fn final_checks(
     let deadline = Instant::now() + config.converge_timeout;
     match tokio::task::block_in_place(|| system.listed_resources(deadline)) {
         Ok(listed) => {
-            for (name, tracked) in model.iter().filter(|(_, t)| !t.uncertain) {
+            for (name, tracked) in model.iter().filter(|(_, t)| t.known()) {
                 match (listed.get(name), tracked.deleted) {
                     (Some(_), true) => report.violations.push(format!(
                         "{context}: {name} was deleted (acknowledged) but is still listed"
@@ -1016,7 +1065,7 @@ async fn final_checks(
             ));
         }
     }
-    for (name, tracked) in model.iter().filter(|(_, t)| !t.uncertain) {
+    for (name, tracked) in model.iter().filter(|(_, t)| t.known()) {
         let key = format!("{WORKSPACE}/{name}");
         let job = jobs.get(&key);
         if tracked.deleted {
