@@ -11,7 +11,9 @@ use operator_shared::names::validate_name;
 use operator_shared::nats_auth::{
     component_inbox_prefix, NatsCredentials, NATS_CREDS_ENV, NATS_CREDS_FILE_ENV,
 };
-use operator_shared::subject::{self, validate_stream_name, validate_subject};
+use operator_shared::subject::{
+    self, validate_stream_name, validate_subject, validate_subscription,
+};
 use thiserror::Error;
 
 use crate::election::ElectionSettings;
@@ -300,7 +302,7 @@ impl ComponentConfig {
         validate_stream_name(&command_stream)
             .map_err(|e| ConfigError::new(MESSAGE_STREAM_ENV, e.to_string()))?;
         validate_subscription(&query_subject)
-            .map_err(|reason| ConfigError::new(QUERY_SUBJECT_ENV, reason))?;
+            .map_err(|e| ConfigError::new(QUERY_SUBJECT_ENV, e.to_string()))?;
         validate_subject(&reply_subject)
             .map_err(|e| ConfigError::new(QUERY_REPLY_SUBJECT_ENV, e.to_string()))?;
 
@@ -408,25 +410,6 @@ fn or_default(value: &Option<String>, default: impl FnOnce() -> String) -> Strin
         Some(v) if !v.is_empty() => v.to_string(),
         _ => default(),
     }
-}
-
-/// Checks a subject to subscribe to: dot-separated tokens, `*` as a whole token, `>` last.
-fn validate_subscription(subject: &str) -> Result<(), String> {
-    let tokens: Vec<&str> = subject.split('.').collect();
-    let last = tokens.len().saturating_sub(1);
-    let ok = !subject.is_empty()
-        && subject.len() <= 255
-        && tokens.iter().enumerate().all(|(i, token)| {
-            !token.is_empty()
-                && (*token == "*"
-                    || (*token == ">" && i == last)
-                    || token
-                        .chars()
-                        .all(|c| !c.is_whitespace() && !c.is_control() && c != '*' && c != '>'))
-        });
-    ok.then_some(()).ok_or_else(|| {
-        format!("subject '{subject}' must be dot-separated tokens, with '*' or a final '>' as whole tokens only")
-    })
 }
 
 #[cfg(test)]

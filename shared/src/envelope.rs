@@ -160,4 +160,66 @@ mod tests {
             Err(EnvelopeError::TooLarge(_))
         ));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn sample() -> Vec<u8> {
+            let key = EntityKey::new("public", "run-1").expect("valid");
+            Envelope::new(
+                EnvelopeKind::Command,
+                Operation::Create,
+                "adf-operator",
+                "pipeline-run",
+                key,
+                3,
+                serde_json::json!({"spec": {"factoryName": "f", "n": [1, 2.5, null, true]}}),
+            )
+            .encode()
+        }
+
+        proptest! {
+            #![proptest_config(crate::manifest::proptests::config())]
+
+            #[test]
+            fn arbitrary_bytes_never_panic_and_refusals_say_why(
+                bytes in prop::collection::vec(any::<u8>(), 0..1024),
+            ) {
+                if let Err(err) = Envelope::decode(&bytes) {
+                    prop_assert!(err.to_string().len() > "not an envelope: ".len(), "{err}");
+                }
+            }
+
+            #[test]
+            fn a_mutated_envelope_decodes_to_a_valid_one_or_is_refused(
+                edits in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            ) {
+                let mut bytes = sample();
+                for (i, b) in edits {
+                    let at = i % bytes.len();
+                    bytes[at] = b;
+                }
+                match Envelope::decode(&bytes) {
+                    // Whatever decodes has a key that passed validation, and survives the wire.
+                    Ok(envelope) => {
+                        prop_assert!(EntityKey::new(&envelope.key.workspace, &envelope.key.name).is_ok());
+                        prop_assert_eq!(Envelope::decode(&envelope.encode()).ok(), Some(envelope));
+                    }
+                    Err(err) => prop_assert!(!err.to_string().is_empty()),
+                }
+            }
+        }
+
+        #[test]
+        fn deeply_nested_payloads_are_refused_not_overflowing_the_stack() {
+            let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+            let text = String::from_utf8(sample())
+                .expect("utf-8")
+                .replace("\"n\":[1,2.5,null,true]", &format!("\"n\":{deep}"));
+            let err = Envelope::decode(text.as_bytes()).expect_err("refused");
+            assert!(err.to_string().contains("recursion limit"), "{err}");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! Parsing goes YAML → JSON value → typed manifest, so that every failure names the document,
 //! the attribute path and the reason.
 
+mod bounded;
 mod operator;
 mod resource;
 mod scalar;
@@ -11,11 +12,13 @@ mod secret;
 
 use std::fmt;
 
+use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::names::validate_name;
+use crate::names::{validate_name, MAX_DNS_LABEL_LEN};
 
+pub use bounded::MAX_NESTING_DEPTH;
 pub use operator::{
     CommandApi, Component, ComponentKind, ConsumptionType, NatsApi, NatsClusterConfig,
     OperatorSection, Port, QueryApi, ResourceType, SecretRef, SpecSchemaSource,
@@ -147,9 +150,17 @@ impl Manifest {
             ));
         }
         let mut values = Vec::new();
+        // One budget for the whole text: aliases cannot make it much more than it reads.
+        let budget = bounded::Budget::for_text(text.len());
         for document in serde_norway::Deserializer::from_str(text) {
-            let value = serde_json::Value::deserialize(document)
-                .map_err(|e| ManifestError::at("", format!("not valid YAML or JSON: {e}")))?;
+            let value = bounded::Bounded {
+                budget: &budget,
+                depth: 0,
+            }
+            .deserialize(document)
+            .map_err(|e| {
+                ManifestError::at("", format!("not valid YAML or JSON: {}", with_position(&e)))
+            })?;
             if !value.is_null() {
                 values.push(value);
             }
@@ -179,6 +190,20 @@ impl Manifest {
 
     /// Reads a manifest from a JSON value, then checks what types alone cannot say.
     pub fn from_value(value: serde_json::Value) -> Result<Manifest, ManifestError> {
+        let not_a_mapping = match &value {
+            serde_json::Value::Object(_) => None,
+            serde_json::Value::Null => Some("null"),
+            serde_json::Value::Bool(_) => Some("a boolean"),
+            serde_json::Value::Number(_) => Some("a number"),
+            serde_json::Value::String(_) => Some("a string"),
+            serde_json::Value::Array(_) => Some("a sequence"),
+        };
+        if let Some(found) = not_a_mapping {
+            return Err(ManifestError::at(
+                "",
+                format!("a manifest is a mapping of name, version, type and the section of its type, not {found}"),
+            ));
+        }
         let manifest: Manifest = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             ManifestError::at(
@@ -225,6 +250,15 @@ impl Manifest {
         if let Some(op) = &self.operator {
             op.check()
                 .map_err(|(path, reason)| ManifestError::at(format!("operator.{path}"), reason))?;
+            for (i, component) in op.components.iter().enumerate() {
+                let joined = format!("{}-{}", self.name, component.name);
+                if joined.len() > MAX_DNS_LABEL_LEN {
+                    return Err(ManifestError::at(
+                        format!("operator.components[{i}].name"),
+                        format!("'{joined}' (the operator's and the component's names joined) is longer than {MAX_DNS_LABEL_LEN} characters; it names the component's Deployment, Service and network alias"),
+                    ));
+                }
+            }
         }
         if let Some(res) = &self.resource {
             res.check()
@@ -251,8 +285,21 @@ impl Manifest {
     }
 }
 
+/// A YAML error with its line and column, which the parser leaves out at the text's start.
+fn with_position(e: &serde_norway::Error) -> String {
+    let text = e.to_string();
+    match e.location() {
+        Some(at) if !text.contains(" at line ") => {
+            format!("{text} at line {} column {}", at.line(), at.column())
+        }
+        _ => text,
+    }
+}
+
 /// The workspace used when neither the command line nor the manifest names one.
 pub const DEFAULT_WORKSPACE: &str = "public";
 
+#[cfg(test)]
+pub(crate) mod proptests;
 #[cfg(test)]
 mod tests;

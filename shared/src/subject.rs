@@ -16,6 +16,11 @@ pub enum SubjectError {
     /// A subject has an empty token, whitespace, or a wildcard where none may be.
     #[error("subject '{0}' must be dot-separated tokens without spaces or wildcards")]
     BadSubject(String),
+    /// A subscription subject has an empty token, whitespace, or a wildcard inside a token.
+    #[error(
+        "subject '{0}' must be dot-separated tokens, with '*' or a final '>' as whole tokens only"
+    )]
+    BadSubscription(String),
     /// A stream name has a character JetStream does not allow.
     #[error("stream name '{0}' must be letters, digits, '-' or '_'")]
     BadStream(String),
@@ -33,6 +38,25 @@ pub fn validate_subject(subject: &str) -> Result<(), SubjectError> {
         });
     ok.then_some(())
         .ok_or_else(|| SubjectError::BadSubject(subject.to_string()))
+}
+
+/// Checks a subject to subscribe to: dot-separated tokens, `*` or a final `>` as whole tokens
+/// only, no whitespace.
+pub fn validate_subscription(subject: &str) -> Result<(), SubjectError> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let last = tokens.len().saturating_sub(1);
+    let ok = !subject.is_empty()
+        && subject.len() <= 255
+        && tokens.iter().enumerate().all(|(i, token)| {
+            !token.is_empty()
+                && (*token == "*"
+                    || (*token == ">" && i == last)
+                    || token
+                        .chars()
+                        .all(|c| !c.is_whitespace() && !c.is_control() && c != '*' && c != '>'))
+        });
+    ok.then_some(())
+        .ok_or_else(|| SubjectError::BadSubscription(subject.to_string()))
 }
 
 /// Checks a JetStream stream (or KV bucket, or durable consumer) name.
@@ -188,6 +212,11 @@ mod tests {
             assert!(validate_subject(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_subject("dataos.operator.adf.command").is_ok());
+        assert!(validate_subscription("operator.demo.*.query").is_ok());
+        assert!(validate_subscription("operator.demo.>").is_ok());
+        for bad in ["", "a..b", "a.>.b", "a.b*", "a b.c", "a.>x"] {
+            assert!(validate_subscription(bad).is_err(), "{bad:?} accepted");
+        }
         assert!(validate_stream_name("dataos-azure-entities").is_ok());
         assert!(validate_stream_name("a.b").is_err());
     }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::scalar::scalar_map;
-use crate::names::{is_env_var_name, validate_name};
+use crate::names::{is_env_var_name, validate_image_reference, validate_name, MAX_PORT_NAME_LEN};
 use crate::schema::SpecSchema;
 use crate::subject;
 
@@ -156,6 +156,28 @@ fn name_failure(path: String) -> impl Fn(crate::names::NameError) -> Failure {
     move |e| (path.clone(), e.to_string())
 }
 
+/// The component variables whose values become NATS subjects, stream, consumer or bucket
+/// names: refused at apply, rather than by every replica at its start.
+fn check_nats_variable(key: &str, value: &str) -> Result<(), String> {
+    let value = value.trim();
+    if value.is_empty() {
+        // The component falls back on its default.
+        return Ok(());
+    }
+    match key {
+        "ENTITY_OF_INTEREST_MESSAGE_STREAM"
+        | "ENTITY_OF_INTEREST_MESSAGE_QUEUE"
+        | "OPERATOR_STATE_STORE_BUCKET" => subject::validate_stream_name(value),
+        "ELECTION_CLUSTER_NAME" => {
+            subject::validate_stream_name(&crate::election::election_bucket(value))
+        }
+        "ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT" => subject::validate_subscription(value),
+        "ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT" => subject::validate_subject(value),
+        _ => Ok(()),
+    }
+    .map_err(|e| e.to_string())
+}
+
 impl OperatorSection {
     /// Checks names, uniqueness, replica counts, subjects and that every schema compiles.
     pub(super) fn check(&self) -> Result<(), Failure> {
@@ -187,8 +209,19 @@ impl OperatorSection {
                     format!("component '{}' is listed twice", c.name),
                 ));
             }
-            if c.image.trim().is_empty() {
-                return Err((at("image"), "must not be empty".into()));
+            validate_image_reference(&c.image).map_err(|reason| (at("image"), reason))?;
+            for (j, port) in c.ports.iter().enumerate() {
+                let at = format!("components[{i}].ports[{j}].name");
+                validate_name("port name", &port.name).map_err(name_failure(at.clone()))?;
+                if port.name.len() > MAX_PORT_NAME_LEN {
+                    return Err((
+                        at,
+                        format!(
+                            "port name '{}' is longer than {MAX_PORT_NAME_LEN} characters",
+                            port.name
+                        ),
+                    ));
+                }
             }
             for (j, s) in c.secrets.iter().enumerate() {
                 let at = |field: &str| format!("components[{i}].secrets[{j}].{field}");
@@ -201,14 +234,16 @@ impl OperatorSection {
                     ));
                 }
             }
-            for key in c.environment_vars.keys() {
+            for (key, value) in &c.environment_vars {
+                let at = at(&format!("environmentVars.{key}"));
                 if !is_env_var_name(key) {
                     return Err((
-                        at(&format!("environmentVars.{key}")),
+                        at,
                         "variable names are letters, digits and '_', not starting with a digit"
                             .into(),
                     ));
                 }
+                check_nats_variable(key, value).map_err(|reason| (at, reason))?;
             }
         }
         let mut seen = BTreeSet::new();

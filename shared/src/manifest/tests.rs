@@ -111,3 +111,132 @@ fn empty_text_is_an_error() {
     assert!(Manifest::parse_all("").is_err());
     assert!(Manifest::parse_all("---\n").is_err());
 }
+
+/// Two levels of aliases: 1,000 references to a list of 1,000 references to a list of
+/// `leaves` scalars, a few kilobytes that would expand to a billion values.
+fn alias_bomb(leaves: usize) -> String {
+    let leaf = vec!["x"; leaves].join(", ");
+    let middle = vec!["*a"; 1000].join(", ");
+    let top = vec!["*b"; 1000].join(", ");
+    format!("a: &a [{leaf}]\nb: &b [{middle}]\nc: [{top}]\n")
+}
+
+#[test]
+fn yaml_aliases_that_expand_past_the_texts_size_are_refused_quickly() {
+    let started = std::time::Instant::now();
+    let err = Manifest::parse_all(&alias_bomb(1000)).expect_err("bomb refused");
+    assert!(
+        err.reason.contains("aliases repeat too much") || err.reason.contains("repetition limit"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_few_aliases_still_parse() {
+    let text = "name: &n r1\nversion: v1\ntype: resource\nresource: {operator: op, type: t, spec: {a: &s [1, 2], b: *s, c: *n}}\n";
+    let manifest = Manifest::parse_one(text).expect("aliases within bounds parse");
+    let spec = manifest.resource.expect("resource").spec;
+    assert_eq!(spec["b"], serde_json::json!([1, 2]));
+}
+
+#[test]
+fn nesting_deeper_than_the_bound_is_refused_with_a_clear_reason() {
+    let deep = |n: usize| {
+        format!(
+            "name: r1\nversion: v1\ntype: resource\nresource: {{operator: op, type: t, spec: {{a: {}1{}}}}}\n",
+            "[".repeat(n),
+            "]".repeat(n)
+        )
+    };
+    assert!(Manifest::parse_one(&deep(MAX_NESTING_DEPTH - 4)).is_ok());
+    let err = Manifest::parse_one(&deep(MAX_NESTING_DEPTH)).expect_err("too deep");
+    assert!(err.reason.contains("nest deeper than 64"), "{err}");
+    let json = format!("{}{}", "[".repeat(500), "]".repeat(500));
+    assert!(Manifest::parse_all(&json).is_err());
+}
+
+/// The ADF example with one line replaced.
+fn operator_with(from: &str, to: &str) -> Result<Manifest, ManifestError> {
+    let text = read_example("adf-operator.yaml");
+    assert!(text.contains(from), "the example has no {from:?}");
+    Manifest::parse_one(&text.replace(from, to))
+}
+
+#[test]
+fn names_that_reach_nats_containers_or_kubernetes_are_refused_naming_the_field() {
+    for (from, to, path) in [
+        (
+            "image: adf-operator:latest",
+            "image: Adf Operator",
+            "operator.components[0].image",
+        ),
+        (
+            "- name: metrics",
+            "- name: metrics-port-of-adf",
+            "operator.components[0].ports[0].name",
+        ),
+        (
+            "- name: metrics",
+            "- name: Metrics",
+            "operator.components[0].ports[0].name",
+        ),
+        (
+            "ENTITY_OF_INTEREST_MESSAGE_STREAM: dataos-azure-entities",
+            "ENTITY_OF_INTEREST_MESSAGE_STREAM: dataos.azure.entities",
+            "operator.components[0].environmentVars.ENTITY_OF_INTEREST_MESSAGE_STREAM",
+        ),
+        (
+            "ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT: dataos.operator.adf.reply",
+            "ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT: dataos.operator.*.reply",
+            "operator.components[0].environmentVars.ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT",
+        ),
+        (
+            "ENTITY_OF_INTEREST_MESSAGE_QUEUE: azure-entities-adf-52323",
+            "ENTITY_OF_INTEREST_MESSAGE_QUEUE: azure entities",
+            "operator.components[0].environmentVars.ENTITY_OF_INTEREST_MESSAGE_QUEUE",
+        ),
+        (
+            "ELECTION_CLUSTER_NAME: azure-operators",
+            "ELECTION_CLUSTER_NAME: azure.operators",
+            "operator.components[0].environmentVars.ELECTION_CLUSTER_NAME",
+        ),
+        (
+            "- name: adf-controller",
+            "- name: adf-controller-with-a-name-long-enough-to-overflow",
+            "operator.components[0].name",
+        ),
+        (
+            "name: adf-nats",
+            "name: adf_nats",
+            "operator.natsClusterConfig.name",
+        ),
+    ] {
+        let err = operator_with(from, to).expect_err(to);
+        assert_eq!(err.path, path, "{to}: {err}");
+        assert!(!err.reason.is_empty(), "{to}: {err}");
+    }
+}
+
+#[test]
+fn a_query_subject_may_be_a_whole_token_wildcard() {
+    let manifest = operator_with(
+        "ENTITY_OF_INTEREST_MESSAGE_QUEUE: azure-entities-adf-52323",
+        "ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT: dataos.operator.*.query",
+    );
+    assert!(manifest.is_ok(), "{manifest:?}");
+    let err = operator_with(
+        "ENTITY_OF_INTEREST_MESSAGE_QUEUE: azure-entities-adf-52323",
+        "ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT: dataos.operator.a*.query",
+    )
+    .expect_err("a wildcard inside a token is refused");
+    assert!(
+        err.path
+            .ends_with("ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT"),
+        "{err}"
+    );
+}
