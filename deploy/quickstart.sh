@@ -70,6 +70,10 @@ export ORCHESTRATOR_LISTEN=${ORCHESTRATOR_LISTEN:-127.0.0.1:7700}
 export OPCTL_SERVER=${OPCTL_SERVER:-http://$ORCHESTRATOR_LISTEN}
 # The admin's API key: made (owner-only) by the orchestrator at its first start, read after.
 export ORCHESTRATOR_ADMIN_APIKEY_FILE=${ORCHESTRATOR_ADMIN_APIKEY_FILE:-$PWD/$DATA/admin.apikey}
+# The key sealing secrets at rest: made at the first start, beside the NATS state it unlocks.
+if [ -z "${ORCHESTRATOR_SECRET_KEYS:-}" ]; then
+  export ORCHESTRATOR_SECRET_KEYS_FILE=${ORCHESTRATOR_SECRET_KEYS_FILE:-$PWD/$DATA/secret-keys}
+fi
 start_bg orchestrator "$BIN/orchestrator"
 wait_port "${ORCHESTRATOR_LISTEN%:*}" "${ORCHESTRATOR_LISTEN##*:}" orchestrator
 export OPCTL_APIKEY=${OPCTL_APIKEY:-$(cat "$ORCHESTRATOR_ADMIN_APIKEY_FILE")}
