@@ -30,13 +30,21 @@ fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
 /// NATS, an orchestrator running components as processes, a jobs platform and opctl, every
 /// process exporting its spans to `receiver` with `protocol`.
 struct Traced {
-    // Declared first, dropped last: the processes' last exports still find it.
-    receiver: OtlpReceiver,
-    _nats: NatsServer,
     orchestrator: OrchestratorProcess,
+    _nats: NatsServer,
     platform: Platform,
     client: async_nats::Client,
     opctl: Opctl,
+    // Fields drop in order: the receiver last, so the processes' last exports still find it.
+    receiver: OtlpReceiver,
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        // SIGTERM while NATS still runs: the orchestrator stops the component it runs, which
+        // would otherwise outlive it.
+        let _ = self.orchestrator.terminate(WAIT);
+    }
 }
 
 impl Traced {
@@ -67,12 +75,12 @@ impl Traced {
         let client = nats.client().await?;
         let opctl = orchestrator.opctl().with_env(&otel);
         Ok(Self {
-            receiver,
-            _nats: nats,
             orchestrator,
+            _nats: nats,
             platform: Platform::start()?,
             client,
             opctl,
+            receiver,
         })
     }
 
