@@ -37,6 +37,8 @@ use crate::store::{EntityStore, KvStore, MemoryStore, StoreError};
 const STARTUP_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 /// How long the NATS tasks get to stop at shutdown.
 const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the last flush of outgoing NATS messages may take at shutdown.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a component stopped with an error.
 #[derive(Debug, Error)]
@@ -334,13 +336,18 @@ impl<R: Reconciler> Component<R> {
                 "reconciles still running at shutdown"
             ),
         }
+        // Both wait on NATS, which may be gone: bounded, so SIGTERM always ends the process.
         if let Some((addr, _)) = election {
-            if addr.send(Resign).await.is_err() {
-                warn!("the election stopped before the lease was released");
+            match tokio::time::timeout(TASK_STOP_TIMEOUT, addr.send(Resign)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => warn!("the election stopped before the lease was released"),
+                Err(_) => warn!("the lease was not released in time; it expires by itself"),
             }
         }
-        if let Err(e) = client.flush().await {
-            warn!(error = %e, "NATS flush failed at shutdown");
+        match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "NATS flush failed at shutdown"),
+            Err(_) => warn!("NATS flush timed out at shutdown (is the server gone?)"),
         }
         info!("component stopped");
         failure.map_or(Ok(()), Err)

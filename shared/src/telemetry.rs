@@ -92,6 +92,9 @@ pub enum TelemetryError {
 /// are exported under unless `OTEL_SERVICE_NAME` is set. The gRPC exporter needs a Tokio
 /// runtime: call this inside one. Calling it twice keeps the first set-up.
 pub fn init(service: &str, level: &str) -> Result<Telemetry, TelemetryError> {
+    // The HTTP exporter's client needs a TLS provider even for plain http://; installing the
+    // one the binaries use twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = if exporting_configured() {
         Some(tracer_provider(service)?)
@@ -101,9 +104,16 @@ pub fn init(service: &str, level: &str) -> Result<Telemetry, TelemetryError> {
     let otel_layer = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("operator"))
-            // Only our own spans: the HTTP and NATS libraries' internals would drown them.
+            // Only our own spans, at info: the HTTP/2 and NATS libraries' internals (trace and
+            // debug level) would drown them, and the exporter's own HTTP/2 spans would feed
+            // themselves, one batch's export making the next batch.
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                meta.is_span() && !meta.target().starts_with("async_nats")
+                meta.is_span()
+                    && *meta.level() <= tracing::Level::INFO
+                    && !meta.target().starts_with("async_nats")
+                    && !meta.target().starts_with("h2")
+                    && !meta.target().starts_with("tonic")
+                    && !meta.target().starts_with("hyper")
             }))
     });
     let json = std::env::var(LOG_FORMAT_ENV).is_ok_and(|f| f.eq_ignore_ascii_case("json"));
