@@ -402,6 +402,7 @@ struct FaultSystem {
     nats: NatsServer,
     platform: Platform,
     resources: async_nats::jetstream::kv::Store,
+    js: async_nats::jetstream::Context,
     opctl: Opctl,
     /// Every replica process seen, to make sure none outlives the run.
     replica_pids: BTreeSet<u32>,
@@ -453,12 +454,14 @@ impl FaultSystem {
             .get_key_value("orchestrator-resources")
             .await
             .context("the orchestrator made no resource bucket")?;
+        let js_for_diagnosis = js.clone();
         let opctl = orchestrator.opctl();
         Ok(Self {
             orchestrator,
             nats,
             platform,
             resources,
+            js: js_for_diagnosis,
             opctl,
             replica_pids: BTreeSet::new(),
         })
@@ -646,6 +649,30 @@ impl FaultSystem {
                 }
                 Ok(Instant::now())
             }
+        }
+    }
+
+    /// Prints the status each of these resources has in the component's own store, beside the
+    /// orchestrator's: a status stored there but not here was never announced.
+    async fn show_component_statuses(&self, names: &[&str]) {
+        let Ok(entities) = self.js.get_key_value(replicas::ENTITY_BUCKET).await else {
+            return;
+        };
+        for name in names {
+            let key = format!("status.job.{WORKSPACE}.{name}");
+            let stored = match entities.get(&key).await {
+                Ok(Some(bytes)) => serde_json::from_slice::<Value>(&bytes)
+                    .map(|status| {
+                        format!(
+                            "observed generation {}, status {}, runtime {}",
+                            status["observedGeneration"], status["status"], status["runtime"]
+                        )
+                    })
+                    .unwrap_or_else(|e| format!("unreadable: {e}")),
+                Ok(None) => "none".into(),
+                Err(e) => format!("unreadable: {e}"),
+            };
+            println!("  {name}: the component's stored status: {stored}");
         }
     }
 
@@ -966,6 +993,7 @@ pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
                     .iter()
                     .filter_map(|o| o.split_once(": ").map(|(name, _)| name))
                     .collect();
+                system.show_component_statuses(&names).await;
                 system.show_component_logs(&names);
                 for name in names {
                     if let Some(tracked) = model.get_mut(name) {
