@@ -62,6 +62,8 @@ pub struct FaultConfig {
     pub converge_timeout: Duration,
     /// Prints a line per cycle.
     pub verbose: bool,
+    /// Who may be killed; each in turn, in an order of the RNG's.
+    pub victims: Vec<Victim>,
 }
 
 impl Default for FaultConfig {
@@ -78,12 +80,13 @@ impl Default for FaultConfig {
             kill_window: Duration::from_millis(300),
             converge_timeout: Duration::from_secs(60),
             verbose: true,
+            victims: Victim::ALL.to_vec(),
         }
     }
 }
 
 /// Which process a cycle kills.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Victim {
     Orchestrator,
     Replica,
@@ -91,7 +94,7 @@ pub enum Victim {
 }
 
 impl Victim {
-    const ALL: [Victim; 3] = [Victim::Orchestrator, Victim::Replica, Victim::NatsServer];
+    pub const ALL: [Victim; 3] = [Victim::Orchestrator, Victim::Replica, Victim::NatsServer];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -874,6 +877,9 @@ fn spawn_workload(
 /// Runs a fault run: set-up, the cycles, the final checks. Violations are in the report; an
 /// error means the run could not be carried out (a process would not start, say).
 pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
+    if config.victims.is_empty() {
+        bail!("no victim to kill: name one at least");
+    }
     let began = Instant::now();
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
     let mut report = FaultReport {
@@ -907,7 +913,7 @@ pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
         bail!("the first resources did not converge: {off:#?}");
     }
 
-    // Each victim once per three cycles, in an order of the RNG's.
+    // Each victim once per round, in an order of the RNG's.
     let mut victims: Vec<Victim> = Vec::new();
     for cycle in 0..config.cycles {
         if began.elapsed() > config.max_duration {
@@ -918,10 +924,12 @@ pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
             break;
         }
         if victims.is_empty() {
-            victims = Victim::ALL.to_vec();
+            victims = config.victims.clone();
             victims.shuffle(&mut rng);
         }
-        let victim = victims.pop().unwrap_or(Victim::Replica);
+        let Some(victim) = victims.pop() else {
+            break;
+        };
         let replica_index = rng.random_range(0..config.replicas as u64);
         let delay =
             Duration::from_millis(rng.random_range(0..=config.kill_window.as_millis() as u64));

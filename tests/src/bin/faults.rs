@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use operator_tests::faults::{run, FaultConfig};
+use operator_tests::faults::{run, FaultConfig, Victim};
 
 #[derive(Parser)]
 struct Args {
@@ -44,6 +44,14 @@ struct Args {
     /// Seconds the system may take to converge after a kill.
     #[arg(long, default_value_t = 60)]
     converge_timeout: u64,
+    /// Who may be killed, each in turn.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "orchestrator,replica,nats-server"
+    )]
+    victims: Vec<Victim>,
     /// Prints only the figures, not a line per cycle.
     #[arg(long)]
     quiet: bool,
@@ -65,6 +73,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         kill_window: Duration::from_millis(args.kill_window_ms),
         converge_timeout: Duration::from_secs(args.converge_timeout),
         verbose: !args.quiet,
+        victims: args.victims,
     };
     println!(
         "faults: seed {seed} (--seed {seed} replays the same choices), {} cycles, {} replicas, {} resources, {} operations a cycle, lease TTL {} ms renewed every {} ms",
