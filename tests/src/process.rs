@@ -395,6 +395,21 @@ pub struct OpctlRun {
     pub stderr: String,
 }
 
+impl OpctlRun {
+    /// Panics, showing the output, unless opctl failed and said `reason`.
+    pub fn assert_refused(&self, reason: &str) {
+        assert_eq!(
+            self.code, 1,
+            "expected a refusal saying {reason:?}: {self:?}"
+        );
+        assert!(
+            self.stderr.contains(reason),
+            "expected a refusal saying {reason:?}: {}",
+            self.stderr
+        );
+    }
+}
+
 impl Opctl {
     /// The same `opctl` with `env` added to every run's environment.
     pub fn with_env(mut self, env: &[(String, String)]) -> Self {

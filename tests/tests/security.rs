@@ -76,12 +76,7 @@ async fn requests_without_a_valid_key_are_refused_but_health_checks_answer() -> 
         .clone()
         .with_env(&[("OPCTL_APIKEY".into(), "opk_wrong-wrong-wrong-wrong".into())])
         .run(&["get", "-t", "operator"])?;
-    assert_eq!(refused.code, 1);
-    assert!(
-        refused.stderr.contains("the API key is not valid"),
-        "{}",
-        refused.stderr
-    );
+    refused.assert_refused("the API key is not valid");
     Ok(())
 }
 
@@ -96,14 +91,7 @@ async fn roles_decide_who_reads_and_changes_each_workspace() -> anyhow::Result<(
     // Operators are the admin's.
     let operator =
         writer.run_with_stdin(&["apply", "-f", "-"], Some(&example("demo-operator.yaml")))?;
-    assert_eq!(operator.code, 1);
-    assert!(
-        operator
-            .stderr
-            .contains("applying an operator needs an admin"),
-        "{}",
-        operator.stderr
-    );
+    operator.assert_refused("applying an operator needs an admin");
 
     // A writer applies; the resource is theirs.
     writer.apply(&job_without_owner("alice-job"), Some("public"))?;
@@ -126,12 +114,7 @@ async fn roles_decide_who_reads_and_changes_each_workspace() -> anyhow::Result<(
     let mut impostor = job_without_owner("forged");
     impostor.push_str("owner: bob\n");
     let forged = writer.run_with_stdin(&["apply", "-f", "-", "-w", "public"], Some(&impostor))?;
-    assert_eq!(forged.code, 1);
-    assert!(
-        forged.stderr.contains("cannot apply as bob"),
-        "{}",
-        forged.stderr
-    );
+    forged.assert_refused("cannot apply as bob");
 
     // A reader sees but cannot change.
     let read = reader.run(&["get", "-t", "resource", "-w", "public", "-n", "alice-job"])?;
@@ -140,14 +123,7 @@ async fn roles_decide_who_reads_and_changes_each_workspace() -> anyhow::Result<(
         &["apply", "-f", "-", "-w", "public"],
         Some(&job_without_owner("bob-job")),
     )?;
-    assert_eq!(apply.code, 1);
-    assert!(
-        apply
-            .stderr
-            .contains("only the read role in workspace public"),
-        "{}",
-        apply.stderr
-    );
+    apply.assert_refused("only the read role in workspace public");
     let delete = reader.run(&[
         "delete",
         "-t",
@@ -157,36 +133,20 @@ async fn roles_decide_who_reads_and_changes_each_workspace() -> anyhow::Result<(
         "-n",
         "alice-job",
     ])?;
-    assert_eq!(delete.code, 1);
-    assert!(
-        delete.stderr.contains("needs the write role"),
-        "{}",
-        delete.stderr
-    );
+    delete.assert_refused("needs the write role");
 
     // Someone with no role in the workspace sees nothing of it.
     let get = stranger.run(&["get", "-t", "resource", "-w", "public", "-n", "alice-job"])?;
-    assert_eq!(get.code, 1);
-    assert!(
-        get.stderr
-            .contains("user carol has no role in workspace public"),
-        "{}",
-        get.stderr
-    );
+    get.assert_refused("user carol has no role in workspace public");
     let listed = stranger.run(&["get", "-t", "resource", "-w", "public", "-a"])?;
-    assert_eq!(listed.code, 1);
+    listed.assert_refused("user carol has no role in workspace public");
     let own = stranger.run(&["get", "-t", "resource", "-w", "sandbox", "-a", "-o", "json"])?;
     assert_eq!(own.code, 0, "{}", own.stderr);
     assert!(names_listed(&own).is_empty(), "{}", own.stdout);
     let secrets = stranger.run(&["get", "-t", "secret", "-w", "public"])?;
-    assert_eq!(secrets.code, 1);
+    secrets.assert_refused("user carol has no role in workspace public");
     let users = stranger.run(&["user", "list"])?;
-    assert_eq!(users.code, 1);
-    assert!(
-        users.stderr.contains("listing users needs an admin"),
-        "{}",
-        users.stderr
-    );
+    users.assert_refused("listing users needs an admin");
 
     // `get` lists your own; `-a` everyone's you may see.
     system.opctl.apply(
@@ -216,8 +176,7 @@ async fn roles_decide_who_reads_and_changes_each_workspace() -> anyhow::Result<(
     let gone = system.opctl.run(&["user", "delete", "bob"])?;
     assert_eq!(gone.code, 0, "{}", gone.stderr);
     let after = reader.run(&["get", "-t", "operator"])?;
-    assert_eq!(after.code, 1);
-    assert!(after.stderr.contains("not valid"), "{}", after.stderr);
+    after.assert_refused("not valid");
     Ok(())
 }
 
@@ -269,8 +228,7 @@ async fn opctl_reads_its_key_from_a_config_file_only_its_owner_can_read() -> any
         .run(&["whoami"])
     };
     let shared = with_file(0o644)?;
-    assert_eq!(shared.code, 1);
-    assert!(shared.stderr.contains("chmod 600"), "{}", shared.stderr);
+    shared.assert_refused("chmod 600");
     let private = with_file(0o600)?;
     assert_eq!(private.code, 0, "{}", private.stderr);
     assert!(
