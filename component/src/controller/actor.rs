@@ -41,7 +41,7 @@ pub(crate) struct ControllerActor {
     pub(super) queue: WorkQueue,
     max_workers: usize,
     backoff: Backoff,
-    events: EventPublisher,
+    pub(super) events: EventPublisher,
     controller: Option<Controller>,
     drain_waiters: Vec<oneshot::Sender<StoreFlush>>,
     pub(super) draining: bool,

@@ -16,6 +16,9 @@ use crate::backoff::Backoff;
 use crate::election::{LeadershipAcquired, LeadershipLost, StepDown, Subscribe, Term};
 use crate::store::{EntityRef, Mode, StoreError, StoreEvent, WriteFence};
 
+/// Status events announced again at once when a replica starts to act.
+const ANNOUNCE_IN_FLIGHT: usize = 64;
+
 /// The delays between attempts to write the fence or reload the copy.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 
@@ -90,6 +93,7 @@ impl ControllerActor {
         for entity in resumed {
             self.queue.enqueue(entity);
         }
+        self.announce_stored_statuses();
         if let Some(feed) = &self.feed {
             if !self.draining {
                 let take_over = self.leadership != Leadership::Sole;
@@ -97,6 +101,40 @@ impl ControllerActor {
             }
         }
         self.dispatch(ctx);
+    }
+
+    /// Publishes every stored status again. A predecessor that died between storing a status
+    /// and JetStream acknowledging its event (or a NATS outage longer than the event's retries)
+    /// leaves a status the orchestrator never heard of, and a reconcile that finds it unchanged
+    /// would not report it; the orchestrator keeps only what is not older than what it holds.
+    fn announce_stored_statuses(&self) {
+        let events: Vec<_> = self
+            .store
+            .entries()
+            .filter_map(|(entity, status)| {
+                status.map(|s| crate::events::status_event(s, Some(entity.last_command)))
+            })
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+        let publisher = self.events.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt as _;
+            let count = events.len();
+            let failed = futures::stream::iter(events)
+                .map(|event| {
+                    let publisher = publisher.clone();
+                    async move { publisher.publish(&event).await.is_err() }
+                })
+                .buffer_unordered(ANNOUNCE_IN_FLIGHT)
+                .filter(|failed| futures::future::ready(*failed))
+                .count()
+                .await;
+            if failed > 0 {
+                warn!(failed, of = count, "stored statuses not announced again");
+            }
+        });
     }
 
     /// Steps down from the current term (a write or a platform call was refused).

@@ -142,10 +142,21 @@ fn start_for(
     workers: usize,
     resync: Option<Duration>,
 ) -> (Addr<ControllerActor>, mpsc::UnboundedReceiver<Envelope>) {
+    start_with_store(operator, EntityStore::default(), probe, workers, resync)
+}
+
+/// A controller of `operator` over a store that already holds entities.
+fn start_with_store(
+    operator: &str,
+    store: EntityStore,
+    probe: &Arc<Probe>,
+    workers: usize,
+    resync: Option<Duration>,
+) -> (Addr<ControllerActor>, mpsc::UnboundedReceiver<Envelope>) {
     let metrics = ComponentMetrics::new(operator);
     let (events, received) = EventPublisher::channel(metrics.clone());
     let addr = ControllerActor::new(
-        EntityStore::default(),
+        store,
         Box::new(DefaultMessageHandler),
         Arc::new(ProbeReconciler(probe.clone())),
         workers,
@@ -495,4 +506,40 @@ async fn reconciles_commands_and_status_events_are_counted_in_the_metrics() {
             "{series} in\n{text}"
         );
     }
+}
+
+#[actix::test]
+async fn a_replica_that_starts_acting_announces_the_statuses_it_holds() {
+    // As a predecessor that died after storing a status and before its event was acknowledged
+    // leaves the store: the status is there, the orchestrator never heard of it.
+    let mut store = EntityStore::default();
+    let key = EntityKey::new("public", "held").expect("valid");
+    let command = command(Operation::Create, "held", 3);
+    store.put_entity(Entity {
+        key: key.clone(),
+        operator: "demo".into(),
+        resource_type: "job".into(),
+        generation: 3,
+        spec: json!({"generation": 3}),
+        deleting: false,
+        last_command: command.id,
+        updated_at: chrono::Utc::now(),
+    });
+    let mut held = EntityStatus::pending(key, "demo", "job");
+    held.observed_generation = 3;
+    held.status = ResourceStatus::Active;
+    held.runtime = Some(RuntimeStatus::Succeeded);
+    store.put_status(held.clone());
+    drop(store.take_flush());
+
+    let probe = Probe::new(Duration::ZERO, |_, _, _| {
+        Step::Report(Action::await_change())
+    });
+    let (_addr, mut events) = start_with_store("demo-announce", store, &probe, 1, None);
+    let announced = next_event(&mut events).await;
+    assert_eq!(announced, held);
+    assert!(
+        probe.calls().is_empty(),
+        "a settled entity is not reconciled again"
+    );
 }
