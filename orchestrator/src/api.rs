@@ -158,8 +158,7 @@ async fn apply_one(
 ) -> Result<Applied, ControlError> {
     let workspace = manifest.effective_workspace(workspace.as_deref());
     if let Some(ws) = &workspace {
-        operator_shared::names::validate_name("workspace", ws)
-            .map_err(|e| ControlError::invalid(e.to_string()))?;
+        operator_shared::names::validate_name("workspace", ws)?;
     }
     match (&manifest.kind, &workspace) {
         (ManifestKind::Operator, _) => caller.require_admin("applying an operator")?,
@@ -369,8 +368,7 @@ async fn render_operator(
     caller.require_admin("rendering an operator")?;
     let namespace = q.into_inner().namespace;
     if let Some(ns) = &namespace {
-        operator_shared::names::validate_name("namespace", ns)
-            .map_err(|e| ControlError::invalid(e.to_string()))?;
+        operator_shared::names::validate_name("namespace", ns)?;
     }
     let yaml = manager
         .send(RenderOperator {
@@ -390,7 +388,7 @@ async fn delete_resource(
 ) -> Result<HttpResponse, ControlError> {
     let (ws, name) = path.into_inner();
     caller.require_write(&ws)?;
-    let key = EntityKey::new(ws, name).map_err(|e| ControlError::invalid(e.to_string()))?;
+    let key = EntityKey::new(ws, name)?;
     let applied = manager
         .send(DeleteResourceByKey {
             key,
@@ -445,12 +443,10 @@ async fn put_user(
 ) -> Result<HttpResponse, ControlError> {
     caller.require_admin("managing users")?;
     let name = path.into_inner();
-    operator_shared::names::validate_name("user name", &name)
-        .map_err(|e| ControlError::invalid(e.to_string()))?;
+    operator_shared::names::validate_name("user name", &name)?;
     let request = request.into_inner();
     for ws in request.roles.keys() {
-        operator_shared::names::validate_name("roles: workspace", ws)
-            .map_err(|e| ControlError::invalid(e.to_string()))?;
+        operator_shared::names::validate_name("roles: workspace", ws)?;
     }
     let key = crate::auth::new_key();
     let created_at = users

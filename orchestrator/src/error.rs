@@ -69,6 +69,13 @@ impl From<crate::store::StoreError> for ControlError {
     }
 }
 
+/// A name that cannot be a subject token, a key or a container name: invalid input.
+impl From<operator_shared::names::NameError> for ControlError {
+    fn from(e: operator_shared::names::NameError) -> Self {
+        Self::invalid(e.to_string())
+    }
+}
+
 impl From<actix::MailboxError> for ControlError {
     fn from(e: actix::MailboxError) -> Self {
         Self::Internal(format!("control plane actor unavailable: {e}"))

@@ -447,7 +447,7 @@ impl Handler<GetRecord> for OperatorManager {
                 let key = EntityKey::new(&ws, &msg.name);
                 let runtimes = self.runtimes();
                 Box::pin(async move {
-                    let key = key.map_err(|e| ControlError::invalid(e.to_string()))?;
+                    let key = key?;
                     for runtime in runtimes {
                         if let Ok(Some(view)) = runtime
                             .send(FindResource {

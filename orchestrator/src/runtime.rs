@@ -255,7 +255,7 @@ impl Handler<ApplyResource> for OperatorRuntime {
             .validate(&msg.manifest, &msg.workspace)
             .map(|_| ());
         let entity = checked.and_then(|()| {
-            let key = EntityKey::new(&msg.workspace, &msg.manifest.name).map_err(|e| ControlError::invalid(e.to_string()))?;
+            let key = EntityKey::new(&msg.workspace, &msg.manifest.name)?;
             let resource_type = msg
                 .manifest
                 .resource
