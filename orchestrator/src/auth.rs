@@ -402,12 +402,13 @@ pub async fn authenticate(
         return Ok(next.call(request).await?.map_into_boxed_body());
     }
     let users = request.app_data::<actix_web::web::Data<Users>>().cloned();
-    let caller = match (users, presented_key(&request)) {
-        (Some(users), Some(key)) => users.authenticate(&key),
+    let key = presented_key(&request);
+    let caller = match (users, &key) {
+        (Some(users), Some(key)) => users.authenticate(key),
         _ => None,
     };
     let Some(caller) = caller else {
-        let refusal = ControlError::Unauthorized(match presented_key(&request) {
+        let refusal = ControlError::Unauthorized(match key {
             Some(_) => "the API key is not valid".into(),
             None => "no API key: send it as 'Authorization: Bearer <key>' (opctl: --apikey or OPCTL_APIKEY)".into(),
         });
