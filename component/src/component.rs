@@ -6,7 +6,6 @@
 //! With `METRIC_PORT` it serves its metrics (see [`crate::metrics`]) from the start.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -373,30 +372,11 @@ async fn connect(settings: &Settings, metrics: &ComponentMetrics) -> async_nats:
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        // Set on a disconnect, so the next `Connected` counts as a reconnect and the first
-        // connection does not.
-        let lost = Arc::new(AtomicBool::new(false));
         let metrics = metrics.clone();
-        let options = async_nats::ConnectOptions::new()
-            .name(format!("component-{}", settings.operator))
-            .event_callback(move |event| {
-                let (lost, metrics) = (lost.clone(), metrics.clone());
-                async move {
-                    match event {
-                        async_nats::Event::Connected => {
-                            if lost.swap(false, Ordering::SeqCst) {
-                                metrics.nats_reconnected();
-                            }
-                            info!("NATS connected")
-                        }
-                        async_nats::Event::Disconnected => {
-                            lost.store(true, Ordering::SeqCst);
-                            warn!("NATS connection lost; reconnecting")
-                        }
-                        other => debug!(event = %other, "NATS event"),
-                    }
-                }
-            });
+        let options = operator_shared::telemetry::observe_connection(
+            async_nats::ConnectOptions::new().name(format!("component-{}", settings.operator)),
+            move || metrics.nats_reconnected(),
+        );
         let connected = match settings.nats_options(options).await {
             Ok(options) => options.connect(settings.nats_url.as_str()).await,
             Err(e) => Err(e.into()),

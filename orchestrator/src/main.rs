@@ -28,13 +28,12 @@ mod secret_keys;
 mod store;
 mod supervisor;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::manager::OperatorManager;
@@ -119,29 +118,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
 async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
     let deadline = Instant::now() + config.nats_connect_timeout();
     let client = loop {
-        match config
+        let options = config
             .nats_auth
             .connect_options()
             .await?
-            .name("orchestrator")
-            .event_callback(|event| async move {
-                // The first connection also reports `Connected`: count only those after a loss.
-                static LOST: AtomicBool = AtomicBool::new(false);
-                match event {
-                    async_nats::Event::Connected if LOST.swap(false, Ordering::Relaxed) => {
-                        ::metrics::counter!(metrics::NATS_RECONNECTS).increment(1);
-                        info!("reconnected to NATS");
-                    }
-                    async_nats::Event::Disconnected => {
-                        LOST.store(true, Ordering::Relaxed);
-                        warn!("disconnected from NATS");
-                    }
-                    other => debug!(event = %other, "NATS client event"),
-                }
-            })
-            .connect(&config.nats_url)
-            .await
-        {
+            .name("orchestrator");
+        let options = operator_shared::telemetry::observe_connection(options, || {
+            ::metrics::counter!(metrics::NATS_RECONNECTS).increment(1)
+        });
+        match options.connect(&config.nats_url).await {
             Ok(client) => break client,
             Err(e) if Instant::now() < deadline => {
                 warn!(nats_url = %config.nats_url, error = %e, "NATS not reachable yet; retrying");

@@ -255,6 +255,36 @@ pub fn extract_nats(headers: Option<&async_nats::HeaderMap>, span: &Span) {
     });
 }
 
+/// Logs the client's connection events and calls `on_reconnect` for each connection
+/// re-established after a loss. The first connection also reports `Connected`; it is not a
+/// reconnect and is not counted.
+pub fn observe_connection(
+    options: async_nats::ConnectOptions,
+    on_reconnect: impl Fn() + Send + Sync + 'static,
+) -> async_nats::ConnectOptions {
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_reconnect = std::sync::Arc::new(on_reconnect);
+    options.event_callback(move |event| {
+        let (lost, on_reconnect) = (lost.clone(), on_reconnect.clone());
+        async move {
+            use std::sync::atomic::Ordering;
+            match event {
+                async_nats::Event::Connected => {
+                    if lost.swap(false, Ordering::SeqCst) {
+                        on_reconnect();
+                    }
+                    tracing::info!("NATS connected");
+                }
+                async_nats::Event::Disconnected => {
+                    lost.store(true, Ordering::SeqCst);
+                    tracing::warn!("NATS connection lost; reconnecting");
+                }
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        }
+    })
+}
+
 /// The process's Prometheus recorder, installed on first use. Histograms are rendered with
 /// the buckets of [`DURATION_BUCKETS`].
 pub fn metrics_handle() -> &'static metrics_exporter_prometheus::PrometheusHandle {
