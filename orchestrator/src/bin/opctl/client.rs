@@ -283,20 +283,18 @@ impl OrchestratorClient {
             Some(key) => request.bearer_auth(key),
             None => request,
         };
-        for _ in 1..BUSY_ATTEMPTS {
-            let Some(retry) = request.try_clone() else {
-                break;
-            };
-            match self.send_once(request, true).await? {
+        let mut attempt = 1;
+        loop {
+            // The last attempt (or a body that cannot be sent twice) reads "busy" as an error.
+            let retry = (attempt < BUSY_ATTEMPTS)
+                .then(|| request.try_clone())
+                .flatten();
+            match self.send_once(request, retry.is_some()).await? {
                 Sent::Answer(status, body) => return Ok((status, body)),
                 Sent::Busy(wait) => tokio::time::sleep(wait).await,
             }
-            request = retry;
-        }
-        match self.send_once(request, false).await? {
-            Sent::Answer(status, body) => Ok((status, body)),
-            // Not given when `retry_busy` is false: busy is then an error like any other.
-            Sent::Busy(_) => Err(anyhow::anyhow!("the orchestrator stayed busy")),
+            request = retry.context("a busy answer without a request to send again")?;
+            attempt += 1;
         }
     }
 
@@ -484,6 +482,63 @@ mod tests {
         assert_eq!(
             c.url(&["api", "v1", "apply"]).to_string(),
             "http://orch.example/prefix/api/v1/apply"
+        );
+    }
+
+    /// An API that answers "busy" (429, `Retry-After: 0`) `busy` times, then 200; counts calls.
+    async fn busy_api(busy: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let server = actix_web::HttpServer::new(move || {
+            let calls = counted.clone();
+            actix_web::App::new().default_service(actix_web::web::to(move || {
+                let call = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if call < busy {
+                        actix_web::HttpResponse::TooManyRequests()
+                            .insert_header(("retry-after", "0"))
+                            .json(serde_json::json!({"error": "the orchestrator is busy", "details": []}))
+                    } else {
+                        actix_web::HttpResponse::Ok().json(serde_json::json!({"name": "admin"}))
+                    }
+                }
+            }))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .expect("bind");
+        let address = server.addrs()[0];
+        actix_rt::spawn(server.run());
+        (format!("http://{address}"), calls)
+    }
+
+    #[actix_web::test]
+    async fn a_busy_answer_is_sent_again_until_it_is_answered() {
+        let (url, calls) = busy_api(BUSY_ATTEMPTS - 1).await;
+        let me = client(&url)
+            .whoami()
+            .await
+            .expect("answered on the last attempt");
+        assert_eq!(me["name"], "admin");
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            BUSY_ATTEMPTS
+        );
+    }
+
+    #[actix_web::test]
+    async fn an_api_that_stays_busy_is_reported_after_the_last_attempt() {
+        let (url, calls) = busy_api(usize::MAX).await;
+        let error = client(&url).whoami().await.expect_err("still busy");
+        let refusal = error
+            .downcast_ref::<ApiError>()
+            .expect("the server's refusal");
+        assert_eq!(refusal.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refusal.reason, "the orchestrator is busy");
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            BUSY_ATTEMPTS
         );
     }
 }
