@@ -13,6 +13,7 @@ use actix::Actor;
 use async_nats::jetstream;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use operator_shared::election::server_enforces_fencing;
+use operator_shared::nats_cluster::replicas_for;
 use operator_shared::telemetry::{self, TelemetryError};
 use operator_shared::version::check_nats_server_version;
 use thiserror::Error;
@@ -21,7 +22,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::bridge::{self, BridgeError, CommandFeed};
-use crate::config::{ComponentConfig, ConfigError, Settings, StateStoreType};
+use crate::config::{
+    ComponentConfig, ConfigError, Settings, StateStoreType, JETSTREAM_REPLICAS_ENV,
+};
 use crate::controller::messages::Drain;
 use crate::controller::ControllerActor;
 use crate::election::{ElectionError, Fence, LeaderElection, Resign};
@@ -211,6 +214,9 @@ impl<R: Reconciler> Component<R> {
         let version = client.server_info().version;
         check_nats_server_version(&version).map_err(ComponentError::NatsServer)?;
         info!(server_version = %version, "connected to NATS");
+        let replicas = replicas_for(&client, settings.jetstream_replicas).map_err(|e| {
+            ComponentError::Config(ConfigError::new(JETSTREAM_REPLICAS_ENV, e.to_string()))
+        })?;
         let js = jetstream::new(client.clone());
 
         let Some(stream) = until(&shutdown, wait_for_stream(&js, &settings.command_stream)).await
@@ -235,7 +241,7 @@ impl<R: Reconciler> Component<R> {
                 if !server_enforces_fencing(&version) {
                     return Err(ElectionError::ServerTooOld { version }.into());
                 }
-                let (addr, fence) = LeaderElection::start(&js, election.clone()).await?;
+                let (addr, fence) = LeaderElection::start(&js, election.clone(), replicas).await?;
                 (Some((addr, election.replica.clone())), fence)
             }
         };
@@ -243,7 +249,7 @@ impl<R: Reconciler> Component<R> {
             StateStoreType::Memory => (EntityStore::Memory(MemoryStore::default()), None),
             StateStoreType::JetStreamKv => {
                 let (store, events) =
-                    KvStore::open(&js, &settings.store_bucket, fence.clone()).await?;
+                    KvStore::open(&js, &settings.store_bucket, replicas, fence.clone()).await?;
                 (EntityStore::JetStreamKv(Box::new(store)), events)
             }
         };
@@ -378,7 +384,7 @@ async fn connect(settings: &Settings, metrics: &ComponentMetrics) -> async_nats:
             move || metrics.nats_reconnected(),
         );
         let connected = match settings.nats_options(options).await {
-            Ok(options) => options.connect(settings.nats_url.as_str()).await,
+            Ok(options) => options.connect(settings.nats_servers.as_slice()).await,
             Err(e) => Err(e.into()),
         };
         match connected {

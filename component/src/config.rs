@@ -11,6 +11,7 @@ use operator_shared::names::validate_name;
 use operator_shared::nats_auth::{
     component_inbox_prefix, NatsCredentials, NATS_CREDS_ENV, NATS_CREDS_FILE_ENV,
 };
+use operator_shared::nats_cluster::parse_server_list;
 use operator_shared::subject::{
     self, validate_stream_name, validate_subject, validate_subscription,
 };
@@ -18,8 +19,11 @@ use thiserror::Error;
 
 use crate::election::ElectionSettings;
 
-/// The NATS server URL.
+/// The NATS server URL, or a comma-separated list of seed servers of a cluster.
 pub const NATS_URL_ENV: &str = "NATS_URL";
+/// The replication factor of the buckets the component creates [default: 3 on a cluster of three
+/// or more servers, else 1]; the orchestrator sets it for the components it runs.
+pub use operator_shared::nats_cluster::COMPONENT_JETSTREAM_REPLICAS_ENV as JETSTREAM_REPLICAS_ENV;
 /// The operator's name; default subjects, streams and buckets derive from it.
 pub const OPERATOR_NAME_ENV: &str = "OPERATOR_NAME";
 /// The log level (`RUST_LOG` wins when both are set).
@@ -73,9 +77,19 @@ pub enum StateStoreType {
 /// `#[command(flatten)]`; each flag is also read from the environment variable named in it.
 #[derive(Debug, Clone, Args)]
 pub struct ComponentConfig {
-    /// NATS server URL.
+    /// NATS server URL, or a comma-separated list of a cluster's seed servers.
     #[arg(long, env = NATS_URL_ENV, value_name = NATS_URL_ENV, default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    /// Replication factor of the KV buckets this component creates (1 to 5) [default: 3 on a
+    /// NATS cluster of three or more servers, else 1]; an existing bucket with fewer is raised.
+    #[arg(
+        long,
+        env = JETSTREAM_REPLICAS_ENV,
+        value_name = JETSTREAM_REPLICAS_ENV,
+        value_parser = clap::value_parser!(u8).range(1..=5)
+    )]
+    pub jetstream_replicas: Option<u8>,
 
     /// NATS user credentials, as the text of a credentials file (with NATS isolation the
     /// orchestrator sets it: a user allowed only this operator's subjects and buckets).
@@ -210,7 +224,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(variable: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(variable: &'static str, reason: impl Into<String>) -> Self {
         Self {
             variable,
             reason: reason.into(),
@@ -222,6 +236,8 @@ impl ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Settings {
     pub nats_url: String,
+    pub nats_servers: Vec<async_nats::ServerAddr>,
+    pub jetstream_replicas: Option<usize>,
     pub nats_auth: Option<NatsAuth>,
     pub operator: String,
     pub max_workers: usize,
@@ -241,6 +257,7 @@ impl ComponentConfig {
     pub fn for_operator(operator: &str) -> Self {
         Self {
             nats_url: "nats://127.0.0.1:4222".into(),
+            jetstream_replicas: None,
             nats_creds: None,
             nats_creds_file: None,
             operator_name: operator.into(),
@@ -277,6 +294,8 @@ impl ComponentConfig {
         if nats_url.is_empty() {
             return Err(ConfigError::new(NATS_URL_ENV, "must not be empty"));
         }
+        let nats_servers = parse_server_list(&nats_url)
+            .map_err(|e| ConfigError::new(NATS_URL_ENV, e.to_string()))?;
 
         let store_bucket = or_default(&self.operator_state_store_bucket, || {
             subject::default_entity_bucket(&operator)
@@ -312,6 +331,8 @@ impl ComponentConfig {
             resync_interval: (self.operator_resync_interval_s > 0)
                 .then(|| Duration::from_secs(self.operator_resync_interval_s)),
             nats_url,
+            nats_servers,
+            jetstream_replicas: self.jetstream_replicas.map(usize::from),
             nats_auth: match (&self.nats_creds, &self.nats_creds_file) {
                 (Some(creds), _) => Some(NatsAuth::Credentials(creds.clone())),
                 (None, Some(file)) => Some(NatsAuth::CredentialsFile(file.clone())),

@@ -183,4 +183,6 @@ impl OController for Controller {
 }
 
 #[cfg(test)]
+mod fenced_tests;
+#[cfg(test)]
 mod tests;

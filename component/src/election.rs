@@ -30,6 +30,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use actor::LeaderElection;
+#[cfg(test)]
+pub(crate) use fence::FenceState;
 pub use fence::{Fence, Fenced, Term};
 pub use messages::{LeadershipAcquired, LeadershipLost, Resign, StepDown, Subscribe};
 

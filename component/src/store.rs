@@ -206,6 +206,14 @@ impl EntityStore {
         self.cache().entries()
     }
 
+    /// Makes the next flush wait for what the store holds for `entity` to be durable (see
+    /// `KvStore::confirm`); nothing to wait for in memory.
+    pub(crate) fn confirm(&mut self, entity: &EntityRef) {
+        if let Self::JetStreamKv(store) = self {
+            store.confirm(entity);
+        }
+    }
+
     /// The writes made since the last call, to wait on before acknowledging what caused them.
     pub(crate) fn take_flush(&mut self) -> StoreFlush {
         match self {

@@ -209,19 +209,8 @@ impl UsersState {
 
 impl Users {
     /// Opens the users' bucket and loads every user.
-    pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
-        let kv = match js.get_key_value(USERS_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: USERS_BUCKET.to_string(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot open bucket {USERS_BUCKET}: {e}"))?,
-        };
+    pub async fn open(js: &jetstream::Context, replicas: usize) -> anyhow::Result<Self> {
+        let kv = crate::store::open_bucket(js, USERS_BUCKET, replicas).await?;
         let mut state = UsersState::default();
         let mut keys = kv
             .keys()

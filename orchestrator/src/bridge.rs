@@ -11,6 +11,7 @@ use async_nats::jetstream::{self, consumer, stream, AckKind};
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use operator_shared::envelope::MSG_ID_HEADER;
+use operator_shared::nats_cluster::apply_replication;
 use operator_shared::subject::{self, TypeSubjects};
 use operator_shared::telemetry::{extract_nats, inject_nats};
 use operator_shared::{Envelope, EnvelopeKind, Operation};
@@ -31,6 +32,8 @@ pub struct StreamPlan {
     pub command_streams: BTreeMap<String, Vec<String>>,
     /// Every reply subject, captured by the operator's event stream.
     pub reply_subjects: Vec<String>,
+    /// The replication factor of the streams (never lowered on an existing stream).
+    pub replicas: usize,
 }
 
 impl StreamPlan {
@@ -51,6 +54,7 @@ impl StreamPlan {
             operator: operator.to_string(),
             command_streams,
             reply_subjects,
+            replicas: 1,
         }
     }
 }
@@ -70,22 +74,36 @@ pub async fn ensure_streams(
             plan.reply_subjects.clone(),
         )));
     for (name, subjects) in streams {
-        js.create_or_update_stream(stream::Config {
+        let mut config = stream::Config {
             name: name.clone(),
             subjects,
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
-        })
-        .await
-        .map_err(|e| ControlError::Invalid {
-            reason: format!(
-                "cannot create stream {name} for operator {}: {e}",
-                plan.operator
-            ),
-            details: vec!["two operators may not share a subject or a stream".into()],
-        })?;
+        };
+        // Raised when asked for more, never lowered (JetStream moves the data either way).
+        let existing = match js.get_stream(&name).await {
+            Ok(mut stream) => stream
+                .info()
+                .await
+                .map(|i| i.config.num_replicas)
+                .unwrap_or(1),
+            Err(_) => 1,
+        };
+        if existing < plan.replicas {
+            info!(stream = %name, from = existing, to = plan.replicas, "raising the stream's replicas");
+        }
+        apply_replication(&mut config, existing.max(plan.replicas));
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|e| ControlError::Invalid {
+                reason: format!(
+                    "cannot create stream {name} for operator {}: {e}",
+                    plan.operator
+                ),
+                details: vec!["two operators may not share a subject or a stream".into()],
+            })?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use operator_shared::nats_cluster::JETSTREAM_REPLICAS_ENV;
 use operator_shared::telemetry::LOG_LEVEL_ENV;
 
 use crate::supervisor::ComponentRuntime;
@@ -16,9 +17,20 @@ use crate::supervisor::ComponentRuntime;
     about = "The control-plane daemon: operators, resources and secrets over NATS JetStream"
 )]
 pub struct Config {
-    /// The NATS server (JetStream enabled, version 2.10 or newer).
+    /// The NATS server (JetStream enabled, version 2.10 or newer), or a comma-separated list
+    /// of a cluster's seed servers.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    /// Replication factor of every stream and KV bucket the system creates (1 to 5), given to
+    /// the components too [default: 3 on a NATS cluster of three or more servers, else 1].
+    /// An existing stream with fewer replicas is raised.
+    #[arg(
+        long,
+        env = JETSTREAM_REPLICAS_ENV,
+        value_parser = clap::value_parser!(u8).range(1..=5)
+    )]
+    pub jetstream_replicas: Option<u8>,
 
     /// Where the HTTP API listens.
     #[arg(long, env = "ORCHESTRATOR_LISTEN", default_value = "127.0.0.1:7700")]

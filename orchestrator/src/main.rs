@@ -26,6 +26,7 @@ mod replicas;
 mod runtime;
 mod secret_keys;
 mod store;
+mod stream_view;
 mod supervisor;
 
 use std::time::{Duration, Instant};
@@ -33,6 +34,9 @@ use std::time::{Duration, Instant};
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context as _};
 use clap::Parser;
+use operator_shared::nats_cluster::{
+    parse_server_list, replicas_for, COMPONENT_JETSTREAM_REPLICAS_ENV, JETSTREAM_REPLICAS_ENV,
+};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -63,12 +67,26 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(mut config: Config) -> anyhow::Result<()> {
     let client = connect(&config).await?;
     let js = async_nats::jetstream::new(client.clone());
+    let replicas = replicas_for(&client, config.jetstream_replicas.map(usize::from))
+        .with_context(|| format!("{JETSTREAM_REPLICAS_ENV} cannot be used"))?;
+    // Components create their buckets like ours, unless told otherwise (ORCHESTRATOR_COMPONENT_ENV
+    // or an operator's manifest).
+    let component_env = &mut config.components.component_env;
+    if !component_env
+        .iter()
+        .any(|(key, _)| key == COMPONENT_JETSTREAM_REPLICAS_ENV)
+    {
+        component_env.push((
+            COMPONENT_JETSTREAM_REPLICAS_ENV.into(),
+            replicas.to_string(),
+        ));
+    }
     let keyring = secret_keys::SecretKeyring::load(&config.secret_keys)
         .context("cannot load the keys that seal secrets")?;
-    let store = Store::open(&js, keyring)
+    let store = Store::open(&js, keyring, replicas)
         .await
         .context("cannot open the orchestrator's KV buckets (is JetStream enabled on the NATS server? start it with -js)")?;
     let components = SupervisorSetup::connect(&config.components, config.component_nats_url())
@@ -81,7 +99,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let manager = OperatorManager::restore(store, client, config.query_timeout())
         .await?
         .with_components(components);
-    let users = auth::Users::open(&js).await?;
+    let users = auth::Users::open(&js, replicas).await?;
     users
         .bootstrap_admin(config.admin_apikey_file.as_deref())
         .await?;
@@ -116,6 +134,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Connects to NATS, retrying until the configured deadline, and refuses a server that is too old.
 async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
+    let servers = parse_server_list(&config.nats_url)?;
     let deadline = Instant::now() + config.nats_connect_timeout();
     let client = loop {
         let options = config
@@ -126,7 +145,7 @@ async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
         let options = operator_shared::telemetry::observe_connection(options, || {
             ::metrics::counter!(metrics::NATS_RECONNECTS).increment(1)
         });
-        match options.connect(&config.nats_url).await {
+        match options.connect(servers.as_slice()).await {
             Ok(client) => break client,
             Err(e) if Instant::now() < deadline => {
                 warn!(nats_url = %config.nats_url, error = %e, "NATS not reachable yet; retrying");

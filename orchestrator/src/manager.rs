@@ -21,6 +21,7 @@ use crate::runtime::{
     OperatorRuntime, ReplacePlan, RestoreResources, Shutdown,
 };
 use crate::store::{workspaced_key, Bucket, Store, StoreError, Stored};
+use crate::stream_view;
 use crate::supervisor::{ComponentSupervisor, GetComponents, StopComponents, SupervisorSetup};
 
 mod components;
@@ -142,6 +143,13 @@ impl OperatorManager {
         })
     }
 
+    /// An operator's plan, its streams replicated like the store's buckets.
+    fn compile(&self, manifest: &Manifest) -> Result<OperatorPlan, ControlError> {
+        let mut plan = OperatorPlan::compile(manifest)?;
+        plan.streams.replicas = self.store.replicas();
+        Ok(plan)
+    }
+
     fn start_runtime(&self, plan: OperatorPlan) -> Addr<OperatorRuntime> {
         OperatorRuntime::new(
             plan,
@@ -218,7 +226,7 @@ impl OperatorManager {
         &mut self,
         manifest: Manifest,
     ) -> AtomicResponse<Self, Result<Applied, ControlError>> {
-        let prepared = OperatorPlan::compile(&manifest).and_then(|plan| {
+        let prepared = self.compile(&manifest).and_then(|plan| {
             self.check_secret_refs(&manifest)?;
             Ok(plan)
         });
@@ -325,7 +333,7 @@ impl Actor for OperatorManager {
             by_operator.entry(operator).or_default().push(stored);
         }
         for stored in operators {
-            let plan = match OperatorPlan::compile(&stored.record.manifest) {
+            let plan = match self.compile(&stored.record.manifest) {
                 Ok(plan) => plan,
                 Err(e) => {
                     warn!(operator = %stored.key, error = %e, "operator not restored");
@@ -409,20 +417,31 @@ impl Handler<GetRecord> for OperatorManager {
             ManifestKind::Operator => {
                 let found = self.operators.get(&msg.name).map(|e| {
                     let mut view = e.stored.record.view();
-                    if msg.details {
-                        view.details = OperatorPlan::compile(&e.stored.record.manifest)
-                            .ok()
-                            .map(|plan| wiring(&plan));
-                    }
-                    (view, e.supervisor.clone(), e.stored.record.manifest.clone())
+                    let plan = msg
+                        .details
+                        .then(|| self.compile(&e.stored.record.manifest).ok())
+                        .flatten();
+                    view.details = plan.as_ref().map(wiring);
+                    (
+                        view,
+                        e.supervisor.clone(),
+                        e.stored.record.manifest.clone(),
+                        plan,
+                    )
                 });
                 let js = self.js.clone();
                 Box::pin(async move {
-                    let (mut view, supervisor, manifest) =
+                    let (mut view, supervisor, manifest, plan) =
                         found.ok_or_else(|| not_found(msg.name))?;
                     if let Some(serde_json::Value::Object(details)) = view.details.as_mut() {
                         if let Ok(components) = supervisor.send(GetComponents).await {
                             details.insert("components".into(), json!(components));
+                        }
+                        if let Some(plan) = &plan {
+                            let bucket = entity_bucket(&manifest);
+                            let streams =
+                                stream_view::stream_details(&js, &plan.streams, &bucket).await;
+                            details.insert("streams".into(), streams);
                         }
                         // Replica health, from the components' election bucket.
                         if let Some(election) = replicas::election_details(&js, &manifest).await {
@@ -512,6 +531,21 @@ async fn store_manifest(
 
 /// The NATS wiring of an operator's resource types, shown by `opctl get -t operator -d`, so a
 /// component run by hand can be pointed at the right stream and subjects.
+/// The KV bucket the operator's components keep their entities in: the one a component's
+/// `OPERATOR_STATE_STORE_BUCKET` names, else the default for the operator.
+fn entity_bucket(manifest: &Manifest) -> String {
+    manifest
+        .operator
+        .iter()
+        .flat_map(|o| o.components.iter())
+        .find_map(|c| {
+            c.environment_vars
+                .get("OPERATOR_STATE_STORE_BUCKET")
+                .cloned()
+        })
+        .unwrap_or_else(|| operator_shared::subject::default_entity_bucket(&manifest.name))
+}
+
 fn wiring(plan: &OperatorPlan) -> serde_json::Value {
     let types: serde_json::Map<String, serde_json::Value> = plan
         .types

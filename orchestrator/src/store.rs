@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
+use operator_shared::nats_cluster::ensure_replication;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{info, warn};
@@ -80,6 +81,7 @@ pub struct Store {
     secrets: kv::Store,
     /// Seals and opens secret records; read-only once loaded.
     keyring: Arc<SecretKeyring>,
+    replicas: usize,
 }
 
 /// A secret record as stored: nothing but the sealed JSON of the record.
@@ -97,13 +99,23 @@ struct Decoded {
 
 impl Store {
     /// Opens the buckets, creating any that is missing; secret records are sealed with `keyring`.
-    pub async fn open(js: &jetstream::Context, keyring: SecretKeyring) -> Result<Self, StoreError> {
+    pub async fn open(
+        js: &jetstream::Context,
+        keyring: SecretKeyring,
+        replicas: usize,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
-            operators: open_bucket(js, OPERATORS_BUCKET).await?,
-            resources: open_bucket(js, RESOURCES_BUCKET).await?,
-            secrets: open_bucket(js, SECRETS_BUCKET).await?,
+            operators: open_bucket(js, OPERATORS_BUCKET, replicas).await?,
+            resources: open_bucket(js, RESOURCES_BUCKET, replicas).await?,
+            secrets: open_bucket(js, SECRETS_BUCKET, replicas).await?,
             keyring: Arc::new(keyring),
+            replicas,
         })
+    }
+
+    /// The replication factor of everything the orchestrator creates in JetStream.
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     fn kv(&self, bucket: Bucket) -> &kv::Store {
@@ -237,24 +249,38 @@ impl Store {
     }
 }
 
-async fn open_bucket(
+/// Opens (or creates) a bucket with at least `replicas`, reading through the stream leader once
+/// replicated (see `operator_shared::nats_cluster`).
+pub(crate) async fn open_bucket(
     js: &jetstream::Context,
     bucket: &'static str,
+    replicas: usize,
 ) -> Result<kv::Store, StoreError> {
-    if let Ok(store) = js.get_key_value(bucket).await {
-        return Ok(store);
+    let failed = |reason: String| StoreError::OpenFailed { bucket, reason };
+    if js.get_key_value(bucket).await.is_err() {
+        let created = js
+            .create_key_value(kv::Config {
+                bucket: bucket.to_string(),
+                history: 1,
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await;
+        // Another orchestrator may have created it meanwhile.
+        if let Err(e) = created {
+            if js.get_key_value(bucket).await.is_err() {
+                return Err(failed(e.to_string()));
+            }
+        }
     }
-    js.create_key_value(kv::Config {
-        bucket: bucket.to_string(),
-        history: 1,
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| StoreError::OpenFailed {
-        bucket,
-        reason: e.to_string(),
-    })
+    ensure_replication(js, &format!("KV_{bucket}"), replicas)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    // Read again: the store chooses direct or leader gets from the stream's configuration.
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| failed(e.to_string()))
 }
 
 impl Store {

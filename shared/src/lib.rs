@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod manifest;
 pub mod names;
 pub mod nats_auth;
+pub mod nats_cluster;
 pub mod schema;
 pub mod status;
 pub mod subject;

@@ -3,6 +3,7 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`); `tests/run` does it.
 
+pub mod cluster;
 pub mod faults;
 pub mod otlp;
 pub mod platform;
@@ -16,6 +17,7 @@ use anyhow::{bail, Context};
 use futures::StreamExt;
 use serde_json::Value;
 
+pub use cluster::NatsCluster;
 pub use otlp::OtlpReceiver;
 pub use platform::Platform;
 pub use process::{ComponentProcess, NatsServer, Opctl, OrchestratorProcess, StandinProcess};
@@ -62,7 +64,8 @@ pub fn example(name: &str) -> String {
 }
 
 /// Waits, by watching the orchestrator's resource bucket, until the record of `workspace/name`
-/// satisfies `done`; returns that record. `None` is passed while the record does not exist.
+/// satisfies `done`; returns that record. `None` is passed while the record does not exist. A
+/// watch that breaks (a NATS node lost under it) is set up again until the timeout.
 pub async fn wait_for_resource(
     nats: &async_nats::Client,
     workspace: &str,
@@ -70,33 +73,56 @@ pub async fn wait_for_resource(
     timeout: Duration,
     done: impl Fn(Option<&Value>) -> bool,
 ) -> anyhow::Result<Option<Value>> {
+    let key = format!("{workspace}.{name}");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last: Option<Value> = None;
+    let mut last_error = String::new();
+    while tokio::time::Instant::now() < deadline {
+        match watch_resource(nats, &key, deadline, &done, &mut last).await {
+            Ok(Some(found)) => return Ok(found),
+            Ok(None) => break,
+            Err(e) => {
+                last_error = format!("{e:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    bail!("timed out waiting for {key}; last record: {last:?}; last error: {last_error}")
+}
+
+/// One watch of `key` until `done` (Some), the deadline (None) or a broken watch (an error).
+async fn watch_resource(
+    nats: &async_nats::Client,
+    key: &str,
+    deadline: tokio::time::Instant,
+    done: &impl Fn(Option<&Value>) -> bool,
+    last: &mut Option<Value>,
+) -> anyhow::Result<Option<Option<Value>>> {
     let js = async_nats::jetstream::new(nats.clone());
     let kv = js
         .get_key_value("orchestrator-resources")
         .await
         .context("orchestrator bucket missing")?;
-    let key = format!("{workspace}.{name}");
-    let mut watch = kv.watch_with_history(&key).await?;
+    let mut watch = kv.watch_with_history(key).await?;
     // The watch replays the current value (if any) first, so nothing between read and watch is missed.
-    let current = kv.get(&key).await?;
-    let mut last: Option<Value> = current.map(|b| serde_json::from_slice(&b)).transpose()?;
+    let current = kv.get(key).await?;
+    *last = current.map(|b| serde_json::from_slice(&b)).transpose()?;
     if done(last.as_ref()) {
-        return Ok(last);
+        return Ok(Some(last.clone()));
     }
-    let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let entry = tokio::time::timeout_at(deadline, watch.next())
-            .await
-            .with_context(|| format!("timed out waiting for {key}; last record: {last:?}"))?
-            .context("watch ended")??;
-        last = match entry.operation {
+        let Ok(next) = tokio::time::timeout_at(deadline, watch.next()).await else {
+            return Ok(None);
+        };
+        let entry = next.context("watch ended")??;
+        *last = match entry.operation {
             async_nats::jetstream::kv::Operation::Put => {
                 Some(serde_json::from_slice(&entry.value)?)
             }
             _ => None,
         };
         if done(last.as_ref()) {
-            return Ok(last);
+            return Ok(Some(last.clone()));
         }
     }
 }

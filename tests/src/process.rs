@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 
 use crate::{binary, free_port};
 
-fn kill(child: &mut Child) {
+pub(crate) fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -35,7 +35,7 @@ fn terminate(child: &mut Child, timeout: Duration) -> anyhow::Result<std::proces
 }
 
 /// Waits until `addr` accepts TCP connections.
-fn wait_for_port(
+pub(crate) fn wait_for_port(
     addr: &str,
     timeout: Duration,
     what: &str,

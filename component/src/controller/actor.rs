@@ -256,6 +256,12 @@ impl Handler<ApplyCommand> for ControllerActor {
         )
         .entered();
         let result = self.handler.handle_command(envelope, &mut self.store);
+        if let Ok(CommandOutcome::Stale { .. }) = &result {
+            // Stale against the copy, which may hold a write that is refused later: the command
+            // is acknowledged only once that write is known to be in the bucket.
+            let entity = EntityRef::new(envelope.resource_type.clone(), envelope.key.clone());
+            self.store.confirm(&entity);
+        }
         let flush = self.store.take_flush();
         let counted = match &result {
             Ok(CommandOutcome::Applied) => CommandResult::Applied,

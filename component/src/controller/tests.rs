@@ -22,11 +22,11 @@ use crate::store::{EntityRef, EntityStore};
 use crate::Envelope;
 
 /// The operator label of these tests' metrics.
-const TEST_OPERATOR: &str = "demo";
+pub(super) const TEST_OPERATOR: &str = "demo";
 
 /// What the probe does on one call.
 #[derive(Debug, Clone, Copy)]
-enum Step {
+pub(super) enum Step {
     Report(Action),
     Retry,
     Terminal,
@@ -35,7 +35,7 @@ enum Step {
 type Script = dyn Fn(&ReconcileRequest, u32, usize) -> Step + Send + Sync;
 
 /// A reconciler that records what it sees and follows a script.
-struct Probe {
+pub(super) struct Probe {
     delay: Duration,
     script: Box<Script>,
     calls: Mutex<Vec<(EntityRef, u64, bool, u32)>>,
@@ -46,7 +46,7 @@ struct Probe {
 }
 
 impl Probe {
-    fn new(
+    pub(super) fn new(
         delay: Duration,
         script: impl Fn(&ReconcileRequest, u32, usize) -> Step + Send + Sync + 'static,
     ) -> Arc<Self> {
@@ -146,7 +146,7 @@ fn start_for(
 }
 
 /// A controller of `operator` over a store that already holds entities.
-fn start_with_store(
+pub(super) fn start_with_store(
     operator: &str,
     store: EntityStore,
     probe: &Arc<Probe>,
@@ -169,7 +169,7 @@ fn start_with_store(
     (addr, received)
 }
 
-fn command(operation: Operation, name: &str, generation: u64) -> Envelope {
+pub(super) fn command(operation: Operation, name: &str, generation: u64) -> Envelope {
     let payload = if operation == Operation::Delete {
         json!({})
     } else {

@@ -58,13 +58,14 @@ pub struct LeaderElection {
 }
 
 impl LeaderElection {
-    /// Opens the cluster's bucket and starts the actor; it campaigns once it gets `Subscribe`.
-    /// Returns its address and the fence it publishes.
+    /// Opens the cluster's bucket (with `replicas`) and starts the actor; it campaigns once it
+    /// gets `Subscribe`. Returns its address and the fence it publishes.
     pub async fn start(
         js: &jetstream::Context,
         settings: ElectionSettings,
+        replicas: usize,
     ) -> Result<(Addr<Self>, Fence), ElectionError> {
-        let kv = lease::open_bucket(js, &election_bucket(&settings.cluster)).await?;
+        let kv = lease::open_bucket(js, &election_bucket(&settings.cluster), replicas).await?;
         let (fence_tx, fence) = Fence::channel();
         let now = Utc::now();
         let metrics = ComponentMetrics::new(&settings.operator);

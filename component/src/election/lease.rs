@@ -25,10 +25,11 @@ pub(crate) enum Write {
     Conflict,
 }
 
-/// Opens (or creates) the bucket `name`.
+/// Opens (or creates) the bucket `name` with `replicas`.
 pub(crate) async fn open_bucket(
     js: &jetstream::Context,
     name: &str,
+    replicas: usize,
 ) -> Result<kv::Store, ElectionError> {
     let config = kv::Config {
         bucket: name.to_string(),
@@ -36,6 +37,7 @@ pub(crate) async fn open_bucket(
         history: 1,
         max_age: BUCKET_MAX_AGE,
         storage: StorageType::File,
+        num_replicas: replicas,
         ..Default::default()
     };
     open_or_create(js, config)

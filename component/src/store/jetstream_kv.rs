@@ -75,14 +75,15 @@ pub struct KvStore {
 }
 
 impl KvStore {
-    /// Opens (or creates) `bucket` and loads it. Without an election the store is its only
+    /// Opens (or creates) `bucket` with `replicas` and loads it. Without an election the store is its only
     /// writer; with one it follows the bucket, and the controller reads the returned events.
     pub(crate) async fn open(
         js: &jetstream::Context,
         bucket: &str,
+        replicas: usize,
         fence: Fence,
     ) -> Result<(Self, Option<mpsc::UnboundedReceiver<StoreEvent>>), StoreError> {
-        let kv = bucket::open(js, bucket).await?;
+        let kv = bucket::open(js, bucket, replicas).await?;
         let snapshot = bucket::snapshot(&kv).await?;
         let (events, receiver) = if fence.is_elected() {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -232,6 +233,17 @@ impl KvStore {
         self.cache.remove(entity);
     }
 
+    /// Makes the next flush wait until what the copy holds for `entity` is in the bucket, and
+    /// fail if it cannot be (a write of this term was refused). A command found stale against
+    /// the copy is acknowledged only then, or a refused write would swallow it.
+    pub(super) fn confirm(&mut self, entity: &EntityRef) {
+        let Some(fence) = self.writable() else {
+            return;
+        };
+        let key = entity.entity_kv_key();
+        self.send_to_writer(|done| WriterCommand::Confirm { key, fence, done });
+    }
+
     pub(super) fn take_flush(&mut self) -> StoreFlush {
         StoreFlush::new(std::mem::take(&mut self.pending))
     }
@@ -245,26 +257,39 @@ impl KvStore {
 
     /// Queues a write; false (and a refused flush) when this replica may not write.
     fn write(&mut self, key: String, value: Option<Bytes>) -> bool {
-        let fence = match self.mode {
-            Mode::Sole => None,
-            Mode::Leading(fence) => Some(fence),
+        let Some(fence) = self.writable() else {
+            return false;
+        };
+        self.send_to_writer(|done| WriterCommand::Write {
+            key,
+            value: WriteValue { value, fence },
+            done,
+        });
+        true
+    }
+
+    /// The fence writes are made with now (none when alone), or `None` and a refused flush
+    /// when this replica may not write.
+    fn writable(&mut self) -> Option<Option<WriteFence>> {
+        match self.mode {
+            Mode::Sole => Some(None),
+            Mode::Leading(fence) => Some(Some(fence)),
             Mode::Following => {
                 let refused = StoreFlush::failed(StoreError::Fenced {
                     reason: "this replica is not the leader".into(),
                 });
                 self.pending.extend(refused.into_tickets());
-                return false;
+                None
             }
-        };
+        }
+    }
+
+    /// Sends the writer a command whose completion the next flush waits for.
+    fn send_to_writer(&mut self, command: impl FnOnce(writer::Done) -> WriterCommand) {
         let (done, ticket) = oneshot::channel();
         // A stopped writer drops `done`, and the flush reports the store closed.
-        let _ = self.writer.send(WriterCommand::Write {
-            key,
-            value: WriteValue { value, fence },
-            done,
-        });
+        let _ = self.writer.send(command(done));
         self.pending.push(ticket);
-        true
     }
 
     fn remove_orphans(&mut self) {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::{StreamExt, TryStreamExt};
 use operator_shared::election::FENCE_KEY;
+use operator_shared::nats_cluster::ensure_replication;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -53,13 +54,18 @@ struct FenceRecord {
     written_at: DateTime<Utc>,
 }
 
-/// Opens (or creates) `bucket`.
-pub(crate) async fn open(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, StoreError> {
+/// Opens (or creates) `bucket` with `replicas`.
+pub(crate) async fn open(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> Result<kv::Store, StoreError> {
     let config = kv::Config {
         bucket: bucket.to_string(),
         description: "entities and statuses of an operator component".into(),
         history: 1,
         storage: StorageType::File,
+        num_replicas: replicas,
         ..Default::default()
     };
     open_or_create(js, config)
@@ -71,26 +77,30 @@ pub(crate) async fn open(js: &jetstream::Context, bucket: &str) -> Result<kv::St
 }
 
 /// Opens the KV bucket `config` names, creating it when absent (or when another process has
-/// just created it).
+/// just created it), with at least `config.num_replicas` replicas and, replicated, gets served
+/// by the stream leader (see `operator_shared::nats_cluster`).
 pub(crate) async fn open_or_create(
     js: &jetstream::Context,
     config: kv::Config,
 ) -> Result<kv::Store, String> {
-    if let Ok(store) = js.get_key_value(&config.bucket).await {
-        return Ok(store);
-    }
     let bucket = config.bucket.clone();
-    match js.create_key_value(config).await {
-        Ok(store) => {
-            info!(bucket = %bucket, "KV bucket created");
-            Ok(store)
+    let replicas = config.num_replicas.max(1);
+    if js.get_key_value(&bucket).await.is_err() {
+        match js.create_key_value(config).await {
+            Ok(_) => info!(bucket = %bucket, replicas, "KV bucket created"),
+            // Another replica may have created it in the meantime.
+            Err(create_error) => {
+                if js.get_key_value(&bucket).await.is_err() {
+                    return Err(create_error.to_string());
+                }
+            }
         }
-        // Another replica may have created it in the meantime.
-        Err(create_error) => js
-            .get_key_value(&bucket)
-            .await
-            .map_err(|_| create_error.to_string()),
     }
+    ensure_replication(js, &format!("KV_{bucket}"), replicas)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Read again: the store decides between direct and leader gets from the stream's config.
+    js.get_key_value(&bucket).await.map_err(|e| e.to_string())
 }
 
 /// Reads every entity and status of the bucket with its revision.

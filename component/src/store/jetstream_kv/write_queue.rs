@@ -82,6 +82,19 @@ impl<V: Clone, W> WriteQueue<V, W> {
         }
     }
 
+    /// Adds `waiter` to the newest write pending for `key`, so it resolves with that write;
+    /// gives it back when nothing is pending for the key.
+    pub fn wait_for(&mut self, key: &str, waiter: W) -> Option<W> {
+        let Some(state) = self.keys.get_mut(key) else {
+            return Some(waiter);
+        };
+        match &mut state.next {
+            Some((_, waiters)) => waiters.push(waiter),
+            None => state.in_flight_waiters.push(waiter),
+        }
+        None
+    }
+
     /// Records the end of the write in flight for `key`; returns the waiters it resolved
     /// (made durable, or refused) and the write to start next for that key, if any.
     pub fn completed(

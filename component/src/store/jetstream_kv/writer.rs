@@ -45,7 +45,7 @@ pub(crate) struct WriteValue {
     pub fence: Option<WriteFence>,
 }
 
-type Done = oneshot::Sender<Result<(), StoreError>>;
+pub(crate) type Done = oneshot::Sender<Result<(), StoreError>>;
 
 pub(crate) enum WriterCommand {
     Write {
@@ -54,6 +54,14 @@ pub(crate) enum WriterCommand {
         done: Done,
     },
     Idle(Done),
+    /// Resolves with the write pending for `key` (at once when none is), and fails when a
+    /// write fenced like `fence` was refused: what the copy holds for the key may never have
+    /// landed.
+    Confirm {
+        key: String,
+        fence: Option<WriteFence>,
+        done: Done,
+    },
 }
 
 impl std::fmt::Debug for WriterCommand {
@@ -66,6 +74,11 @@ impl std::fmt::Debug for WriterCommand {
                 .field("fence", &value.fence)
                 .finish(),
             Self::Idle(_) => f.write_str("Idle"),
+            Self::Confirm { key, fence, .. } => f
+                .debug_struct("Confirm")
+                .field("key", key)
+                .field("fence", fence)
+                .finish(),
         }
     }
 }
@@ -111,6 +124,15 @@ async fn run(
                     }
                 }
                 Some(WriterCommand::Idle(done)) => idle_waiters.push(done),
+                Some(WriterCommand::Confirm { key, fence, done }) => {
+                    if fence.is_some_and(|f| f.sequence <= refused_up_to) {
+                        let _ = done.send(Err(StoreError::Fenced {
+                            reason: "an earlier write of this term was refused".into(),
+                        }));
+                    } else if let Some(done) = queue.wait_for(&key, done) {
+                        let _ = done.send(Ok(()));
+                    }
+                }
                 None => open = false,
             },
             Some((key, outcome)) = writes.next(), if !writes.is_empty() => {
