@@ -32,9 +32,14 @@ pub struct Config {
     )]
     pub jetstream_replicas: Option<u8>,
 
-    /// Where the HTTP API listens.
+    /// Where the HTTP API listens (port 0: one the system chooses, logged and written to
+    /// `ORCHESTRATOR_LISTEN_ADDR_FILE`).
     #[arg(long, env = "ORCHESTRATOR_LISTEN", default_value = "127.0.0.1:7700")]
     pub listen: SocketAddr,
+
+    /// A file the address the API listens on is written to once it listens (for a port 0).
+    #[arg(long, env = "ORCHESTRATOR_LISTEN_ADDR_FILE")]
+    pub listen_addr_file: Option<std::path::PathBuf>,
 
     /// How long `get -d` waits for a component to answer, in milliseconds.
     #[arg(long, env = "ORCHESTRATOR_QUERY_TIMEOUT_MS", default_value_t = 3000)]

