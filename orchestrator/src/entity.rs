@@ -7,8 +7,8 @@ mod state;
 use std::time::Duration;
 
 use actix::prelude::*;
-use operator_shared::subject::TypeSubjects;
-use operator_shared::{EntityKey, EntityStatus, Envelope, EnvelopeKind, Manifest, Operation};
+use operator_contract::subject::TypeSubjects;
+use operator_contract::{EntityKey, EntityStatus, Envelope, EnvelopeKind, Manifest, Operation};
 use tracing::{debug, info, info_span, warn, Span};
 
 use crate::bridge::{NatsBridge, PublishCommand, SendQuery, StatusReported};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use async_nats::jetstream;
 use futures::future::join_all;
-use operator_shared::{EntityKey, Manifest, ManifestKind};
+use operator_contract::{EntityKey, Manifest, ManifestKind};
 use serde_json::json;
 use tracing::{info, warn};
 

@@ -2,7 +2,7 @@
 //! API returns.
 
 use chrono::{DateTime, Utc};
-use operator_shared::{EntityStatus, Envelope, Manifest, ResourceStatus};
+use operator_contract::{EntityStatus, Envelope, Manifest, ResourceStatus};
 use serde::{Deserialize, Serialize};
 
 /// A stored manifest of any type, with its generation and, for resources, its status.
@@ -52,7 +52,9 @@ impl Record {
         }
         match (&self.status, self.manifest.kind) {
             (Some(status), _) => status.status.to_string(),
-            (None, operator_shared::ManifestKind::Resource) => ResourceStatus::Pending.to_string(),
+            (None, operator_contract::ManifestKind::Resource) => {
+                ResourceStatus::Pending.to_string()
+            }
             (None, _) => ResourceStatus::Active.to_string(),
         }
     }

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use operator_shared::manifest::{Component, Port};
-use operator_shared::nats_auth::AccountSigner;
-use operator_shared::subject::TypeSubjects;
+use operator_contract::manifest::{Component, Port};
+use operator_contract::subject::TypeSubjects;
+use operator_nats_auth::AccountSigner;
 use serde::Serialize;
 
 /// The operator's name, as a component reads it.
@@ -200,7 +200,7 @@ fn wiring_env<'a>(subjects: impl Iterator<Item = &'a TypeSubjects>) -> BTreeMap<
 #[cfg(test)]
 pub(super) mod fixtures {
     use super::*;
-    use operator_shared::Manifest;
+    use operator_contract::Manifest;
 
     const SEED_OPERATOR: &str = include_str!("../../../deploy/examples/adf-operator.yaml");
 
