@@ -4,6 +4,7 @@
 use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
+use operator_contract::api::{ApplyAnswer, ErrorBody};
 use operator_contract::manifest::MAX_MANIFEST_BYTES;
 use operator_contract::{EntityKey, Manifest, ManifestKind};
 use serde::Deserialize;
@@ -45,10 +46,10 @@ impl ResponseError for ControlError {
             }
             _ => {}
         }
-        response.json(json!({
-            "error": self.to_string(),
-            "details": self.details(),
-        }))
+        response.json(ErrorBody {
+            error: self.to_string(),
+            details: self.details().to_vec(),
+        })
     }
 }
 
@@ -147,7 +148,7 @@ async fn apply(
             }
         }
     }
-    HttpResponse::Ok().json(json!({ "applied": applied }))
+    HttpResponse::Ok().json(ApplyAnswer { applied })
 }
 
 async fn apply_one(

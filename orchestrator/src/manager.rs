@@ -236,7 +236,7 @@ impl OperatorManager {
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, _ctx| {
             let (plan, stored, outcome) = result?;
-            let applied = Applied::of(&stored.record, outcome);
+            let applied = stored.record.applied(outcome);
             let name = stored.key.clone();
             match act.operators.get_mut(&name) {
                 Some(entry) => {
@@ -288,7 +288,7 @@ impl OperatorManager {
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, _ctx| {
             let (stored, outcome) = result?;
-            let applied = Applied::of(&stored.record, outcome);
+            let applied = stored.record.applied(outcome);
             let (workspace, name) = (
                 stored.record.workspace.clone().unwrap_or_default(),
                 stored.record.manifest.name.clone(),
@@ -636,7 +636,7 @@ impl Handler<DeleteSecret> for OperatorManager {
         AtomicResponse::new(Box::pin(delete.into_actor(self).map(|result, act, _| {
             let stored = result?;
             act.secrets.remove(&stored.key);
-            Ok(Applied::of(&stored.record, Outcome::Deleted))
+            Ok(stored.record.applied(Outcome::Deleted))
         })))
     }
 }
@@ -679,7 +679,7 @@ impl Handler<DeleteOperator> for OperatorManager {
             let stored = result?;
             act.operators.remove(&stored.key);
             info!(operator = %stored.key, "operator deleted");
-            Ok(Applied::of(&stored.record, Outcome::Deleted))
+            Ok(stored.record.applied(Outcome::Deleted))
         })))
     }
 }

@@ -5,10 +5,10 @@ use std::fmt;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use operator_contract::api::{Applied, ApplyAnswer, ErrorBody};
 use operator_contract::ManifestKind;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -38,14 +38,6 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
-
-/// The body of every error answer: `{"error": "...", "details": ["...", ...]}`.
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    error: String,
-    #[serde(default)]
-    details: Vec<String>,
-}
 
 impl ApiError {
     /// Reads the server's reason from an error answer, or says what came back instead.
@@ -80,28 +72,6 @@ enum Sent {
     Answer(StatusCode, String),
     /// 429: try again after this long.
     Busy(Duration),
-}
-
-/// One entry of an apply answer.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Applied {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub name: String,
-    pub version: String,
-    pub workspace: Option<String>,
-    pub outcome: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct ApplyAnswer {
-    applied: Vec<Applied>,
-}
-
-/// The answer to a delete.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Deleted {
-    pub outcome: String,
 }
 
 /// A client of one orchestrator.
@@ -191,7 +161,7 @@ impl OrchestratorClient {
         kind: ManifestKind,
         workspace: Option<&str>,
         name: &str,
-    ) -> Result<Deleted> {
+    ) -> Result<Applied> {
         let url = self.url(&entity_path(kind, workspace, name));
         self.send(self.http.request(Method::DELETE, url)).await
     }

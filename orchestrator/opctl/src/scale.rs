@@ -26,7 +26,7 @@ pub async fn run(scale: Scale, client: &OrchestratorClient, console: &Console) -
         .await?;
     let outcome = applied
         .first()
-        .map(|a| a.outcome.clone())
+        .map(|a| a.outcome.to_string())
         .unwrap_or_default();
     console.info(&format!(
         "⚖ scaling {}/{component} from {before} to {} replicas...{outcome}",

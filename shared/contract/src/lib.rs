@@ -3,6 +3,7 @@
 //!
 //! This crate does no network I/O and knows nothing of actors.
 
+pub mod api;
 pub mod election;
 pub mod entity;
 pub mod envelope;
