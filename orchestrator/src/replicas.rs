@@ -15,10 +15,11 @@ use operator_contract::Manifest;
 use serde_json::{json, Map, Value};
 use tracing::debug;
 
-/// The component variables the election settings are read from.
-const CLUSTER_ENV: &str = "ELECTION_CLUSTER_NAME";
-const SIZE_ENV: &str = "ELECTION_CLUSTER_SIZE";
-const OPERATOR_NAME_ENV: &str = "OPERATOR_NAME";
+// The component variables the election settings are read from.
+use operator_contract::env::{
+    ELECTION_CLUSTER_NAME_ENV as CLUSTER_ENV, ELECTION_CLUSTER_SIZE_ENV as SIZE_ENV,
+    OPERATOR_NAME_ENV,
+};
 
 /// The lease as read, with the time the server stored its last write.
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod election;
 pub mod entity;
+pub mod env;
 pub mod envelope;
 pub mod manifest;
 pub mod names;

@@ -19,6 +19,10 @@ use sha2::{Digest, Sha512_256};
 use thiserror::Error;
 
 use operator_contract::election::{election_bucket, lease_key, replica_key_prefix};
+use operator_contract::env::{
+    ELECTION_CLUSTER_NAME_ENV, MESSAGE_STREAM_ENV, QUERY_REPLY_SUBJECT_ENV, QUERY_SUBJECT_ENV,
+    STATE_STORE_BUCKET_ENV,
+};
 use operator_contract::subject::{
     default_command_stream, default_entity_bucket, default_query_wildcard, default_reply_subject,
     TypeSubjects,
@@ -117,26 +121,23 @@ impl ComponentAccess {
             command_streams: BTreeSet::new(),
             query_subjects: BTreeSet::new(),
             reply_subjects: BTreeSet::new(),
-            entity_bucket: set("OPERATOR_STATE_STORE_BUCKET")
+            entity_bucket: set(STATE_STORE_BUCKET_ENV)
                 .unwrap_or_else(|| default_entity_bucket(operator)),
-            election_cluster: set("ELECTION_CLUSTER_NAME"),
+            election_cluster: set(ELECTION_CLUSTER_NAME_ENV),
         };
         for t in types {
             access.command_streams.insert(t.command_stream.clone());
             access.query_subjects.insert(t.query_subject.clone());
             access.reply_subjects.insert(t.reply_subject.clone());
         }
-        access.command_streams.insert(
-            set("ENTITY_OF_INTEREST_MESSAGE_STREAM")
-                .unwrap_or_else(|| default_command_stream(operator)),
-        );
-        access.query_subjects.insert(
-            set("ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT")
-                .unwrap_or_else(|| default_query_wildcard(operator)),
-        );
+        access
+            .command_streams
+            .insert(set(MESSAGE_STREAM_ENV).unwrap_or_else(|| default_command_stream(operator)));
+        access
+            .query_subjects
+            .insert(set(QUERY_SUBJECT_ENV).unwrap_or_else(|| default_query_wildcard(operator)));
         access.reply_subjects.insert(
-            set("ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT")
-                .unwrap_or_else(|| default_reply_subject(operator)),
+            set(QUERY_REPLY_SUBJECT_ENV).unwrap_or_else(|| default_reply_subject(operator)),
         );
         access
     }

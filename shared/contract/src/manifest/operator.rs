@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::scalar::scalar_map;
 use crate::names::{is_env_var_name, validate_image_reference, validate_name, MAX_PORT_NAME_LEN};
 use crate::schema::SpecSchema;
-use crate::subject;
+use crate::{env, subject};
 
 /// The Operator-specific section of a manifest of type `operator`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,14 +165,14 @@ fn check_nats_variable(key: &str, value: &str) -> Result<(), String> {
         return Ok(());
     }
     match key {
-        "ENTITY_OF_INTEREST_MESSAGE_STREAM"
-        | "ENTITY_OF_INTEREST_MESSAGE_QUEUE"
-        | "OPERATOR_STATE_STORE_BUCKET" => subject::validate_stream_name(value),
-        "ELECTION_CLUSTER_NAME" => {
+        env::MESSAGE_STREAM_ENV | env::MESSAGE_QUEUE_ENV | env::STATE_STORE_BUCKET_ENV => {
+            subject::validate_stream_name(value)
+        }
+        env::ELECTION_CLUSTER_NAME_ENV => {
             subject::validate_stream_name(&crate::election::election_bucket(value))
         }
-        "ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT" => subject::validate_subscription(value),
-        "ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT" => subject::validate_subject(value),
+        env::QUERY_SUBJECT_ENV => subject::validate_subscription(value),
+        env::QUERY_REPLY_SUBJECT_ENV => subject::validate_subject(value),
         _ => Ok(()),
     }
     .map_err(|e| e.to_string())
