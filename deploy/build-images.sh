@@ -79,7 +79,7 @@ fi
 
 if [ "${SKIP_CARGO_BUILD:-}" != 1 ]; then
   say "building the release binaries"
-  cargo build --release --bins -p operator-orchestrator -p operator-component
+  cargo build --release --bins -p operator-orchestrator -p opctl -p adf-operator -p adf-standin -p demo-operator
 fi
 
 rm -rf "$CONTEXT"

@@ -49,7 +49,7 @@ start_bg() { # name command...
 if [ "${1:-}" = "stop" ]; then stop; exit 0; fi
 
 echo "building (release)…"
-cargo build --release --bins -p operator-orchestrator -p operator-component
+cargo build --release --bins -p operator-orchestrator -p opctl -p adf-operator -p adf-standin -p demo-operator
 
 if [ -z "${NATS_URL:-}" ]; then
   NATS_SERVER=$(bash deploy/ensure-nats-server.sh)

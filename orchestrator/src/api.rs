@@ -4,8 +4,9 @@
 use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
-use operator_shared::manifest::MAX_MANIFEST_BYTES;
-use operator_shared::{EntityKey, Manifest, ManifestKind};
+use operator_contract::api::{ApplyAnswer, ErrorBody};
+use operator_contract::manifest::MAX_MANIFEST_BYTES;
+use operator_contract::{EntityKey, Manifest, ManifestKind};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -45,10 +46,10 @@ impl ResponseError for ControlError {
             }
             _ => {}
         }
-        response.json(json!({
-            "error": self.to_string(),
-            "details": self.details(),
-        }))
+        response.json(ErrorBody {
+            error: self.to_string(),
+            details: self.details().to_vec(),
+        })
     }
 }
 
@@ -147,7 +148,7 @@ async fn apply(
             }
         }
     }
-    HttpResponse::Ok().json(json!({ "applied": applied }))
+    HttpResponse::Ok().json(ApplyAnswer { applied })
 }
 
 async fn apply_one(
@@ -158,7 +159,7 @@ async fn apply_one(
 ) -> Result<Applied, ControlError> {
     let workspace = manifest.effective_workspace(workspace.as_deref());
     if let Some(ws) = &workspace {
-        operator_shared::names::validate_name("workspace", ws)?;
+        operator_contract::names::validate_name("workspace", ws)?;
     }
     match (&manifest.kind, &workspace) {
         (ManifestKind::Operator, _) => caller.require_admin("applying an operator")?,
@@ -368,7 +369,7 @@ async fn render_operator(
     caller.require_admin("rendering an operator")?;
     let namespace = q.into_inner().namespace;
     if let Some(ns) = &namespace {
-        operator_shared::names::validate_name("namespace", ns)?;
+        operator_contract::names::validate_name("namespace", ns)?;
     }
     let yaml = manager
         .send(RenderOperator {
@@ -443,10 +444,10 @@ async fn put_user(
 ) -> Result<HttpResponse, ControlError> {
     caller.require_admin("managing users")?;
     let name = path.into_inner();
-    operator_shared::names::validate_name("user name", &name)?;
+    operator_contract::names::validate_name("user name", &name)?;
     let request = request.into_inner();
     for ws in request.roles.keys() {
-        operator_shared::names::validate_name("roles: workspace", ws)?;
+        operator_contract::names::validate_name("roles: workspace", ws)?;
     }
     let key = crate::auth::new_key();
     let created_at = users

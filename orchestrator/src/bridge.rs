@@ -10,11 +10,11 @@ use actix::prelude::*;
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use async_nats::HeaderMap;
 use futures::StreamExt;
-use operator_shared::envelope::MSG_ID_HEADER;
-use operator_shared::nats_cluster::apply_replication;
-use operator_shared::subject::{self, TypeSubjects};
-use operator_shared::telemetry::{extract_nats, inject_nats};
-use operator_shared::{Envelope, EnvelopeKind, Operation};
+use operator_contract::envelope::MSG_ID_HEADER;
+use operator_contract::subject::{self, TypeSubjects};
+use operator_contract::{Envelope, EnvelopeKind, Operation};
+use operator_nats_cluster::apply_replication;
+use operator_telemetry::{extract_nats, inject_nats};
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use crate::error::ControlError;

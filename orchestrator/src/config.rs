@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use operator_shared::nats_cluster::JETSTREAM_REPLICAS_ENV;
-use operator_shared::telemetry::LOG_LEVEL_ENV;
+use operator_nats_cluster::JETSTREAM_REPLICAS_ENV;
+use operator_telemetry::LOG_LEVEL_ENV;
 
 use crate::supervisor::ComponentRuntime;
 
@@ -172,7 +172,7 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("'{text}' is not KEY=VALUE"))?;
-    if !operator_shared::names::is_env_var_name(key) {
+    if !operator_contract::names::is_env_var_name(key) {
         return Err(format!(
             "'{key}': variable names are letters, digits and '_', not starting with a digit"
         ));

@@ -7,8 +7,8 @@ mod state;
 use std::time::Duration;
 
 use actix::prelude::*;
-use operator_shared::subject::TypeSubjects;
-use operator_shared::{EntityKey, EntityStatus, Envelope, EnvelopeKind, Manifest, Operation};
+use operator_contract::subject::TypeSubjects;
+use operator_contract::{EntityKey, EntityStatus, Envelope, EnvelopeKind, Manifest, Operation};
 use tracing::{debug, info, info_span, warn, Span};
 
 use crate::bridge::{NatsBridge, PublishCommand, SendQuery, StatusReported};
@@ -284,7 +284,7 @@ impl Handler<ApplySpec> for ResourceEntity {
         AtomicResponse::new(Box::pin(write.into_actor(self).map(
             move |result: Result<Option<(Record, u64)>, StoreError>, act, ctx| match result {
                 Ok(Some(stored)) => {
-                    let applied = Applied::of(&stored.0, outcome);
+                    let applied = stored.0.applied(outcome);
                     let new_command = stored.0.last_command.as_ref().map(|c| c.id);
                     act.stored = Some(stored);
                     act.refresh_gauges();
@@ -296,7 +296,7 @@ impl Handler<ApplySpec> for ResourceEntity {
                 }
                 Ok(None) => act
                     .record()
-                    .map(|r| Applied::of(r, Outcome::Unchanged))
+                    .map(|r| r.applied(Outcome::Unchanged))
                     .ok_or_else(|| ControlError::Internal("unchanged resource has no record".into())),
                 Err(e) => {
                     let error = match e {
@@ -330,10 +330,9 @@ impl Handler<RequestDelete> for ResourceEntity {
             )))));
         };
         let Some(record) = state::plan_delete(&current, &self.key) else {
-            return AtomicResponse::new(Box::pin(fut::ready(Ok(Applied::of(
-                &current,
-                Outcome::Deleting,
-            )))));
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(
+                current.applied(Outcome::Deleting)
+            ))));
         };
         let (store, kv_key) = (self.store.clone(), self.kv_key.clone());
         let write = async move {
@@ -344,7 +343,7 @@ impl Handler<RequestDelete> for ResourceEntity {
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, ctx| {
             let stored = result?;
-            let applied = Applied::of(&stored.0, Outcome::Deleting);
+            let applied = stored.0.applied(Outcome::Deleting);
             act.stored = Some(stored);
             act.refresh_gauges();
             info!(parent: &span, entity.key = %act.key, generation = applied.generation, "resource deleting");

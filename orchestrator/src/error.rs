@@ -70,8 +70,8 @@ impl From<crate::store::StoreError> for ControlError {
 }
 
 /// A name that cannot be a subject token, a key or a container name: invalid input.
-impl From<operator_shared::names::NameError> for ControlError {
-    fn from(e: operator_shared::names::NameError) -> Self {
+impl From<operator_contract::names::NameError> for ControlError {
+    fn from(e: operator_contract::names::NameError) -> Self {
         Self::invalid(e.to_string())
     }
 }

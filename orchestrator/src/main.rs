@@ -11,38 +11,21 @@
 //!                               kubernetes or external), restarts them, scales them
 //! ```
 
-mod admission;
-mod api;
-mod auth;
-mod bridge;
-mod config;
-mod entity;
-mod error;
-mod manager;
-mod metrics;
-mod nats_auth;
-mod records;
-mod replicas;
-mod runtime;
-mod secret_keys;
-mod store;
-mod stream_view;
-mod supervisor;
-
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use operator_shared::nats_cluster::{
+use operator_nats_cluster::{
     parse_server_list, replicas_for, COMPONENT_JETSTREAM_REPLICAS_ENV, JETSTREAM_REPLICAS_ENV,
 };
 use tracing::{info, warn};
 
-use crate::config::Config;
-use crate::manager::OperatorManager;
-use crate::store::Store;
-use crate::supervisor::SupervisorSetup;
+use operator_orchestrator::config::Config;
+use operator_orchestrator::manager::OperatorManager;
+use operator_orchestrator::store::Store;
+use operator_orchestrator::supervisor::SupervisorSetup;
+use operator_orchestrator::{admission, api, auth, manager, metrics, secret_keys};
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
@@ -55,9 +38,9 @@ fn main() -> anyhow::Result<()> {
     });
     system.block_on(async move {
         // Inside the runtime: the gRPC span exporter needs it.
-        let telemetry = operator_shared::telemetry::init("orchestrator", &config.log_level)
+        let telemetry = operator_telemetry::init("orchestrator", &config.log_level)
             .context("cannot set up telemetry")?;
-        operator_shared::telemetry::metrics_handle();
+        operator_telemetry::metrics_handle();
         // Shown as 0 from the first scrape, not only after the first reconnect.
         ::metrics::counter!(metrics::NATS_RECONNECTS).increment(0);
         let result = run(config).await;
@@ -146,7 +129,7 @@ async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
             .connect_options()
             .await?
             .name("orchestrator");
-        let options = operator_shared::telemetry::observe_connection(options, || {
+        let options = operator_telemetry::observe_connection(options, || {
             ::metrics::counter!(metrics::NATS_RECONNECTS).increment(1)
         });
         match options.connect(servers.as_slice()).await {
@@ -162,7 +145,7 @@ async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
         }
     };
     let version = client.server_info().version;
-    if let Err(reason) = operator_shared::version::check_nats_server_version(&version) {
+    if let Err(reason) = operator_contract::version::check_nats_server_version(&version) {
         bail!("{reason}");
     }
     info!(nats_url = %config.nats_url, server_version = %version, "connected to NATS");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use async_nats::jetstream;
 use futures::future::join_all;
-use operator_shared::{EntityKey, Manifest, ManifestKind};
+use operator_contract::{EntityKey, Manifest, ManifestKind};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -244,7 +244,7 @@ impl OperatorManager {
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, _ctx| {
             let (plan, stored, outcome) = result?;
-            let applied = Applied::of(&stored.record, outcome);
+            let applied = stored.record.applied(outcome);
             let name = stored.key.clone();
             match act.operators.get_mut(&name) {
                 Some(entry) => {
@@ -296,7 +296,7 @@ impl OperatorManager {
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, _ctx| {
             let (stored, outcome) = result?;
-            let applied = Applied::of(&stored.record, outcome);
+            let applied = stored.record.applied(outcome);
             let (workspace, name) = (
                 stored.record.workspace.clone().unwrap_or_default(),
                 stored.record.manifest.name.clone(),
@@ -543,7 +543,7 @@ fn entity_bucket(manifest: &Manifest) -> String {
                 .get("OPERATOR_STATE_STORE_BUCKET")
                 .cloned()
         })
-        .unwrap_or_else(|| operator_shared::subject::default_entity_bucket(&manifest.name))
+        .unwrap_or_else(|| operator_contract::subject::default_entity_bucket(&manifest.name))
 }
 
 fn wiring(plan: &OperatorPlan) -> serde_json::Value {
@@ -670,7 +670,7 @@ impl Handler<DeleteSecret> for OperatorManager {
         AtomicResponse::new(Box::pin(delete.into_actor(self).map(|result, act, _| {
             let stored = result?;
             act.secrets.remove(&stored.key);
-            Ok(Applied::of(&stored.record, Outcome::Deleted))
+            Ok(stored.record.applied(Outcome::Deleted))
         })))
     }
 }
@@ -713,7 +713,7 @@ impl Handler<DeleteOperator> for OperatorManager {
             let stored = result?;
             act.operators.remove(&stored.key);
             info!(operator = %stored.key, "operator deleted");
-            Ok(Applied::of(&stored.record, Outcome::Deleted))
+            Ok(stored.record.applied(Outcome::Deleted))
         })))
     }
 }

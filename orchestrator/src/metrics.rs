@@ -31,7 +31,7 @@ pub const NATS_RECONNECTS: &str = "orchestrator_nats_reconnects_total";
 pub async fn scrape() -> impl Responder {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(operator_shared::telemetry::render_metrics())
+        .body(operator_telemetry::render_metrics())
 }
 
 /// Middleware: one server span per request (a child of the caller's `traceparent`, when it
@@ -61,7 +61,7 @@ pub async fn observe_request(
         )
     };
     let headers = request.headers();
-    operator_shared::telemetry::set_remote_parent(&span, |name| {
+    operator_telemetry::set_remote_parent(&span, |name| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())

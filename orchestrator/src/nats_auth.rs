@@ -1,6 +1,6 @@
 //! NATS isolation on the orchestrator's side: its own credentials, and the credentials it mints
 //! for every component it starts (with `ORCHESTRATOR_NATS_ACCOUNT_SEED_FILE`), each allowed
-//! only its operator's subjects, streams and buckets (`operator_shared::nats_auth`). They reach
+//! only its operator's subjects, streams and buckets (`operator_nats_auth`). They reach
 //! the replicas as a secret (`NATS_CREDS`), so every runtime carries them as it carries the
 //! operator's own secrets: a process's or container's environment, a Kubernetes Secret.
 
@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use operator_shared::nats_auth::{
+use operator_contract::subject::TypeSubjects;
+use operator_nats_auth::{
     AccountSigner, ComponentAccess, NatsCredentials, ACCOUNT_SEED_FILE_ENV, NATS_CREDS_ENV,
     NATS_CREDS_FILE_ENV,
 };
-use operator_shared::subject::TypeSubjects;
 use tracing::{error, info};
 
 use crate::supervisor::{ComponentSpec, ResolvedSecret};
@@ -108,8 +108,8 @@ pub fn component_credentials(
 
 #[cfg(test)]
 mod tests {
-    use operator_shared::nats_auth::{creds_jwt, jwt_claims, NatsSetup};
-    use operator_shared::Manifest;
+    use operator_contract::Manifest;
+    use operator_nats_auth::{creds_jwt, jwt_claims, NatsSetup};
 
     use super::*;
     use crate::supervisor::ComponentDefaults;

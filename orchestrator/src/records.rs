@@ -2,7 +2,8 @@
 //! API returns.
 
 use chrono::{DateTime, Utc};
-use operator_shared::{EntityStatus, Envelope, Manifest, ResourceStatus};
+pub use operator_contract::api::{Applied, Outcome, RecordView};
+use operator_contract::{EntityStatus, Envelope, Manifest, ResourceStatus};
 use serde::{Deserialize, Serialize};
 
 /// A stored manifest of any type, with its generation and, for resources, its status.
@@ -52,7 +53,9 @@ impl Record {
         }
         match (&self.status, self.manifest.kind) {
             (Some(status), _) => status.status.to_string(),
-            (None, operator_shared::ManifestKind::Resource) => ResourceStatus::Pending.to_string(),
+            (None, operator_contract::ManifestKind::Resource) => {
+                ResourceStatus::Pending.to_string()
+            }
             (None, _) => ResourceStatus::Active.to_string(),
         }
     }
@@ -84,63 +87,15 @@ impl Record {
             details_error: None,
         }
     }
-}
 
-/// One row of `opctl get`, with the whole record for `-d` and `-o json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RecordView {
-    pub name: String,
-    pub version: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub workspace: Option<String>,
-    pub owner: Option<String>,
-    pub status: String,
-    pub runtime: Option<String>,
-    pub generation: u64,
-    pub updated_at: DateTime<Utc>,
-    pub message: Option<String>,
-    pub manifest: Manifest,
-    pub entity_status: Option<EntityStatus>,
-    /// Live details from the component (`?details=true`).
-    pub details: Option<serde_json::Value>,
-    pub details_error: Option<String>,
-}
-
-/// What applying one document did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Created,
-    Updated,
-    Unchanged,
-    Deleting,
-    Deleted,
-}
-
-/// The answer to applying or deleting one document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Applied {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub name: String,
-    pub version: String,
-    pub workspace: Option<String>,
-    pub generation: u64,
-    pub outcome: Outcome,
-}
-
-impl Applied {
-    /// The answer for `record` with `outcome`.
-    pub fn of(record: &Record, outcome: Outcome) -> Self {
-        Self {
-            kind: record.manifest.kind.to_string(),
-            name: record.manifest.name.clone(),
-            version: record.manifest.version.clone(),
-            workspace: record.workspace.clone(),
-            generation: record.generation,
+    /// The answer for this record with `outcome`.
+    pub fn applied(&self, outcome: Outcome) -> Applied {
+        Applied {
+            kind: self.manifest.kind.to_string(),
+            name: self.manifest.name.clone(),
+            version: self.manifest.version.clone(),
+            workspace: self.workspace.clone(),
+            generation: self.generation,
             outcome,
         }
     }

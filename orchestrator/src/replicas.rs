@@ -1,6 +1,6 @@
 //! Replica health of an operator's components, for `opctl get -t operator -n NAME -d`: for
 //! each component with `ELECTION_CLUSTER_NAME`, the lease and the heartbeats its replicas keep
-//! in the bucket `election-<cluster>` (see `operator_shared::election`), as the `election`
+//! in the bucket `election-<cluster>` (see `operator_contract::election`), as the `election`
 //! details: who leads, in which term and since when, and each replica with its last heartbeat.
 //! A replica whose heartbeat is older than its lease TTL is `unresponsive`; fewer live replicas
 //! than `ELECTION_CLUSTER_SIZE` gives a warning.
@@ -8,17 +8,18 @@
 use async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use operator_shared::election::{
+use operator_contract::election::{
     election_bucket, lease_key, replica_key_prefix, LeaseRecord, ReplicaHeartbeat, ReplicaRole,
 };
-use operator_shared::Manifest;
+use operator_contract::Manifest;
 use serde_json::{json, Map, Value};
 use tracing::debug;
 
-/// The component variables the election settings are read from.
-const CLUSTER_ENV: &str = "ELECTION_CLUSTER_NAME";
-const SIZE_ENV: &str = "ELECTION_CLUSTER_SIZE";
-const OPERATOR_NAME_ENV: &str = "OPERATOR_NAME";
+// The component variables the election settings are read from.
+use operator_contract::env::{
+    ELECTION_CLUSTER_NAME_ENV as CLUSTER_ENV, ELECTION_CLUSTER_SIZE_ENV as SIZE_ENV,
+    OPERATOR_NAME_ENV,
+};
 
 /// The lease as read, with the time the server stored its last write.
 #[derive(Debug, Clone)]

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures::future::join_all;
-use operator_shared::schema::SpecSchema;
-use operator_shared::subject::TypeSubjects;
-use operator_shared::{EntityKey, Manifest};
+use operator_contract::schema::SpecSchema;
+use operator_contract::subject::TypeSubjects;
+use operator_contract::{EntityKey, Manifest};
 use tracing::{debug, info};
 
 use crate::bridge::{NatsBridge, RemoveStreams, StatusReported, StreamPlan};

@@ -64,7 +64,7 @@ impl fmt::Debug for SecretKeysConfig {
                 &self
                     .keys
                     .as_ref()
-                    .map(|_| operator_shared::manifest::REDACTED),
+                    .map(|_| operator_contract::manifest::REDACTED),
             )
             .finish()
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
-use operator_shared::nats_cluster::ensure_replication;
+use operator_nats_cluster::ensure_replication;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{info, warn};
@@ -250,7 +250,7 @@ impl Store {
 }
 
 /// Opens (or creates) a bucket with at least `replicas`, reading through the stream leader once
-/// replicated (see `operator_shared::nats_cluster`).
+/// replicated (see `operator_nats_cluster`).
 pub(crate) async fn open_bucket(
     js: &jetstream::Context,
     bucket: &'static str,

@@ -15,7 +15,7 @@ pub async fn stream_details(
     entity_bucket: &str,
 ) -> Value {
     let mut names: Vec<String> = plan.command_streams.keys().cloned().collect();
-    names.push(operator_shared::subject::event_stream(&plan.operator));
+    names.push(operator_contract::subject::event_stream(&plan.operator));
     names.push(format!("KV_{entity_bucket}"));
     let mut out = Vec::with_capacity(names.len());
     for name in names {

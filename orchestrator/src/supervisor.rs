@@ -138,7 +138,7 @@ impl SupervisorSetup {
     /// With a signer, every component started gets its own NATS user (NATS isolation).
     pub fn with_nats_signer(
         mut self,
-        signer: Option<std::sync::Arc<operator_shared::nats_auth::AccountSigner>>,
+        signer: Option<std::sync::Arc<operator_nats_auth::AccountSigner>>,
     ) -> Self {
         self.defaults.nats_signer = signer;
         self
@@ -622,7 +622,7 @@ impl Handler<RenderKubernetes> for ComponentSupervisor {
 /// components it starts so that their spans join the same traces in the same place.
 /// `ORCHESTRATOR_COMPONENT_ENV` and the manifest's `environmentVars` override them.
 fn forwarded_telemetry_env() -> Vec<(String, String)> {
-    operator_shared::telemetry::FORWARDED_OTEL_ENV
+    operator_telemetry::FORWARDED_OTEL_ENV
         .iter()
         .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
         .collect()

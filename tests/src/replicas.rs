@@ -78,7 +78,7 @@ impl ReplicaSet {
                 ("ELECTION_REPLICA_ID", &id),
                 ("ELECTION_LEASE_TTL_MS", &ttl_ms),
                 ("ELECTION_RENEW_INTERVAL_MS", &renew_ms),
-                ("LOG_LEVEL", "info,operator_component=debug"),
+                ("LOG_LEVEL", "info,operator_sdk=debug"),
                 ("LOG_FORMAT", "json"),
             ];
             all.extend_from_slice(env);

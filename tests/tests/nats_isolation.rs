@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use async_nats::jetstream;
 use futures::StreamExt;
-use operator_shared::nats_auth::{component_inbox_prefix, AccountSigner, ComponentAccess};
-use operator_shared::subject::TypeSubjects;
+use operator_contract::subject::TypeSubjects;
+use operator_nats_auth::{component_inbox_prefix, AccountSigner, ComponentAccess};
 use operator_tests::*;
 use tokio::sync::mpsc;
 

@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use operator_shared::nats_auth::{
-    AccountSigner, ComponentAccess, NatsSetup, ACCOUNT_SEED_FILE_ENV,
-};
+use operator_nats_auth::{AccountSigner, ComponentAccess, NatsSetup, ACCOUNT_SEED_FILE_ENV};
 
 /// The file names `init` writes in its directory.
 const SERVER_CONFIG_FILE: &str = "nats-auth.conf";

@@ -2,7 +2,7 @@
 //! to its record, and the command it leads to. No actors, no I/O.
 
 use chrono::Utc;
-use operator_shared::{
+use operator_contract::{
     EntityKey, EntityStatus, Envelope, EnvelopeKind, Manifest, Operation, ResourceStatus,
 };
 

@@ -5,8 +5,8 @@
 
 use actix::prelude::*;
 use futures::future::join_all;
-use operator_shared::subject::TypeSubjects;
-use operator_shared::Manifest;
+use operator_contract::subject::TypeSubjects;
+use operator_contract::Manifest;
 use tracing::{info, warn};
 
 use super::{OperatorEntry, OperatorManager};

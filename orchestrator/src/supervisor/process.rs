@@ -235,7 +235,7 @@ fn is_executable(path: &Path) -> bool {
 /// Replicas run as processes share the host's ports: replica `i` serves its metrics on
 /// `METRIC_PORT + i` (containers and pods each have their own network and keep the port).
 fn offset_metric_port(env: &mut std::collections::BTreeMap<String, String>, index: u32) {
-    if let Some(port) = env.get_mut("METRIC_PORT") {
+    if let Some(port) = env.get_mut(operator_contract::env::METRIC_PORT_ENV) {
         if let Ok(base) = port.trim().parse::<u32>() {
             *port = (base + index).to_string();
         }

@@ -6,24 +6,17 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use operator_shared::manifest::{Component, Port};
-use operator_shared::nats_auth::AccountSigner;
-use operator_shared::subject::TypeSubjects;
+use operator_contract::manifest::{Component, Port};
+use operator_contract::subject::TypeSubjects;
+use operator_nats_auth::AccountSigner;
 use serde::Serialize;
 
-/// The operator's name, as a component reads it.
-pub const OPERATOR_NAME_ENV: &str = "OPERATOR_NAME";
-/// The NATS server, as a component reads it.
-pub const NATS_URL_ENV: &str = "NATS_URL";
-/// The command stream a component consumes.
-pub const MESSAGE_STREAM_ENV: &str = "ENTITY_OF_INTEREST_MESSAGE_STREAM";
-/// The subject a component answers queries on.
-pub const QUERY_SUBJECT_ENV: &str = "ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT";
-/// The subject a component publishes status events on.
-pub const QUERY_REPLY_SUBJECT_ENV: &str = "ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT";
 /// The name a replica goes by in its operator's leader election: the supervisor names each
 /// replica (its container's name, say) so that the lease's holder says which one leads.
-pub const REPLICA_ID_ENV: &str = "ELECTION_REPLICA_ID";
+pub use operator_contract::env::ELECTION_REPLICA_ID_ENV as REPLICA_ID_ENV;
+pub use operator_contract::env::{
+    MESSAGE_STREAM_ENV, NATS_URL_ENV, OPERATOR_NAME_ENV, QUERY_REPLY_SUBJECT_ENV, QUERY_SUBJECT_ENV,
+};
 /// Asks a program not to colour its output (no-color.org): replicas' output is kept as text.
 pub const NO_COLOR_ENV: &str = "NO_COLOR";
 
@@ -200,7 +193,7 @@ fn wiring_env<'a>(subjects: impl Iterator<Item = &'a TypeSubjects>) -> BTreeMap<
 #[cfg(test)]
 pub(super) mod fixtures {
     use super::*;
-    use operator_shared::Manifest;
+    use operator_contract::Manifest;
 
     const SEED_OPERATOR: &str = include_str!("../../../deploy/examples/adf-operator.yaml");
 

@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
         args.replicas,
         ttl,
         renew,
-        &[("LOG_LEVEL", "warn,operator_component=debug")],
+        &[("LOG_LEVEL", "warn,operator_sdk=debug")],
     )
     .await?;
     set.wait_for_leader(None, WAIT).await?;

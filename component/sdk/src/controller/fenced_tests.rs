@@ -1,0 +1,143 @@
+//! The controller over the `jetstream_kv` store on a real nats-server, fenced as a leader whose
+//! fence another leader has overwritten: no command may be acknowledged on the strength of a
+//! write JetStream refused.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use operator_contract::Operation;
+use tokio::sync::oneshot;
+
+use super::messages::ApplyCommand;
+use super::tests::{command, start_with_store, Probe, Step, TEST_OPERATOR};
+use super::ControllerActor;
+use crate::election::{Fence, FenceState};
+use crate::handler::CommandOutcome;
+use crate::prelude::*;
+use crate::store::{write_fence, EntityStore, KvStore, WriteFence};
+
+/// A nats-server with JetStream on a port it chose itself, read back from its ports file.
+struct NatsServer {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+        let child = Command::new(&bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .arg(dir.path())
+            .arg("--ports_file_dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} (install nats-server >= 2.11): {e}"));
+        let ports = dir.path().join(format!("nats-server_{}.ports", child.id()));
+        let url = read_client_url(&ports, Duration::from_secs(10));
+        Self {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+fn read_client_url(ports: &PathBuf, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ports) {
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
+                if let Some(url) = value["nats"][0].as_str() {
+                    return url.to_string();
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ports file {}",
+            ports.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn send(addr: &Addr<ControllerActor>, generation: u64) -> (CommandOutcome, bool) {
+    let (reply, applied) = oneshot::channel();
+    addr.do_send(ApplyCommand {
+        envelope: command(Operation::Create, "after-0", generation),
+        cause: tracing::Span::none(),
+        reply,
+    });
+    let applied = applied.await.expect("answered").expect("handled");
+    let durable = applied.flush.wait().await.is_ok();
+    (applied.outcome, durable)
+}
+
+#[actix::test]
+async fn a_command_redelivered_after_its_write_was_refused_is_not_acknowledged_as_stale() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url.as_str())
+        .await
+        .expect("connected");
+    let js = async_nats::jetstream::new(client);
+
+    // A leader of term 5, its fence written, its copy caught up.
+    let (state, fence) = Fence::channel();
+    state
+        .send(FenceState::Leading {
+            term: 5,
+            valid_until: tokio::time::Instant::now() + Duration::from_secs(300),
+        })
+        .expect("fence published");
+    let (mut store, _events) = KvStore::open(&js, "entities-fenced", 1, fence)
+        .await
+        .expect("store opened");
+    let sequence = write_fence(&store.kv(), 5, "r0")
+        .await
+        .expect("fence written");
+    store.lead(WriteFence { term: 5, sequence });
+
+    // Another leader fences the bucket behind its back.
+    write_fence(&store.kv(), 6, "intruder")
+        .await
+        .expect("newer fence written");
+
+    let probe = Probe::new(Duration::ZERO, |_, _, _| {
+        Step::Report(Action::await_change())
+    });
+    let (addr, _events) = start_with_store(
+        TEST_OPERATOR,
+        EntityStore::JetStreamKv(Box::new(store)),
+        &probe,
+        1,
+        None,
+    );
+    let (outcome, durable) = send(&addr, 1).await;
+    assert_eq!(outcome, CommandOutcome::Applied);
+    assert!(!durable, "the write of a deposed leader was refused");
+
+    // JetStream redelivers the NAKed command at once; the copy still holds the refused write,
+    // so it looks stale, but acknowledging it would lose it for the next leader.
+    let (outcome, durable) = send(&addr, 1).await;
+    assert!(
+        matches!(outcome, CommandOutcome::Stale { .. }),
+        "{outcome:?}"
+    );
+    assert!(
+        !durable,
+        "a stale verdict against a refused write must not be acknowledged"
+    );
+}

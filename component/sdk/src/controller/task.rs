@@ -1,0 +1,176 @@
+//! One reconcile as a spawned task: runs the reconciler, applies the error policy (terminal
+//! errors become status `error`; a finished deletion publishes `deleted`), records its metrics
+//! and says how it ended.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use futures::FutureExt;
+use operator_contract::{EntityStatus, ResourceStatus};
+use tracing::{debug, error, field, info_span, warn, Instrument};
+
+use super::state::Outcome;
+use super::{Controller, OController};
+use crate::election::{Fence, Term};
+use crate::metrics::{ComponentMetrics, ReconcileErrorKind, ReconcileResult};
+use crate::reconciler::{DynReconciler, ReconcileContext, ReconcileError, ReconcileRequest};
+use crate::trace::{failed, TraceContext};
+
+/// Everything one reconcile needs.
+pub(crate) struct ReconcileTask {
+    pub reconciler: Arc<dyn DynReconciler>,
+    pub controller: Controller,
+    pub request: ReconcileRequest,
+    /// Failed reconciles of this entity in a row before this one.
+    pub retries: u32,
+    pub fence: Fence,
+    pub term: Term,
+    /// The trace of the command that caused it; empty for a resync or a resume at start, which
+    /// begin their own trace.
+    pub cause: TraceContext,
+    pub metrics: ComponentMetrics,
+}
+
+/// Runs one reconcile of `task.request.entity` in `task.term` and returns how it ended.
+pub(crate) async fn reconcile(task: ReconcileTask) -> Outcome {
+    let ReconcileTask {
+        reconciler,
+        controller,
+        request,
+        retries,
+        fence,
+        term,
+        cause,
+        metrics,
+    } = task;
+    let entity = &request.entity;
+    let resource_type = entity.resource_type.clone();
+    let span = info_span!(
+        parent: None,
+        "controller.reconcile",
+        otel.name = %format!("reconcile {resource_type}"),
+        otel.status_code = field::Empty,
+        operator = %entity.operator,
+        reconciler = reconciler.id(),
+        entity.type = %entity.resource_type,
+        entity.key = %entity.key,
+        entity.generation = entity.generation,
+        deleting = entity.deleting,
+        retries,
+        term,
+    );
+    cause.adopt(&span);
+    // What the error policy needs once the request has been handed over.
+    let mut report = request.new_status(ResourceStatus::Deleted);
+    let deleting = entity.deleting;
+    let command = entity.last_command;
+    let began = Instant::now();
+    let record_span = span.clone();
+    let errors = metrics.clone();
+    let outcome = async move {
+        let ctx = ReconcileContext::new(controller.clone(), retries, fence, term);
+        let result = AssertUnwindSafe(reconciler.reconcile_boxed(request, ctx))
+            .catch_unwind()
+            .await;
+        let result = match result {
+            Ok(result) => {
+                if let Some(kind) = result.as_ref().err().and_then(error_kind) {
+                    errors.reconcile_failed(&report.resource_type, kind);
+                }
+                result
+            }
+            Err(_) => {
+                error!("reconciler panicked");
+                errors.reconcile_failed(&report.resource_type, ReconcileErrorKind::Panic);
+                Err(ReconcileError::retryable("reconciler panicked"))
+            }
+        };
+        match result {
+            Ok(_) if deleting => match controller.publish_status(&report, command).await {
+                Ok(()) => {
+                    debug!("entity deleted");
+                    Outcome::Deleted {
+                        generation: report.observed_generation,
+                    }
+                }
+                Err(e) if e.is_fenced() => fenced(e.to_string()),
+                Err(e) => {
+                    warn!(error = %e, "deleted status not published; retrying");
+                    Outcome::Failed
+                }
+            },
+            Ok(result) => {
+                debug!(requeue_after = ?result.action.requeue_after(), "entity reconciled");
+                Outcome::Reconciled {
+                    requeue_after: result.action.requeue_after(),
+                }
+            }
+            Err(ReconcileError::Retryable(reason)) => {
+                warn!(error = %reason, "reconcile failed; retrying with backoff");
+                Outcome::Failed
+            }
+            Err(ReconcileError::Fenced(reason)) => fenced(reason),
+            Err(ReconcileError::Terminal(reason)) => {
+                warn!(error = %reason, "reconcile failed for good; waiting for a new spec");
+                report.status = ResourceStatus::Error;
+                report.message = Some(reason);
+                report.updated_at = Utc::now();
+                error_status_reported(&controller, report).await
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    let result = result_of(&outcome);
+    if !matches!(
+        result,
+        ReconcileResult::Ok | ReconcileResult::Requeue | ReconcileResult::Deleted
+    ) {
+        failed(&record_span);
+    }
+    metrics.reconciled(&resource_type, result, began.elapsed());
+    outcome
+}
+
+/// The `kind` of a reconciler's failure, for the errors metric; `None` for a refusal.
+fn error_kind(error: &ReconcileError) -> Option<ReconcileErrorKind> {
+    match error {
+        ReconcileError::Retryable(_) => Some(ReconcileErrorKind::Retryable),
+        ReconcileError::Terminal(_) => Some(ReconcileErrorKind::Terminal),
+        ReconcileError::Fenced(_) => None,
+    }
+}
+
+/// The `result` of a reconcile that ended with `outcome`, for the reconciles metric.
+fn result_of(outcome: &Outcome) -> ReconcileResult {
+    match outcome {
+        Outcome::Reconciled {
+            requeue_after: None,
+        } => ReconcileResult::Ok,
+        Outcome::Reconciled {
+            requeue_after: Some(_),
+        } => ReconcileResult::Requeue,
+        Outcome::Failed => ReconcileResult::Retry,
+        Outcome::Settled => ReconcileResult::Terminal,
+        Outcome::Fenced { .. } => ReconcileResult::Fenced,
+        Outcome::Deleted { .. } => ReconcileResult::Deleted,
+    }
+}
+
+fn fenced(reason: String) -> Outcome {
+    warn!(reason = %reason, "reconcile refused: this replica no longer leads");
+    Outcome::Fenced { reason }
+}
+
+async fn error_status_reported(controller: &Controller, status: EntityStatus) -> Outcome {
+    match controller.update_entity_status(status).await {
+        Ok(()) => Outcome::Settled,
+        Err(e) if e.is_fenced() => fenced(e.to_string()),
+        Err(e) => {
+            warn!(error = %e, "error status not reported; retrying");
+            Outcome::Failed
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! `Reconciler`: what a component writer implements. A reconcile gets the entity and its last
+//! status, drives the platform toward the entity's spec, reports through the controller and
+//! returns an [`Action`]; errors are [`ReconcileError::Retryable`] (retried with backoff),
+//! [`ReconcileError::Terminal`] (status `error`, no retry until the spec changes) or
+//! [`ReconcileError::Fenced`] (this replica no longer leads: it stops, and steps down).
+//!
+//! A reconciler gates every side effect on [`ReconcileContext::fence`], and passes the term it
+//! returns to a platform that can refuse a stale leader (the demo operator sends it as the
+//! `X-Fencing-Term` header).
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use operator_contract::{Entity, EntityStatus, ResourceStatus, RuntimeStatus};
+use thiserror::Error;
+
+use crate::controller::{Controller, ControllerError, OController};
+use crate::election::{Fence, Term};
+
+/// Drives a platform toward the state the entities describe.
+pub trait Reconciler: Send + Sync + 'static {
+    /// A name for logs and traces, e.g. `demo-job`.
+    fn id(&self) -> &str;
+
+    /// Reconciles one entity. The SDK never runs two reconciles of one entity at once.
+    fn reconcile(
+        &self,
+        request: ReconcileRequest,
+        ctx: ReconcileContext,
+    ) -> impl Future<Output = Result<ReconcileResult, ReconcileError>> + Send;
+}
+
+/// What to reconcile: the entity as stored, and the status last reported for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconcileRequest {
+    pub entity: Entity,
+    pub status: Option<EntityStatus>,
+}
+
+impl ReconcileRequest {
+    /// A new status of this entity at its generation, with no runtime, message or details.
+    pub fn new_status(&self, status: ResourceStatus) -> EntityStatus {
+        EntityStatus {
+            key: self.entity.key.clone(),
+            operator: self.entity.operator.clone(),
+            resource_type: self.entity.resource_type.clone(),
+            observed_generation: self.entity.generation,
+            status,
+            runtime: None,
+            message: None,
+            details: serde_json::Map::new(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    /// A new status of this entity at its generation with a runtime status.
+    pub fn new_runtime_status(
+        &self,
+        status: ResourceStatus,
+        runtime: RuntimeStatus,
+    ) -> EntityStatus {
+        EntityStatus {
+            runtime: Some(runtime),
+            ..self.new_status(status)
+        }
+    }
+
+    /// True when `status` says the same as the last reported status (ignoring its time), so
+    /// reporting it again would only repeat it.
+    pub fn status_unchanged(&self, status: &EntityStatus) -> bool {
+        self.status.as_ref().is_some_and(|last| {
+            last.observed_generation == status.observed_generation
+                && last.status == status.status
+                && last.runtime == status.runtime
+                && last.message == status.message
+                && last.details == status.details
+        })
+    }
+}
+
+/// What the controller does after a successful reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action {
+    requeue_after: Option<Duration>,
+}
+
+impl Action {
+    /// Reconcile again after `duration` (e.g. to poll a running job), unless a command comes
+    /// first.
+    pub fn requeue(duration: Duration) -> Self {
+        Self {
+            requeue_after: Some(duration),
+        }
+    }
+
+    /// Nothing more until a new command arrives.
+    pub fn await_change() -> Self {
+        Self {
+            requeue_after: None,
+        }
+    }
+
+    /// The delay before the next reconcile, if one is asked for.
+    pub fn requeue_after(&self) -> Option<Duration> {
+        self.requeue_after
+    }
+}
+
+/// The result of a successful reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileResult {
+    pub action: Action,
+}
+
+impl ReconcileResult {
+    /// Reconcile again after `duration`.
+    pub fn requeue(duration: Duration) -> Self {
+        Action::requeue(duration).into()
+    }
+
+    /// Nothing more until a new command arrives.
+    pub fn await_change() -> Self {
+        Action::await_change().into()
+    }
+}
+
+impl From<Action> for ReconcileResult {
+    fn from(action: Action) -> Self {
+        Self { action }
+    }
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReconcileError {
+    /// A failure that may pass (platform unavailable, timeout): retried with per-entity
+    /// exponential backoff.
+    #[error("{0}")]
+    Retryable(String),
+    /// A failure retries will not fix (invalid spec, request refused): the status becomes
+    /// `error` with this message and the entity waits for a new spec.
+    #[error("{0}")]
+    Terminal(String),
+    /// This replica may no longer act: its lease lapsed, or the store or the platform refused
+    /// its term. The reconcile stops without a status and the replica steps down; the leader
+    /// reconciles the entity.
+    #[error("fenced: {0}")]
+    Fenced(String),
+}
+
+impl ReconcileError {
+    /// A failure worth retrying.
+    pub fn retryable(reason: impl fmt::Display) -> Self {
+        Self::Retryable(reason.to_string())
+    }
+
+    /// A failure not worth retrying.
+    pub fn terminal(reason: impl fmt::Display) -> Self {
+        Self::Terminal(reason.to_string())
+    }
+
+    /// This replica's term was refused (by the platform, say): step down.
+    pub fn fenced(reason: impl fmt::Display) -> Self {
+        Self::Fenced(reason.to_string())
+    }
+
+    /// True for [`ReconcileError::Retryable`].
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable(_))
+    }
+}
+
+impl From<ControllerError> for ReconcileError {
+    fn from(e: ControllerError) -> Self {
+        if e.is_fenced() {
+            Self::Fenced(e.to_string())
+        } else {
+            Self::Retryable(e.to_string())
+        }
+    }
+}
+
+/// What a reconcile can reach besides its request: the controller, how many times in a row
+/// this entity's reconcile has failed, and the fence of the term it runs in.
+#[derive(Clone)]
+pub struct ReconcileContext {
+    controller: Controller,
+    retries: u32,
+    fence: Fence,
+    term: Term,
+}
+
+impl fmt::Debug for ReconcileContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReconcileContext")
+            .field("retries", &self.retries)
+            .field("term", &self.term)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReconcileContext {
+    pub(crate) fn new(controller: Controller, retries: u32, fence: Fence, term: Term) -> Self {
+        Self {
+            controller,
+            retries,
+            fence,
+            term,
+        }
+    }
+
+    /// Call before every side effect on a platform: the term to send along when this replica
+    /// still leads in the term the reconcile started in, [`ReconcileError::Fenced`] otherwise
+    /// (return it). Term 0 means the component is not elected.
+    pub fn fence(&self) -> Result<Term, ReconcileError> {
+        match self.fence.check() {
+            Ok(term) if term == self.term => Ok(term),
+            Ok(term) => Err(ReconcileError::fenced(format!(
+                "started in term {} but this replica now leads in term {term}",
+                self.term
+            ))),
+            Err(e) => Err(ReconcileError::fenced(e)),
+        }
+    }
+
+    /// The term this reconcile runs in (0 when the component is not elected).
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The controller: read entities and statuses, report statuses.
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    /// How many reconciles of this entity failed with a retryable error in a row before this
+    /// one (0 on a first try).
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// Stores `status` and publishes it as a status event; shorthand for
+    /// `ctx.controller().update_entity_status(status)`.
+    pub async fn update_status(&self, status: EntityStatus) -> Result<(), ControllerError> {
+        self.controller.update_entity_status(status).await
+    }
+}
+
+/// A [`Reconciler`] behind a pointer: the controller holds one without being generic.
+pub(crate) trait DynReconciler: Send + Sync + 'static {
+    fn id(&self) -> &str;
+    fn reconcile_boxed(
+        &self,
+        request: ReconcileRequest,
+        ctx: ReconcileContext,
+    ) -> BoxFuture<'_, Result<ReconcileResult, ReconcileError>>;
+}
+
+impl<R: Reconciler> DynReconciler for R {
+    fn id(&self) -> &str {
+        Reconciler::id(self)
+    }
+
+    fn reconcile_boxed(
+        &self,
+        request: ReconcileRequest,
+        ctx: ReconcileContext,
+    ) -> BoxFuture<'_, Result<ReconcileResult, ReconcileError>> {
+        Box::pin(self.reconcile(request, ctx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::tests::entity;
+
+    #[test]
+    fn actions_say_when_to_come_back() {
+        assert_eq!(Action::await_change().requeue_after(), None);
+        let result = ReconcileResult::requeue(Duration::from_millis(200));
+        assert_eq!(
+            result.action.requeue_after(),
+            Some(Duration::from_millis(200))
+        );
+    }
+
+    #[test]
+    fn errors_say_whether_to_retry() {
+        assert!(ReconcileError::retryable("platform down").is_retryable());
+        assert!(!ReconcileError::terminal("bad spec").is_retryable());
+        assert_eq!(ReconcileError::terminal("bad spec").to_string(), "bad spec");
+        let from_controller: ReconcileError = ControllerError::Stopped.into();
+        assert!(from_controller.is_retryable());
+        let refused: ReconcileError = ControllerError::Fenced("not the leader".into()).into();
+        assert!(matches!(refused, ReconcileError::Fenced(_)));
+    }
+
+    #[test]
+    fn new_statuses_describe_the_entity_generation_and_repeats_are_spotted() {
+        let mut request = ReconcileRequest {
+            entity: entity("run-1", 3),
+            status: None,
+        };
+        let status = request.new_runtime_status(ResourceStatus::Active, RuntimeStatus::InProgress);
+        assert_eq!(status.observed_generation, 3);
+        assert_eq!(status.key, request.entity.key);
+        assert!(!request.status_unchanged(&status));
+        request.status = Some(status.clone());
+        let mut again = status.clone();
+        again.updated_at = Utc::now() + chrono::Duration::seconds(5);
+        assert!(request.status_unchanged(&again));
+        again.runtime = Some(RuntimeStatus::Succeeded);
+        assert!(!request.status_unchanged(&again));
+    }
+}

@@ -1,0 +1,245 @@
+//! The entity bucket's I/O besides ordinary writes: open it, take a snapshot of it (every entity
+//! and status with its revision, after noting the stream's last sequence), watch it from a
+//! revision on, and write the leader's fence.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
+use async_nats::jetstream::{self, stream::StorageType};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::{StreamExt, TryStreamExt};
+use operator_contract::election::FENCE_KEY;
+use operator_nats_cluster::ensure_replication;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::super::{MemoryStore, StoreError};
+use super::{decode_into, StoreEvent};
+
+/// How many values are read at once when a snapshot is taken.
+const LOAD_CONCURRENCY: usize = 64;
+/// How many watched changes are handed to the controller at once, at most.
+const WATCH_BATCH: usize = 256;
+/// How long to wait before watching again after the watch failed.
+const REWATCH_DELAY: Duration = Duration::from_millis(500);
+
+/// The bucket as of one moment: values with their revisions.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub cache: MemoryStore,
+    pub revisions: HashMap<String, u64>,
+    /// The stream's last sequence before the snapshot was read: a watch from the next one
+    /// misses nothing.
+    pub last_sequence: u64,
+}
+
+/// One change seen on the watch: `value` is `None` for a deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub key: String,
+    pub revision: u64,
+    pub value: Option<Bytes>,
+}
+
+/// The value of the fence key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FenceRecord {
+    term: u64,
+    replica: String,
+    written_at: DateTime<Utc>,
+}
+
+/// Opens (or creates) `bucket` with `replicas`.
+pub(crate) async fn open(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> Result<kv::Store, StoreError> {
+    let config = kv::Config {
+        bucket: bucket.to_string(),
+        description: "entities and statuses of an operator component".into(),
+        history: 1,
+        storage: StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    open_or_create(js, config)
+        .await
+        .map_err(|reason| StoreError::BucketUnavailable {
+            bucket: bucket.to_string(),
+            reason,
+        })
+}
+
+/// Opens the KV bucket `config` names, creating it when absent (or when another process has
+/// just created it), with at least `config.num_replicas` replicas and, replicated, gets served
+/// by the stream leader (see `operator_nats_cluster`).
+pub(crate) async fn open_or_create(
+    js: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, String> {
+    let bucket = config.bucket.clone();
+    let replicas = config.num_replicas.max(1);
+    if js.get_key_value(&bucket).await.is_err() {
+        match js.create_key_value(config).await {
+            Ok(_) => info!(bucket = %bucket, replicas, "KV bucket created"),
+            // Another replica may have created it in the meantime.
+            Err(create_error) => {
+                if js.get_key_value(&bucket).await.is_err() {
+                    return Err(create_error.to_string());
+                }
+            }
+        }
+    }
+    ensure_replication(js, &format!("KV_{bucket}"), replicas)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Read again: the store decides between direct and leader gets from the stream's config.
+    js.get_key_value(&bucket).await.map_err(|e| e.to_string())
+}
+
+/// Reads every entity and status of the bucket with its revision.
+pub(crate) async fn snapshot(kv: &kv::Store) -> Result<Snapshot, StoreError> {
+    let failed = |e: &dyn std::fmt::Display| StoreError::LoadFailed {
+        bucket: kv.name.clone(),
+        reason: e.to_string(),
+    };
+    let last_sequence = kv
+        .stream
+        .get_info()
+        .await
+        .map_err(|e| failed(&e))?
+        .state
+        .last_sequence;
+    let keys: Vec<String> = kv
+        .keys()
+        .await
+        .map_err(|e| failed(&e))?
+        .try_collect()
+        .await
+        .map_err(|e| failed(&e))?;
+    let entries: Vec<Option<kv::Entry>> = futures::stream::iter(keys)
+        .map(|key| async move { kv.entry(key).await })
+        .buffer_unordered(LOAD_CONCURRENCY)
+        .try_collect()
+        .await
+        .map_err(|e| failed(&e))?;
+    let mut snapshot = Snapshot {
+        last_sequence,
+        ..Snapshot::default()
+    };
+    for entry in entries.into_iter().flatten() {
+        if entry.operation != Operation::Put || entry.key == FENCE_KEY {
+            continue;
+        }
+        snapshot.revisions.insert(entry.key.clone(), entry.revision);
+        decode_into(&mut snapshot.cache, &entry.key, &entry.value, &kv.name);
+    }
+    Ok(snapshot)
+}
+
+/// Watches every key from revision `from` on, sending batches of changes tagged with
+/// `generation` until the receiver goes away; a failed watch resumes after the last revision
+/// it delivered.
+pub(crate) fn watch(
+    kv: kv::Store,
+    from: u64,
+    generation: u64,
+    events: mpsc::UnboundedSender<StoreEvent>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut next = from.max(1);
+        while !events.is_closed() {
+            match kv.watch_all_from_revision(next).await {
+                Ok(watch) => {
+                    let mut batches = watch.ready_chunks(WATCH_BATCH);
+                    while let Some(batch) = batches.next().await {
+                        let mut changes = Vec::with_capacity(batch.len());
+                        let mut failed = false;
+                        for entry in batch {
+                            match entry {
+                                Ok(entry) => {
+                                    next = next.max(entry.revision + 1);
+                                    changes.push(Change {
+                                        value: (entry.operation == Operation::Put)
+                                            .then_some(entry.value),
+                                        key: entry.key,
+                                        revision: entry.revision,
+                                    });
+                                }
+                                Err(e) => {
+                                    debug!(error = %e, "entity bucket watch failed");
+                                    failed = true;
+                                }
+                            }
+                        }
+                        if !changes.is_empty()
+                            && events
+                                .send(StoreEvent::Changed {
+                                    generation,
+                                    changes,
+                                })
+                                .is_err()
+                        {
+                            return;
+                        }
+                        if failed {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "entity bucket not watched; retrying"),
+            }
+            tokio::time::sleep(REWATCH_DELAY).await;
+        }
+    })
+}
+
+/// Writes the fence of `term`: refused when the fence already holds this term or a later one,
+/// or when another leader wrote it meanwhile. Returns the fence's new sequence.
+pub(crate) async fn write_fence(
+    kv: &kv::Store,
+    term: u64,
+    replica: &str,
+) -> Result<u64, StoreError> {
+    let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable {
+        reason: e.to_string(),
+    };
+    let current = kv.entry(FENCE_KEY).await.map_err(|e| unavailable(&e))?;
+    let expected = match &current {
+        None => 0,
+        Some(entry) => {
+            if entry.operation == Operation::Put {
+                if let Ok(prior) = serde_json::from_slice::<FenceRecord>(&entry.value) {
+                    if prior.term >= term {
+                        return Err(StoreError::Fenced {
+                            reason: format!(
+                                "the store is fenced by term {} of {}, not below this term {term}",
+                                prior.term, prior.replica
+                            ),
+                        });
+                    }
+                }
+            }
+            entry.revision
+        }
+    };
+    let record = FenceRecord {
+        term,
+        replica: replica.to_string(),
+        written_at: Utc::now(),
+    };
+    let value = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
+    match kv.update(FENCE_KEY, value, expected).await {
+        Ok(sequence) => Ok(sequence),
+        Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(StoreError::Fenced {
+            reason: "another leader wrote the fence first".into(),
+        }),
+        Err(e) => Err(unavailable(&e)),
+    }
+}

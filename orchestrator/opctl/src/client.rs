@@ -1,0 +1,514 @@
+//! The orchestrator's HTTP API as `opctl` uses it: URLs built from validated path segments,
+//! JSON answers, and every non-2xx answer turned into an [`ApiError`] with the server's reason.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use operator_contract::api::{Applied, ApplyAnswer, ErrorBody};
+use operator_contract::ManifestKind;
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tracing::Instrument;
+
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a whole request may take; a details query waits on an operator's components.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many times a request is sent while the orchestrator answers "busy" (429).
+const BUSY_ATTEMPTS: usize = 4;
+/// The longest wait honoured from a `Retry-After`.
+const MAX_BUSY_WAIT_S: u64 = 10;
+/// The most of a non-JSON error body quoted in an error line.
+const MAX_QUOTED_BODY: usize = 200;
+
+/// A refusal from the orchestrator: its one-line reason and the details it listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub reason: String,
+    pub details: Vec<String>,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    /// Reads the server's reason from an error answer, or says what came back instead.
+    pub fn from_response(status: StatusCode, body: &str) -> Self {
+        if let Ok(parsed) = serde_json::from_str::<ErrorBody>(body) {
+            return Self {
+                status,
+                reason: parsed.error,
+                details: parsed.details,
+            };
+        }
+        let quoted = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        let reason = if quoted.is_empty() {
+            format!("the orchestrator answered {status}")
+        } else {
+            let mut quoted: String = quoted.chars().take(MAX_QUOTED_BODY).collect();
+            if body.chars().count() > MAX_QUOTED_BODY {
+                quoted.push('…');
+            }
+            format!("the orchestrator answered {status}: {quoted}")
+        };
+        Self {
+            status,
+            reason,
+            details: Vec::new(),
+        }
+    }
+}
+
+/// What one attempt of a request came to.
+enum Sent {
+    Answer(StatusCode, String),
+    /// 429: try again after this long.
+    Busy(Duration),
+}
+
+/// A client of one orchestrator.
+pub struct OrchestratorClient {
+    http: reqwest::Client,
+    server: Url,
+    apikey: Option<String>,
+}
+
+impl OrchestratorClient {
+    /// A client of the orchestrator at `server`, an `http://` or `https://` URL.
+    pub fn new(server: Url, apikey: Option<String>) -> Result<Self> {
+        if !matches!(server.scheme(), "http" | "https") {
+            anyhow::bail!("--server must be an http:// or https:// URL, not {server}");
+        }
+        // reqwest is built without a default TLS provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .context("cannot set up the HTTP client")?;
+        Ok(Self {
+            http,
+            server,
+            apikey,
+        })
+    }
+
+    /// Sends a manifest text as it is; the server applies every document of it.
+    pub async fn apply(
+        &self,
+        manifest_text: String,
+        workspace: Option<&str>,
+    ) -> Result<Vec<Applied>> {
+        let mut url = self.url(&["api", "v1", "apply"]);
+        if let Some(ws) = workspace {
+            url.query_pairs_mut().append_pair("workspace", ws);
+        }
+        let request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+            .body(manifest_text);
+        let answer: ApplyAnswer = self.send(request).await?;
+        Ok(answer.applied)
+    }
+
+    /// Lists the entities of one type, as the server's JSON (`{"items": [...]}`).
+    pub async fn list(
+        &self,
+        kind: ManifestKind,
+        workspace: Option<&str>,
+        all_owners: bool,
+    ) -> Result<Value> {
+        let mut url = self.url(&["api", "v1", collection(kind)]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(ws) = workspace {
+                query.append_pair("workspace", ws);
+            }
+            if all_owners {
+                query.append_pair("all", "true");
+            }
+        }
+        self.send(self.http.get(clean_query(url))).await
+    }
+
+    /// Fetches one entity's record, with its live details when asked.
+    pub async fn record(
+        &self,
+        kind: ManifestKind,
+        workspace: Option<&str>,
+        name: &str,
+        details: bool,
+    ) -> Result<Value> {
+        let mut url = self.url(&entity_path(kind, workspace, name));
+        if details && kind != ManifestKind::Secret {
+            url.query_pairs_mut().append_pair("details", "true");
+        }
+        self.send(self.http.get(url)).await
+    }
+
+    /// Deletes one entity.
+    pub async fn delete(
+        &self,
+        kind: ManifestKind,
+        workspace: Option<&str>,
+        name: &str,
+    ) -> Result<Applied> {
+        let url = self.url(&entity_path(kind, workspace, name));
+        self.send(self.http.request(Method::DELETE, url)).await
+    }
+
+    /// The last lines of an operator's replicas (`{"replicas": [...]}`).
+    pub async fn logs(
+        &self,
+        operator: &str,
+        component: Option<&str>,
+        replica: Option<u32>,
+        tail: usize,
+    ) -> Result<Value> {
+        let mut url = self.url(&["api", "v1", "operators", operator, "logs"]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(c) = component {
+                query.append_pair("component", c);
+            }
+            if let Some(r) = replica {
+                query.append_pair("replica", &r.to_string());
+            }
+            query.append_pair("tail", &tail.to_string());
+        }
+        self.send(self.http.get(url)).await
+    }
+
+    /// An operator's components as Kubernetes objects, YAML.
+    pub async fn render(&self, operator: &str, namespace: Option<&str>) -> Result<String> {
+        let mut url = self.url(&["api", "v1", "operators", operator, "kubernetes"]);
+        if let Some(ns) = namespace {
+            url.query_pairs_mut().append_pair("namespace", ns);
+        }
+        let (_, body) = self.send_text(self.http.get(url)).await?;
+        Ok(body)
+    }
+
+    /// The server URL with these path segments appended, each percent-encoded as needed.
+    /// Creates or replaces a user; the answer holds their new key.
+    pub async fn put_user(&self, name: &str, body: &Value) -> Result<Value> {
+        let request = self
+            .http
+            .put(self.url(&["api", "v1", "users", name]))
+            .json(body);
+        self.send(request).await
+    }
+
+    /// Every user.
+    pub async fn users(&self) -> Result<Value> {
+        self.send(self.http.get(self.url(&["api", "v1", "users"])))
+            .await
+    }
+
+    /// Deletes a user.
+    pub async fn delete_user(&self, name: &str) -> Result<Value> {
+        self.send(self.http.delete(self.url(&["api", "v1", "users", name])))
+            .await
+    }
+
+    /// Who the key belongs to.
+    pub async fn whoami(&self) -> Result<Value> {
+        self.send(self.http.get(self.url(&["api", "v1", "whoami"])))
+            .await
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.server.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let (status, body) = self.send_text(request).await?;
+        serde_json::from_str(&body).with_context(|| {
+            format!(
+                "the orchestrator at {} answered {status} with unexpected JSON",
+                self.shown_server()
+            )
+        })
+    }
+
+    /// Sends a request; a 2xx answer's status and body, or the server's refusal as an error.
+    /// A "busy" answer (429) is sent again after the wait it names, a few times.
+    async fn send_text(&self, request: reqwest::RequestBuilder) -> Result<(StatusCode, String)> {
+        let mut request = match &self.apikey {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
+        let mut attempt = 1;
+        loop {
+            // The last attempt (or a body that cannot be sent twice) reads "busy" as an error.
+            let retry = (attempt < BUSY_ATTEMPTS)
+                .then(|| request.try_clone())
+                .flatten();
+            match self.send_once(request, retry.is_some()).await? {
+                Sent::Answer(status, body) => return Ok((status, body)),
+                Sent::Busy(wait) => tokio::time::sleep(wait).await,
+            }
+            request = retry.context("a busy answer without a request to send again")?;
+            attempt += 1;
+        }
+    }
+
+    async fn send_once(&self, request: reqwest::RequestBuilder, retry_busy: bool) -> Result<Sent> {
+        let mut request = request.build().map_err(|e| self.transport_error(&e))?;
+        let span = tracing::info_span!(
+            "http.request",
+            otel.name = %format!("{} {}", request.method(), request.url().path()),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %request.method(),
+            url.full = %clean_query(request.url().clone()),
+            http.response.status_code = tracing::field::Empty,
+        );
+        for (name, value) in operator_telemetry::trace_headers(&span) {
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(&value),
+            ) {
+                request.headers_mut().insert(name, value);
+            }
+        }
+        let response = self
+            .http
+            .execute(request)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| {
+                span.record("otel.status_code", "ERROR");
+                self.transport_error(&e)
+            })?;
+        let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS && retry_busy {
+            let wait = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(1)
+                .min(MAX_BUSY_WAIT_S);
+            return Ok(Sent::Busy(Duration::from_secs(wait)));
+        }
+        let body = response
+            .text()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        if !status.is_success() {
+            return Err(ApiError::from_response(status, &body).into());
+        }
+        Ok(Sent::Answer(status, body))
+    }
+
+    /// The server URL as the user typed it, without the `/` the URL parser adds.
+    fn shown_server(&self) -> &str {
+        self.server.as_str().trim_end_matches('/')
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> anyhow::Error {
+        let reason = innermost_reason(error);
+        if error.is_connect() {
+            anyhow::anyhow!(
+                "cannot reach the orchestrator at {}: {reason} (start it, or set --server / OPCTL_SERVER)",
+                self.shown_server()
+            )
+        } else if error.is_timeout() {
+            anyhow::anyhow!(
+                "the orchestrator at {} did not answer in time: {reason}",
+                self.shown_server()
+            )
+        } else {
+            anyhow::anyhow!(
+                "request to the orchestrator at {} failed: {reason}",
+                self.shown_server()
+            )
+        }
+    }
+}
+
+/// The URL segment of a type's collection.
+fn collection(kind: ManifestKind) -> &'static str {
+    match kind {
+        ManifestKind::Operator => "operators",
+        ManifestKind::Resource => "resources",
+        ManifestKind::Secret => "secrets",
+    }
+}
+
+/// The path of one entity: `operators/{name}` or `workspaces/{ws}/{collection}/{name}`.
+fn entity_path<'a>(kind: ManifestKind, workspace: Option<&'a str>, name: &'a str) -> Vec<&'a str> {
+    match (kind, workspace) {
+        (ManifestKind::Operator, _) | (_, None) => vec!["api", "v1", collection(kind), name],
+        (_, Some(ws)) => vec!["api", "v1", "workspaces", ws, collection(kind), name],
+    }
+}
+
+/// Drops an empty `?` left by a query with no pairs.
+fn clean_query(mut url: Url) -> Url {
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    url
+}
+
+/// The message of the deepest cause, e.g. `Connection refused (os error 111)`.
+fn innermost_reason(error: &reqwest::Error) -> String {
+    let mut deepest: &dyn std::error::Error = error;
+    while let Some(source) = deepest.source() {
+        deepest = source;
+    }
+    deepest.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(server: &str) -> OrchestratorClient {
+        OrchestratorClient::new(server.parse().expect("url"), None).expect("client")
+    }
+
+    #[test]
+    fn an_error_body_gives_its_reason_and_every_detail() {
+        let body = r#"{"error": "resource pipeline-run-1 does not match the pipeline-run schema",
+                       "details": ["spec/factoryName: \"factoryName\" is a required property"]}"#;
+        let error = ApiError::from_response(StatusCode::BAD_REQUEST, body);
+        assert_eq!(
+            error.to_string(),
+            "resource pipeline-run-1 does not match the pipeline-run schema"
+        );
+        assert_eq!(
+            error.details,
+            vec![r#"spec/factoryName: "factoryName" is a required property"#]
+        );
+    }
+
+    #[test]
+    fn an_error_body_without_details_has_none() {
+        let error = ApiError::from_response(
+            StatusCode::NOT_FOUND,
+            r#"{"error": "operator x not found"}"#,
+        );
+        assert_eq!(error.reason, "operator x not found");
+        assert!(error.details.is_empty());
+    }
+
+    #[test]
+    fn a_non_json_error_body_is_quoted_on_one_line_with_the_status() {
+        let error = ApiError::from_response(
+            StatusCode::BAD_GATEWAY,
+            "<html>\n<b>bad gateway</b>\n</html>",
+        );
+        assert_eq!(
+            error.reason,
+            "the orchestrator answered 502 Bad Gateway: <html> <b>bad gateway</b> </html>"
+        );
+        let error = ApiError::from_response(StatusCode::NOT_FOUND, "");
+        assert_eq!(error.reason, "the orchestrator answered 404 Not Found");
+    }
+
+    #[test]
+    fn entity_urls_follow_the_api_and_encode_odd_names() {
+        let c = client("http://127.0.0.1:7700");
+        let url = |kind, ws, name| c.url(&entity_path(kind, ws, name)).to_string();
+        assert_eq!(
+            url(ManifestKind::Operator, None, "adf-operator"),
+            "http://127.0.0.1:7700/api/v1/operators/adf-operator"
+        );
+        assert_eq!(
+            url(ManifestKind::Resource, Some("public"), "pipeline-run-1"),
+            "http://127.0.0.1:7700/api/v1/workspaces/public/resources/pipeline-run-1"
+        );
+        assert_eq!(
+            url(ManifestKind::Secret, Some("public"), "a/b c"),
+            "http://127.0.0.1:7700/api/v1/workspaces/public/secrets/a%2Fb%20c"
+        );
+    }
+
+    #[test]
+    fn a_server_with_a_path_prefix_keeps_it() {
+        let c = client("http://orch.example/prefix/");
+        assert_eq!(
+            c.url(&["api", "v1", "apply"]).to_string(),
+            "http://orch.example/prefix/api/v1/apply"
+        );
+    }
+
+    /// An API that answers "busy" (429, `Retry-After: 0`) `busy` times, then 200; counts calls.
+    async fn busy_api(busy: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let server = actix_web::HttpServer::new(move || {
+            let calls = counted.clone();
+            actix_web::App::new().default_service(actix_web::web::to(move || {
+                let call = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if call < busy {
+                        actix_web::HttpResponse::TooManyRequests()
+                            .insert_header(("retry-after", "0"))
+                            .json(serde_json::json!({"error": "the orchestrator is busy", "details": []}))
+                    } else {
+                        actix_web::HttpResponse::Ok().json(serde_json::json!({"name": "admin"}))
+                    }
+                }
+            }))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .expect("bind");
+        let address = server.addrs()[0];
+        actix_rt::spawn(server.run());
+        (format!("http://{address}"), calls)
+    }
+
+    #[actix_web::test]
+    async fn a_busy_answer_is_sent_again_until_it_is_answered() {
+        let (url, calls) = busy_api(BUSY_ATTEMPTS - 1).await;
+        let me = client(&url)
+            .whoami()
+            .await
+            .expect("answered on the last attempt");
+        assert_eq!(me["name"], "admin");
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            BUSY_ATTEMPTS
+        );
+    }
+
+    #[actix_web::test]
+    async fn an_api_that_stays_busy_is_reported_after_the_last_attempt() {
+        let (url, calls) = busy_api(usize::MAX).await;
+        let error = client(&url).whoami().await.expect_err("still busy");
+        let refusal = error
+            .downcast_ref::<ApiError>()
+            .expect("the server's refusal");
+        assert_eq!(refusal.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refusal.reason, "the orchestrator is busy");
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            BUSY_ATTEMPTS
+        );
+    }
+}
