@@ -221,3 +221,77 @@ impl Drop for NatsCluster {
         }
     }
 }
+
+/// A node cut off from everything else (the other nodes and every client) by DROP rules on
+/// its address, until healed (also when dropped).
+pub struct Partition {
+    ip: String,
+    healed: bool,
+}
+
+/// The rules that cut `ip` off: whatever it sends and whatever is sent to it.
+fn partition_rules(ip: &str) -> [[String; 2]; 2] {
+    [
+        ["-s".to_string(), ip.to_string()],
+        ["-d".to_string(), ip.to_string()],
+    ]
+}
+
+fn iptables(action: &str, rule: &[String; 2]) -> anyhow::Result<()> {
+    let status = Command::new("iptables")
+        .args([action, "INPUT", &rule[0], &rule[1], "-j", "DROP"])
+        .args(["-m", "comment", "--comment", "operator-tests-partition"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run iptables (a partition needs iptables and root)")?;
+    if !status.success() {
+        bail!(
+            "iptables {action} INPUT {} {} failed: {status}",
+            rule[0],
+            rule[1]
+        );
+    }
+    Ok(())
+}
+
+impl NatsCluster {
+    /// Cuts node `i` off from the rest: its routes and its clients' connections stop carrying
+    /// anything (the TCP connections stay open, as in a real partition) until healed.
+    pub fn partition(&self, i: usize) -> anyhow::Result<Partition> {
+        let ip = self.nodes[i].ip.clone();
+        let mut partition = Partition { ip, healed: true };
+        for rule in partition_rules(&partition.ip) {
+            iptables("-I", &rule)?;
+            partition.healed = false;
+        }
+        Ok(partition)
+    }
+}
+
+impl Partition {
+    /// Lets traffic through again.
+    pub fn heal(mut self) -> anyhow::Result<()> {
+        self.remove_rules()
+    }
+
+    fn remove_rules(&mut self) -> anyhow::Result<()> {
+        if self.healed {
+            return Ok(());
+        }
+        self.healed = true;
+        let mut result = Ok(());
+        for rule in partition_rules(&self.ip) {
+            if let Err(e) = iptables("-D", &rule) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let _ = self.remove_rules();
+    }
+}

@@ -1,6 +1,8 @@
 //! Fault runs: the orchestrator, a component replica or the nats-server is killed with SIGKILL
 //! again and again (and started again on the same store) while resources are applied, updated
-//! and deleted through `opctl`; then the invariants are checked.
+//! and deleted through `opctl`; then the invariants are checked. With `cluster`, NATS is three
+//! clustered nodes (every stream R3): a node is killed, or cut off from the others and from its
+//! clients for a while (a real partition, by DROP rules on its loopback address).
 //!
 //! The components run under the orchestrator's `process` runtime, as deployed by default: a
 //! killed orchestrator takes its replicas with it (they get SIGTERM) and runs them again once
@@ -23,7 +25,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::{binary, replicas, NatsServer, Opctl, OrchestratorProcess, Platform, TestSystem};
+use crate::{
+    binary, replicas, NatsCluster, NatsServer, Opctl, OrchestratorProcess, Platform, TestSystem,
+};
 
 /// The resources' workspace.
 const WORKSPACE: &str = "public";
@@ -64,6 +68,10 @@ pub struct FaultConfig {
     pub verbose: bool,
     /// Who may be killed; each in turn, in an order of the RNG's.
     pub victims: Vec<Victim>,
+    /// Three clustered NATS nodes instead of one server.
+    pub cluster: bool,
+    /// How long a partitioned node stays cut off.
+    pub partition_for: Duration,
 }
 
 impl Default for FaultConfig {
@@ -78,6 +86,8 @@ impl Default for FaultConfig {
             lease_ttl: Duration::from_millis(2000),
             renew_interval: Duration::from_millis(400),
             kill_window: Duration::from_millis(300),
+            cluster: false,
+            partition_for: Duration::from_secs(3),
             converge_timeout: Duration::from_secs(60),
             verbose: true,
             victims: Victim::ALL.to_vec(),
@@ -90,17 +100,28 @@ impl Default for FaultConfig {
 pub enum Victim {
     Orchestrator,
     Replica,
+    /// The one nats-server, or with a cluster one of its nodes.
     NatsServer,
+    /// With a cluster: one node cut off from the others and from its clients, then healed.
+    NatsPartition,
 }
 
 impl Victim {
     pub const ALL: [Victim; 3] = [Victim::Orchestrator, Victim::Replica, Victim::NatsServer];
+    /// Every victim a cluster run may have.
+    pub const CLUSTER: [Victim; 4] = [
+        Victim::Orchestrator,
+        Victim::Replica,
+        Victim::NatsServer,
+        Victim::NatsPartition,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Victim::Orchestrator => "orchestrator",
             Victim::Replica => "component replica",
             Victim::NatsServer => "nats-server",
+            Victim::NatsPartition => "nats node (partitioned)",
         }
     }
 }
@@ -137,13 +158,14 @@ impl FaultReport {
         let mut out = String::new();
         let kills = |v: Victim| self.kills.get(&v).copied().unwrap_or(0);
         out += &format!(
-            "cycles done: {} (seed {})\nkills: orchestrator {}, component replica {} (the leader {} times), nats-server {}\n",
+            "cycles done: {} (seed {})\nkills: orchestrator {}, component replica {} (the leader {} times), nats-server {}, nats node partitioned {}\n",
             self.cycles_done,
             self.seed,
             kills(Victim::Orchestrator),
             kills(Victim::Replica),
             self.leader_kills,
             kills(Victim::NatsServer),
+            kills(Victim::NatsPartition),
         );
         out += &format!(
             "operations acknowledged: {} applies ({} creates, {} updates), {} deletes; {} attempts retried; {} never acknowledged\n",
@@ -402,7 +424,7 @@ struct ReplicaSeen {
 /// replicas to stop cleanly.
 struct FaultSystem {
     orchestrator: OrchestratorProcess,
-    nats: NatsServer,
+    nats: Nats,
     platform: Platform,
     resources: async_nats::jetstream::kv::Store,
     js: async_nats::jetstream::Context,
@@ -438,9 +460,41 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// One nats-server, or a cluster of three.
+enum Nats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Nats {
+    async fn start(cluster: bool) -> anyhow::Result<Self> {
+        if !cluster {
+            return Ok(Self::Single(NatsServer::start()?));
+        }
+        let nodes = NatsCluster::start(3)?;
+        let client = nodes.client().await?;
+        nodes.wait_ready(&client, Duration::from_secs(60)).await?;
+        Ok(Self::Cluster(nodes))
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Single(server) => server.url(),
+            Self::Cluster(nodes) => nodes.url(),
+        }
+    }
+
+    async fn client(&self) -> anyhow::Result<async_nats::Client> {
+        match self {
+            Self::Single(server) => server.client().await,
+            Self::Cluster(nodes) => nodes.client().await,
+        }
+    }
+}
+
 impl FaultSystem {
-    async fn start() -> anyhow::Result<Self> {
-        let nats = NatsServer::start()?;
+    async fn start(cluster: bool) -> anyhow::Result<Self> {
+        let nats = Nats::start(cluster).await?;
         let orchestrator = OrchestratorProcess::start_with_env(
             &nats.url(),
             &[
@@ -629,7 +683,33 @@ impl FaultSystem {
 
     /// Kills `victim` with SIGKILL and starts it again on the same store (a replica is
     /// restarted by the orchestrator); returns when the kill happened.
-    fn kill(&mut self, victim: Victim, replica_pid: Option<u32>) -> anyhow::Result<Instant> {
+    fn kill(
+        &mut self,
+        victim: Victim,
+        replica_pid: Option<u32>,
+        node: usize,
+        partition_for: Duration,
+    ) -> anyhow::Result<Instant> {
+        match (victim, &mut self.nats) {
+            (Victim::NatsServer, Nats::Cluster(nodes)) => {
+                let node = node % nodes.len();
+                nodes.kill(node);
+                let killed = Instant::now();
+                nodes.restart(node)?;
+                return Ok(killed);
+            }
+            (Victim::NatsPartition, Nats::Cluster(nodes)) => {
+                let partition = nodes.partition(node % nodes.len())?;
+                let cut = Instant::now();
+                std::thread::sleep(partition_for);
+                partition.heal()?;
+                return Ok(cut);
+            }
+            (Victim::NatsPartition, Nats::Single(_)) => {
+                bail!("a partition needs a cluster (--cluster)")
+            }
+            _ => {}
+        }
         match victim {
             Victim::Orchestrator => {
                 self.orchestrator.kill9();
@@ -639,9 +719,12 @@ impl FaultSystem {
             }
             Victim::NatsServer => {
                 let killed = Instant::now();
-                self.nats.restart()?;
+                if let Nats::Single(server) = &mut self.nats {
+                    server.restart()?;
+                }
                 Ok(killed)
             }
+            Victim::NatsPartition => bail!("a partition needs a cluster (--cluster)"),
             Victim::Replica => {
                 let pid = replica_pid.context("no replica to kill")?;
                 let status = std::process::Command::new("kill")
@@ -886,7 +969,10 @@ pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
         seed: config.seed,
         ..FaultReport::default()
     };
-    let mut system = FaultSystem::start().await?;
+    if !config.cluster && config.victims.contains(&Victim::NatsPartition) {
+        bail!("a partition needs a cluster (--cluster)");
+    }
+    let mut system = FaultSystem::start(config.cluster).await?;
     let operator = fault_operator(config, &system.platform.url)?;
     system.opctl.apply(&operator, None)?;
     system.wait_ready(config, &operator, &mut report).await?;
@@ -931,6 +1017,7 @@ pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
             break;
         };
         let replica_index = rng.random_range(0..config.replicas as u64);
+        let node = rng.random_range(0..3usize);
         let delay =
             Duration::from_millis(rng.random_range(0..=config.kill_window.as_millis() as u64));
         let operations = plan(&mut rng, &model, config, &mut next_name);
@@ -955,8 +1042,10 @@ pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
 
         let workload = spawn_workload(&system.opctl, operations, config.converge_timeout);
         tokio::time::sleep(delay).await;
-        let killed = tokio::task::block_in_place(|| system.kill(victim, replica_pid))
-            .with_context(|| format!("{context}: restarting the {}", victim.name()))?;
+        let killed = tokio::task::block_in_place(|| {
+            system.kill(victim, replica_pid, node, config.partition_for)
+        })
+        .with_context(|| format!("{context}: restarting the {}", victim.name()))?;
         *report.kills.entry(victim).or_default() += 1;
         if hits_leader {
             report.leader_kills += 1;
@@ -973,9 +1062,10 @@ pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
                 report.convergence.entry(victim).or_default().push(took);
                 if config.verbose {
                     println!(
-                        "cycle {}/{}: kill -9 {}{} at {} ms, during [{}]; converged {:.2} s after the kill",
+                        "cycle {}/{}: {} {}{} at {} ms, during [{}]; converged {:.2} s after the kill",
                         cycle + 1,
                         config.cycles,
+                        if victim == Victim::NatsPartition { "cut off" } else { "kill -9" },
                         victim.name(),
                         match (victim, hits_leader) {
                             (Victim::Replica, true) => format!(" {replica_index} (leader)"),

@@ -5,6 +5,7 @@
 //! figures; exits non-zero on any violation.
 //!
 //! `cargo build --release --workspace --bins && target/release/faults --cycles 1000`
+//! (`--cluster`: on three clustered NATS nodes, with partitions)
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -44,14 +45,17 @@ struct Args {
     /// Seconds the system may take to converge after a kill.
     #[arg(long, default_value_t = 60)]
     converge_timeout: u64,
-    /// Who may be killed, each in turn.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "orchestrator,replica,nats-server"
-    )]
-    victims: Vec<Victim>,
+    /// Who may be killed, each in turn [default: orchestrator,replica,nats-server, and
+    /// nats-partition with --cluster].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    victims: Option<Vec<Victim>>,
+    /// Three clustered NATS nodes (every stream R3): nats-server kills one node,
+    /// nats-partition cuts one off (iptables, as root) for --partition-ms.
+    #[arg(long)]
+    cluster: bool,
+    /// How long a partitioned node stays cut off.
+    #[arg(long, default_value_t = 3000)]
+    partition_ms: u64,
     /// Prints only the figures, not a line per cycle.
     #[arg(long)]
     quiet: bool,
@@ -73,7 +77,15 @@ async fn main() -> anyhow::Result<ExitCode> {
         kill_window: Duration::from_millis(args.kill_window_ms),
         converge_timeout: Duration::from_secs(args.converge_timeout),
         verbose: !args.quiet,
-        victims: args.victims,
+        victims: args.victims.unwrap_or_else(|| {
+            if args.cluster {
+                Victim::CLUSTER.to_vec()
+            } else {
+                Victim::ALL.to_vec()
+            }
+        }),
+        cluster: args.cluster,
+        partition_for: Duration::from_millis(args.partition_ms),
     };
     println!(
         "faults: seed {seed} (--seed {seed} replays the same choices), {} cycles, {} replicas, {} resources, {} operations a cycle, lease TTL {} ms renewed every {} ms",
