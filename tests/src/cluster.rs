@@ -1,7 +1,11 @@
-//! A NATS cluster for the cluster flows: N real `nats-server` nodes with JetStream, each on an
-//! address of its own in 127.0.0.0/8 with the standard ports, so the routes are known before any
-//! node starts and a killed node comes back where it was. A cluster draws its addresses at random
-//! (127.A.B.1…N) and draws again when a node cannot listen.
+//! A NATS cluster for the cluster flows: N real `nats-server` nodes with JetStream, each a host
+//! of its own — a network namespace with one veth on a bridge the harness makes, address
+//! 10.251.R.i — with the standard ports, so the routes are known before any node starts and a
+//! killed node comes back where it was. Being hosts of their own, nodes can be partitioned for
+//! real: a node's link taken down (cut from everything), or its peers' packets dropped inside its
+//! namespace (cut from the other nodes, still reached by its clients). Everything the harness
+//! made is removed when the cluster is dropped. Needs root and iproute2 (and iptables for a
+//! partition from the peers).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,20 +22,118 @@ pub const CLIENT_PORT: u16 = 4222;
 /// The route port of every node.
 pub const ROUTE_PORT: u16 = 6222;
 
-/// One node: its address, store and log.
+/// One node: its host (namespace, link), address, store and log.
 struct Node {
     name: String,
+    namespace: String,
+    /// The bridge side of its veth pair.
+    link: String,
     ip: String,
     store: tempfile::TempDir,
     log: PathBuf,
     child: Option<Child>,
 }
 
-/// N clustered nats-server processes.
+/// N clustered nats-server processes, each in a network namespace of its own. Dropped, it
+/// kills them first, then removes the network (its fields drop in this order).
 pub struct NatsCluster {
     nodes: Vec<Node>,
     routes: String,
     _logs: tempfile::TempDir,
+    _network: Network,
+}
+
+/// The bridge the nodes' hosts hang on, their namespaces, and the rule that lets bridged
+/// traffic through a host firewall whose FORWARD policy drops (Docker's does).
+struct Network {
+    bridge: String,
+    namespaces: Vec<String>,
+    forward_rule: bool,
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run ip (iproute2): the cluster's hosts are network namespaces")?;
+    if !output.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn forward_rule(action: &str, bridge: &str) -> anyhow::Result<()> {
+    let status = Command::new("iptables")
+        .args([
+            action, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run iptables")?;
+    if !status.success() {
+        bail!("iptables {action} FORWARD for {bridge} failed: {status}");
+    }
+    Ok(())
+}
+
+impl Network {
+    /// The bridge `opbr<R>` with 10.251.R.254 (the address clients on this host come from).
+    fn create(r: u8) -> anyhow::Result<Self> {
+        let bridge = format!("opbr{r}");
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        let mut network = Self {
+            bridge: bridge.clone(),
+            namespaces: Vec::new(),
+            forward_rule: false,
+        };
+        ip(&["addr", "add", &format!("10.251.{r}.254/24"), "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        // Without iptables there is no FORWARD policy to get past either.
+        network.forward_rule = forward_rule("-I", &bridge).is_ok();
+        Ok(network)
+    }
+
+    /// A host: namespace `ns`, veth `link` (bridge side) to `link`-peer inside, address `ip`.
+    fn add_host(&mut self, ns: &str, link: &str, addr: &str) -> anyhow::Result<()> {
+        ip(&["netns", "add", ns])?;
+        self.namespaces.push(ns.to_string());
+        let inside = format!("{link}i");
+        ip(&["link", "add", link, "type", "veth", "peer", "name", &inside])?;
+        ip(&["link", "set", &inside, "netns", ns])?;
+        ip(&["link", "set", link, "master", &self.bridge])?;
+        ip(&["link", "set", link, "up"])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            &inside,
+        ])?;
+        ip(&["-n", ns, "link", "set", &inside, "up"])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        Ok(())
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth pair in it.
+        for ns in &self.namespaces {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        if self.forward_rule {
+            let _ = forward_rule("-D", &self.bridge);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
 }
 
 impl NatsCluster {
@@ -40,13 +142,8 @@ impl NatsCluster {
     pub fn start(n: usize) -> anyhow::Result<Self> {
         let mut last_error = None;
         for _ in 0..5 {
-            let mut rng = rand::rng();
-            let base = format!(
-                "127.{}.{}",
-                rng.random_range(1..=254),
-                rng.random_range(1..=254)
-            );
-            match Self::start_at(&base, n) {
+            let r: u8 = rand::rng().random_range(1..=250);
+            match Self::start_at(r, n) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) => last_error = Some(e),
             }
@@ -54,9 +151,10 @@ impl NatsCluster {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no cluster started")))
     }
 
-    fn start_at(base: &str, n: usize) -> anyhow::Result<Self> {
+    fn start_at(r: u8, n: usize) -> anyhow::Result<Self> {
+        let mut network = Network::create(r)?;
         let logs = tempfile::tempdir()?;
-        let ips: Vec<String> = (1..=n).map(|i| format!("{base}.{i}")).collect();
+        let ips: Vec<String> = (1..=n).map(|i| format!("10.251.{r}.{i}")).collect();
         let routes = ips
             .iter()
             .map(|ip| format!("nats://{ip}:{ROUTE_PORT}"))
@@ -65,9 +163,14 @@ impl NatsCluster {
         let mut nodes = Vec::new();
         for (i, ip) in ips.into_iter().enumerate() {
             let name = format!("n{}", i + 1);
+            let namespace = format!("opns{r}{name}");
+            let link = format!("opv{r}{name}");
+            network.add_host(&namespace, &link, &ip)?;
             nodes.push(Node {
                 log: logs.path().join(format!("{name}.log")),
                 name,
+                namespace,
+                link,
                 ip,
                 store: tempfile::tempdir()?,
                 child: None,
@@ -77,6 +180,7 @@ impl NatsCluster {
             nodes,
             routes,
             _logs: logs,
+            _network: network,
         };
         for i in 0..n {
             cluster.spawn(i)?;
@@ -91,7 +195,9 @@ impl NatsCluster {
             .create(true)
             .append(true)
             .open(&node.log)?;
-        let mut child = Command::new(&bin)
+        // `ip netns exec` runs the server in place (same pid) inside the node's namespace.
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &node.namespace, &bin])
             .args(["-js", "-a", &node.ip, "-p", &CLIENT_PORT.to_string()])
             .args(["-n", &node.name, "--cluster_name", "c1"])
             .args(["--cluster", &format!("nats://{}:{ROUTE_PORT}", node.ip)])
@@ -222,67 +328,74 @@ impl Drop for NatsCluster {
     }
 }
 
-/// A node cut off from everything else (the other nodes and every client) by DROP rules on
-/// its address, until healed (also when dropped).
+/// A node cut off, until healed (also when dropped).
 pub struct Partition {
-    ip: String,
-    healed: bool,
-}
-
-/// The rules that cut `ip` off: whatever it sends and whatever is sent to it.
-fn partition_rules(ip: &str) -> [[String; 2]; 2] {
-    [
-        ["-s".to_string(), ip.to_string()],
-        ["-d".to_string(), ip.to_string()],
-    ]
-}
-
-fn iptables(action: &str, rule: &[String; 2]) -> anyhow::Result<()> {
-    let status = Command::new("iptables")
-        .args([action, "INPUT", &rule[0], &rule[1], "-j", "DROP"])
-        .args(["-m", "comment", "--comment", "operator-tests-partition"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .context("cannot run iptables (a partition needs iptables and root)")?;
-    if !status.success() {
-        bail!(
-            "iptables {action} INPUT {} {} failed: {status}",
-            rule[0],
-            rule[1]
-        );
-    }
-    Ok(())
+    /// Undoes the cut: `ip` arguments, or iptables rules inside a namespace.
+    undo: Vec<Vec<String>>,
 }
 
 impl NatsCluster {
-    /// Cuts node `i` off from the rest: its routes and its clients' connections stop carrying
-    /// anything (the TCP connections stay open, as in a real partition) until healed.
+    /// Cuts node `i` off from the other nodes and from every client: its link goes down (the
+    /// TCP connections stay open, as in a real partition) until healed.
     pub fn partition(&self, i: usize) -> anyhow::Result<Partition> {
-        let ip = self.nodes[i].ip.clone();
-        let mut partition = Partition { ip, healed: true };
-        for rule in partition_rules(&partition.ip) {
-            iptables("-I", &rule)?;
-            partition.healed = false;
+        let link = &self.nodes[i].link;
+        ip(&["link", "set", link, "down"])?;
+        Ok(Partition {
+            undo: vec![vec![
+                "ip".into(),
+                "link".into(),
+                "set".into(),
+                link.clone(),
+                "up".into(),
+            ]],
+        })
+    }
+
+    /// Cuts node `i` off from the other nodes only: inside its host, packets from them are
+    /// dropped; its clients still reach it, and it is a minority of one that must take no write.
+    pub fn partition_from_peers(&self, i: usize) -> anyhow::Result<Partition> {
+        let ns = self.nodes[i].namespace.clone();
+        let mut partition = Partition { undo: Vec::new() };
+        for (_, peer) in self.nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+            let rule = |action: &str| -> Vec<String> {
+                [
+                    "ip", "netns", "exec", &ns, "iptables", action, "INPUT", "-s", &peer.ip, "-j",
+                    "DROP",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            };
+            run(&rule("-I"))?;
+            partition.undo.push(rule("-D"));
         }
         Ok(partition)
     }
 }
 
+fn run(command: &[String]) -> anyhow::Result<()> {
+    let status = Command::new(&command[0])
+        .args(&command[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {}", command[0]))?;
+    if !status.success() {
+        bail!("{} failed: {status}", command.join(" "));
+    }
+    Ok(())
+}
+
 impl Partition {
     /// Lets traffic through again.
     pub fn heal(mut self) -> anyhow::Result<()> {
-        self.remove_rules()
+        self.undo_all()
     }
 
-    fn remove_rules(&mut self) -> anyhow::Result<()> {
-        if self.healed {
-            return Ok(());
-        }
-        self.healed = true;
+    fn undo_all(&mut self) -> anyhow::Result<()> {
         let mut result = Ok(());
-        for rule in partition_rules(&self.ip) {
-            if let Err(e) = iptables("-D", &rule) {
+        for command in std::mem::take(&mut self.undo) {
+            if let Err(e) = run(&command) {
                 result = Err(e);
             }
         }
@@ -292,6 +405,6 @@ impl Partition {
 
 impl Drop for Partition {
     fn drop(&mut self) {
-        let _ = self.remove_rules();
+        let _ = self.undo_all();
     }
 }

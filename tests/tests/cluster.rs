@@ -228,6 +228,58 @@ async fn a_cluster_without_quorum_refuses_writes_with_a_clear_error_and_takes_th
 }
 
 #[tokio::test]
+async fn a_node_cut_off_from_its_peers_takes_no_write_the_majority_does_not_hold(
+) -> anyhow::Result<()> {
+    let cluster = NatsCluster::start(3)?;
+    let client = cluster.client().await?;
+    cluster.wait_ready(&client, WAIT).await?;
+    // The orchestrator knows node 0 only, so it stays with the minority while its peers are cut.
+    let orchestrator = OrchestratorProcess::start(&cluster.node_url(0))?;
+    let opctl = orchestrator.opctl();
+    opctl.apply(&replicas::replicated_demo_operator(1), None)?;
+    opctl.apply(&job("before"), Some("public"))?;
+
+    let partition = cluster.partition_from_peers(0)?;
+    let during = opctl.run_with_stdin(
+        &["apply", "-f", "-", "-w", "public"],
+        Some(&job("during-partition")),
+    )?;
+    partition.heal()?;
+    eprintln!(
+        "the apply during the partition: exit {}, {}",
+        during.code,
+        during.stderr.lines().last().unwrap_or_default()
+    );
+
+    // What the majority holds, read from its two nodes only.
+    let majority = async_nats::connect(vec![cluster.node_url(1), cluster.node_url(2)]).await?;
+    let kv = jetstream::new(majority)
+        .get_key_value("orchestrator-resources")
+        .await?;
+    assert!(kv.get("public.before").await?.is_some());
+    let held = kv.get("public.during-partition").await?.is_some();
+    if during.code == 0 {
+        assert!(
+            held,
+            "acknowledged by the minority but not held by the majority"
+        );
+    } else {
+        assert!(
+            during.stderr.contains("orchestrator-resources"),
+            "the refusal says what failed: {}",
+            during.stderr
+        );
+    }
+    // Healed, the orchestrator's node takes writes again.
+    apply_until_taken(
+        &opctl,
+        "after-heal",
+        Instant::now() + Duration::from_secs(45),
+    )?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_existing_single_replica_bucket_is_raised_to_three_replicas() -> anyhow::Result<()> {
     let cluster = NatsCluster::start(3)?;
     let client = cluster.client().await?;
