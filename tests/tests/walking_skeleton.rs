@@ -435,12 +435,14 @@ async fn a_command_that_could_not_be_sent_is_sent_after_an_orchestrator_restart(
     system
         .opctl
         .apply(&TestSystem::job("stranded", "{durationMs: 0}"), None)?;
+    // Killed at once: a running orchestrator would heal by itself too (it recreates the streams
+    // when its event consumer re-attaches and resends with backoff), which this test is not about.
+    system.orchestrator.kill9();
     let record =
         wait_for_resource(&system.client, "public", "stranded", WAIT, |r| r.is_some()).await?;
     assert_eq!(status_of(record.as_ref()), None);
 
     // The restarted orchestrator recreates the streams and resends what the component never saw.
-    system.orchestrator.kill9();
     system.orchestrator.restart()?;
     wait_for_resource(&system.client, "public", "stranded", WAIT, |r| {
         runtime_of(r) == Some("succeeded")
