@@ -3,6 +3,7 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`); `tests/run` does it.
 
+pub mod adf;
 pub mod faults;
 pub mod otlp;
 pub mod platform;

@@ -6,6 +6,7 @@
 //! never made is retried in place, since anything else may have started a run. The reconciler's
 //! recorded intent covers the rest (see `reconciler.rs`).
 
+pub mod credential;
 pub mod http;
 pub mod model;
 pub mod retry;
@@ -20,6 +21,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 use tracing::debug;
 
+use self::credential::Credential;
 use self::http::{exchange, Body, Exchange, Outcome};
 use self::model::{
     ActivityRun, CreateRunResponse, ErrorBody, PipelineRun, QueryPage, RunFilterParameters,
@@ -92,6 +94,12 @@ impl AzureError {
         matches!(self, Self::Refused { .. })
     }
 
+    /// True when Azure refused a cancel because the run is no longer going
+    /// (`PipelineRunNotRunning`).
+    pub fn is_not_running(&self) -> bool {
+        matches!(self, Self::Refused { code, .. } if code == "PipelineRunNotRunning")
+    }
+
     /// True when Azure answered 404 (the factory, pipeline or run does not exist).
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Refused { status, .. } if *status == StatusCode::NOT_FOUND)
@@ -129,7 +137,11 @@ pub struct AdfClient {
 impl AdfClient {
     /// A client with the configured credentials and endpoints. The rustls crypto provider must
     /// be installed first.
-    pub fn new(config: &AzureConfig, retry: RetryPolicy) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        config: &AzureConfig,
+        credential: Credential,
+        retry: RetryPolicy,
+    ) -> Result<Self, reqwest::Error> {
         let http = Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -138,9 +150,7 @@ impl AdfClient {
         let endpoint = TokenEndpoint::new(
             http.clone(),
             &config.azure_authority_host,
-            &config.azure_tenant_id.to_string(),
-            &config.azure_client_id.to_string(),
-            config.azure_client_secret.clone(),
+            credential,
             retry,
         );
         Ok(Self {
@@ -150,6 +160,11 @@ impl AdfClient {
             tokens: TokenSource::new(endpoint),
             retry,
         })
+    }
+
+    /// The subscription this client calls.
+    pub fn subscription(&self) -> &str {
+        &self.subscription
     }
 
     /// `{arm}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.DataFactory/
@@ -349,6 +364,7 @@ impl AdfClient {
                     url,
                     body,
                     bearer: Some(&bearer.value),
+                    headers: &[],
                     attempt,
                 },
             )

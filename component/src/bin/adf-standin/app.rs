@@ -11,9 +11,11 @@ use crate::arm;
 use crate::clock;
 use crate::control;
 use crate::error::ArmError;
+use crate::imds;
 use crate::state::{lock, Operation, SharedStandIn};
 
 const TOKEN_ROUTE: &str = "/{tenant}/oauth2/v2.0/token";
+const IMDS_TOKEN_ROUTE: &str = "/metadata/identity/oauth2/token";
 const FACTORY_SCOPE: &str = "/subscriptions/{subscription}/resourceGroups/{resourceGroup}/\
 providers/Microsoft.DataFactory/factories/{factory}";
 const CREATE_RUN_ROUTE: &str = "/pipelines/{pipeline}/createRun";
@@ -24,7 +26,7 @@ const QUERY_ACTIVITY_RUNS_ROUTE: &str = "/pipelineruns/{runId}/queryActivityruns
 
 /// The operation a matched route template serves, for the call counts.
 fn operation_of(template: &str) -> Option<Operation> {
-    if template == TOKEN_ROUTE {
+    if template == TOKEN_ROUTE || template == IMDS_TOKEN_ROUTE {
         return Some(Operation::Token);
     }
     match template.strip_prefix(FACTORY_SCOPE)? {
@@ -53,6 +55,7 @@ pub fn build(
         .app_data(standin)
         .wrap(from_fn(observe))
         .route(TOKEN_ROUTE, web::post().to(token))
+        .route(IMDS_TOKEN_ROUTE, web::get().to(imds_token))
         .service(
             web::scope(FACTORY_SCOPE)
                 .wrap(from_fn(arm::gate))
@@ -69,6 +72,10 @@ pub fn build(
             web::scope("/_standin")
                 .route("/pipelines/{name}", web::put().to(control::put_pipeline))
                 .route("/faults", web::post().to(control::post_faults))
+                .route(
+                    "/federated-token",
+                    web::put().to(control::put_federated_token),
+                )
                 .route("/runs", web::get().to(control::get_runs))
                 .route("/calls", web::get().to(control::get_calls))
                 .route("/reset", web::post().to(control::reset)),
@@ -124,6 +131,23 @@ async fn token(
     match lock(&standin).issue_token(&tenant, &fields, now) {
         Ok(grant) => HttpResponse::Ok().json(grant.to_json()),
         Err(refusal) => refusal.to_response(now),
+    }
+}
+
+/// `GET /metadata/identity/oauth2/token`: the instance metadata endpoint's managed identity.
+async fn imds_token(standin: SharedStandIn, request: HttpRequest) -> HttpResponse {
+    let now = clock::now();
+    let query = web::Query::<Vec<(String, String)>>::from_query(request.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    let header = request
+        .headers()
+        .get("Metadata")
+        .and_then(|value| value.to_str().ok());
+    let ttl = lock(&standin).settings().token_ttl;
+    match lock(&standin).issue_managed_token(header, &query, now) {
+        Ok((grant, client_id)) => imds::answer(&grant.access_token, &client_id, ttl, now),
+        Err(refusal) => refusal.to_response(),
     }
 }
 
