@@ -40,6 +40,8 @@ pub const SYNC_REFRESH_ENV: &str = "ADF_SYNC_REFRESH_SECS";
 pub const CANCEL_WAIT_ENV: &str = "ADF_CANCEL_WAIT_MS";
 /// The clock-skew margin used when looking for a run started before a crash, in seconds.
 pub const CLOCK_SKEW_ENV: &str = "ADF_CLOCK_SKEW_SECS";
+/// Monitoring calls allowed per factory per minute, shared by all its runs.
+pub const MONITOR_BUDGET_ENV: &str = "ADF_MONITOR_BUDGET_PER_MINUTE";
 /// Test hook: abort the process right after createRun returns, before its runId is recorded.
 pub const CRASH_AFTER_CREATE_RUN_ENV: &str = "ADF_OPERATOR_CRASH_AFTER_CREATE_RUN";
 
@@ -191,6 +193,17 @@ pub struct PollingConfig {
     )]
     pub adf_clock_skew_secs: u64,
 
+    /// Monitoring calls (Get Pipeline Run, queryPipelineRuns, queryActivityruns) allowed per
+    /// factory per minute, across all its runs and replicas (Azure allows 1,000).
+    #[arg(
+        long,
+        env = MONITOR_BUDGET_ENV,
+        value_name = MONITOR_BUDGET_ENV,
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u32).range(1..=60_000)
+    )]
+    pub adf_monitor_budget_per_minute: u32,
+
     /// Test hook: abort right after createRun returns, before the runId is recorded.
     #[arg(
         long,
@@ -270,6 +283,7 @@ pub struct PollSettings {
     pub cancel_wait: Duration,
     pub clock_skew: Duration,
     pub crash_after_create_run: bool,
+    pub monitor_budget_per_minute: u32,
 }
 
 impl PollingConfig {
@@ -288,6 +302,7 @@ impl PollingConfig {
             cancel_wait: Duration::from_millis(self.adf_cancel_wait_ms),
             clock_skew: Duration::from_secs(self.adf_clock_skew_secs),
             crash_after_create_run: self.adf_operator_crash_after_create_run,
+            monitor_budget_per_minute: self.adf_monitor_budget_per_minute,
         })
     }
 }

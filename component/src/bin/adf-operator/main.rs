@@ -13,6 +13,7 @@
 
 mod adopt;
 mod azure;
+mod budget;
 mod config;
 mod details;
 mod reconciler;
@@ -22,11 +23,15 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use std::sync::Arc;
+
+use operator_component::shared_state::connect_as_component;
 use operator_component::{Component, ComponentConfig};
 
 use crate::azure::credential::Credential;
 use crate::azure::retry::RetryPolicy;
 use crate::azure::AdfClient;
+use crate::budget::MonitorBudget;
 use crate::config::{AzureConfig, PollingConfig};
 use crate::reconciler::AdfReconciler;
 
@@ -120,11 +125,44 @@ fn run_adf(args: OperatorArgs) -> anyhow::Result<()> {
     }
     // reqwest is built without a crypto provider; install ring's once, before any client.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = AdfClient::new(&args.azure, credential, RetryPolicy::default())
+    let budget = Arc::new(MonitorBudget::new(
+        poll.monitor_budget_per_minute,
+        Some(budget_bucket(args.component.clone())),
+    ));
+    let client = AdfClient::new(&args.azure, credential, RetryPolicy::default(), budget)
         .context("cannot build the HTTP client")?;
     let reconciler = AdfReconciler::new(client, poll);
     Component::new(args.component, reconciler).run()?;
     Ok(())
+}
+
+/// Opens the monitoring budget's KV bucket as the component connects to NATS; without it the
+/// budget is this process's alone (logged).
+fn budget_bucket(component: ComponentConfig) -> budget::Connect {
+    Box::new(move || {
+        let component = component.clone();
+        Box::pin(async move {
+            let opened = async {
+                let client = connect_as_component(&component).await?;
+                let js = async_nats::jetstream::new(client);
+                let store = js
+                    .create_key_value(async_nats::jetstream::kv::Config {
+                        bucket: budget::BUCKET.to_string(),
+                        history: 1,
+                        ..Default::default()
+                    })
+                    .await?;
+                anyhow::Ok(store)
+            };
+            match opened.await {
+                Ok(store) => Some(store),
+                Err(e) => {
+                    tracing::warn!(bucket = budget::BUCKET, error = %format!("{e:#}"), "monitoring budget kept in this process only");
+                    None
+                }
+            }
+        })
+    })
 }
 
 #[cfg(test)]

@@ -565,6 +565,13 @@ impl AdfReconciler {
                 return Ok(ReconcileResult::requeue(*wait));
             }
         }
+        if let PipelineRunError::Azure(AzureError::OverBudget { retry_after, .. }) = &error {
+            debug!(
+                retry_in_ms = retry_after.as_millis() as u64,
+                "factory's monitoring budget spent for now; requeued"
+            );
+            return Ok(ReconcileResult::requeue(*retry_after));
+        }
         if !error.is_terminal() {
             return Err(ReconcileError::retryable(error));
         }

@@ -78,6 +78,7 @@ pub fn build(
                 )
                 .route("/runs", web::get().to(control::get_runs))
                 .route("/calls", web::get().to(control::get_calls))
+                .route("/monitoring", web::get().to(control::get_monitoring))
                 .route("/reset", web::post().to(control::reset)),
         )
         .default_service(web::to(no_route))
@@ -94,13 +95,26 @@ async fn observe(
         .match_pattern()
         .unwrap_or_else(|| request.path().to_owned());
     let started = std::time::Instant::now();
+    let arrived = clock::now();
+    // Routing has not happened yet in a middleware: read the names from the path itself.
+    let factory = segment_after(request.path(), "factories");
+    let run_id = segment_after(request.path(), "pipelineruns");
     let result = next.call(request).await;
     let status = match &result {
         Ok(response) => response.status(),
         Err(error) => error.as_response_error().status_code(),
     };
     if let (Some(standin), Some(operation)) = (standin, operation_of(&template)) {
-        lock(&standin).record_call(operation, status.as_u16());
+        let mut standin = lock(&standin);
+        standin.record_call(operation, status.as_u16());
+        let monitoring = matches!(
+            operation,
+            Operation::GetRun | Operation::QueryPipelineRuns | Operation::QueryActivityRuns
+        );
+        if let (true, Some(factory)) = (monitoring, &factory) {
+            let polled = run_id.as_deref().filter(|_| operation == Operation::GetRun);
+            standin.monitoring().record(factory, polled, arrived);
+        }
     }
     info!(
         http.method = %method,
@@ -110,6 +124,13 @@ async fn observe(
         "request served"
     );
     result
+}
+
+/// The path segment after the first one named `name` (case-insensitive), as sent.
+fn segment_after(path: &str, name: &str) -> Option<String> {
+    let mut segments = path.split('/');
+    segments.find(|s| s.eq_ignore_ascii_case(name))?;
+    segments.next().filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
 /// `POST /{tenant}/oauth2/v2.0/token`: the client-credentials grant, form-encoded.

@@ -140,6 +140,20 @@ pub async fn get_calls(standin: SharedStandIn) -> HttpResponse {
     HttpResponse::Ok().json(lock(&standin).calls_report())
 }
 
+/// `GET /_standin/monitoring?windowMs=N` (default a minute): monitoring calls by factory with
+/// the most any window of N ms held, and the longest gap between two polls of a run.
+pub async fn get_monitoring(
+    standin: SharedStandIn,
+    query: web::Query<std::collections::HashMap<String, String>>,
+) -> HttpResponse {
+    let window_ms = query
+        .get("windowMs")
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(60_000u64)
+        .max(1);
+    HttpResponse::Ok().json(lock(&standin).monitoring().report(window_ms))
+}
+
 /// `PUT /_standin/federated-token`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -11,6 +11,7 @@ mod clock;
 mod control;
 mod error;
 mod imds;
+mod monitor;
 mod query;
 mod run;
 mod state;

@@ -16,6 +16,7 @@ use crate::auth::{EntraError, ExpectedClient, TokenGrant, Tokens};
 use crate::clock::format_timestamp;
 use crate::error::ArmError;
 use crate::imds::{self, Identities, ImdsError};
+use crate::monitor::Monitoring;
 use crate::query::{select, Page, Query};
 use crate::run::{ActivityRunView, PipelineBehaviour, RerunOptions, Run, RunView};
 
@@ -155,6 +156,7 @@ pub struct StandIn {
     runs: Vec<Run>,
     faults: Faults,
     calls: Calls,
+    monitoring: Monitoring,
 }
 
 impl StandIn {
@@ -166,6 +168,7 @@ impl StandIn {
             runs: Vec::new(),
             faults: Faults::default(),
             calls: Calls::default(),
+            monitoring: Monitoring::default(),
         }
     }
 
@@ -389,6 +392,10 @@ impl StandIn {
         self.calls.record(operation, status);
     }
 
+    pub fn monitoring(&mut self) -> &mut Monitoring {
+        &mut self.monitoring
+    }
+
     /// Every run, oldest first, with what it was created with.
     pub fn runs_report(&self, now: DateTime<Utc>) -> Value {
         let runs: Vec<Value> = self
@@ -418,6 +425,7 @@ impl StandIn {
         self.runs.clear();
         self.faults = Faults::default();
         self.calls = Calls::default();
+        self.monitoring = Monitoring::default();
     }
 }
 

@@ -111,7 +111,8 @@ fn serve(answers: Vec<Answer>) -> (Shared, AdfClient) {
         max_wait: Duration::from_secs(2),
     };
     let credential = config.credential().expect("a credential");
-    let client = AdfClient::new(&config, credential, retry).expect("client");
+    let budget = Arc::new(crate::budget::MonitorBudget::new(100_000, None));
+    let client = AdfClient::new(&config, credential, retry, budget).expect("client");
     (script, client)
 }
 
