@@ -200,7 +200,7 @@ pub struct PollingConfig {
         env = MONITOR_BUDGET_ENV,
         value_name = MONITOR_BUDGET_ENV,
         default_value_t = 600,
-        value_parser = clap::value_parser!(u32).range(1..=60_000)
+        value_parser = clap::value_parser!(u32).range(1..=1_000)
     )]
     pub adf_monitor_budget_per_minute: u32,
 

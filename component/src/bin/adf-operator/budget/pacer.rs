@@ -1,6 +1,6 @@
 //! The pacing of one factory's monitoring calls, pure (no I/O, no clock of its own): calls are
-//! spaced evenly at `60 s / budget` (so no minute ever holds more than the budget, whatever
-//! window is looked at), a 429's `Retry-After` pauses them all, and the calls of the last
+//! spaced evenly at `60 s / budget` plus 1 % (so no minute ever holds more than the budget,
+//! whatever window is looked at, even when the network delays one call more than the next), a 429's `Retry-After` pauses them all, and the calls of the last
 //! minute are counted for display. Instants are wall-clock milliseconds, so the state means
 //! the same to the next leader.
 
@@ -36,7 +36,11 @@ impl Pacer {
     /// A pacer allowing `budget_per_minute` calls a minute, resuming from `state`.
     pub fn new(budget_per_minute: u32, state: PacerState) -> Self {
         Self {
-            spacing_ms: (MINUTE_MS / i64::from(budget_per_minute.max(1))).max(1),
+            // Rounded up, with a 1 % margin for the jitter between sending and arriving.
+            spacing_ms: {
+                let per = 100 * i64::from(budget_per_minute.max(1));
+                (MINUTE_MS * 101 + per - 1) / per
+            },
             state,
         }
     }
@@ -107,7 +111,7 @@ mod tests {
         let mut pacer = Pacer::new(600, PacerState::default());
         let went = run(&mut pacer, std::iter::repeat_n(1_000, 1_500));
         assert_eq!(went[0], 1_000);
-        assert_eq!(went[1] - went[0], 100);
+        assert_eq!(went[1] - went[0], 101);
         for (i, start) in went.iter().enumerate() {
             let in_minute = went[i..]
                 .iter()
@@ -118,7 +122,7 @@ mod tests {
                 "{in_minute} calls in the minute from {start}"
             );
         }
-        assert_eq!(pacer.used_last_minute(*went.last().unwrap_or(&0)), 600);
+        assert_eq!(pacer.used_last_minute(*went.last().unwrap_or(&0)), 595);
     }
 
     #[test]
@@ -154,7 +158,7 @@ mod tests {
             serde_json::from_value(serde_json::to_value(first.state()).expect("json"))
                 .expect("reads back");
         let mut next = Pacer::new(60, kept);
-        assert_eq!(next.slot(1), 3_000);
+        assert_eq!(next.slot(1), 3_030);
         assert_eq!(next.used_last_minute(1), 3);
     }
 }
