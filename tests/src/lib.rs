@@ -3,6 +3,7 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`); `tests/run` does it.
 
+pub mod adf;
 pub mod cluster;
 pub mod faults;
 pub mod otlp;

@@ -1,162 +1,9 @@
 //! The Azure Data Factory operator end to end: the seed's walk-through against the stand-in ADF
 //! server, with the real orchestrator, adf-operator and opctl processes on a real nats-server.
 
-use std::time::Duration;
-
+use operator_tests::adf::*;
 use operator_tests::*;
 use serde_json::{json, Value};
-
-const WAIT: Duration = Duration::from_secs(60);
-const TENANT: &str = "00000000-0000-0000-0000-000000000001";
-const CLIENT: &str = "00000000-0000-0000-0000-000000000002";
-const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000003";
-const SECRET: &str = "replace-me";
-
-struct Adf {
-    system: TestSystem,
-    standin: StandinProcess,
-    component: ComponentProcess,
-    http: reqwest::Client,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-}
-
-fn start_replica(
-    system: &TestSystem,
-    args: &[String],
-    env: &[(String, String)],
-    extra_env: &[(&str, &str)],
-) -> anyhow::Result<ComponentProcess> {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    all.extend_from_slice(extra_env);
-    ComponentProcess::start_binary(
-        "adf-operator",
-        &args,
-        &system.nats.url(),
-        "adf-operator",
-        &all,
-    )
-}
-
-impl Adf {
-    /// NATS, the orchestrator, the stand-in and the adf-operator, with the seed's secret and
-    /// operator applied.
-    async fn start(store: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let system = TestSystem::start().await?;
-        let standin = StandinProcess::start(&[
-            ("ADF_STANDIN_TENANT_ID", TENANT),
-            ("ADF_STANDIN_CLIENT_ID", CLIENT),
-            ("ADF_STANDIN_CLIENT_SECRET", SECRET),
-            ("ADF_STANDIN_SUBSCRIPTION_ID", SUBSCRIPTION),
-            ("ADF_STANDIN_QUEUED_MS", "200"),
-            ("ADF_STANDIN_RUN_MS", "1500"),
-        ])?;
-        system
-            .opctl
-            .apply(&example("adf-secret.yaml"), Some("user-system"))?;
-        system.opctl.apply(&example("adf-operator.yaml"), None)?;
-        let state_file = tempfile::NamedTempFile::new()?.into_temp_path().keep()?;
-        let state_file = state_file.to_string_lossy().into_owned();
-        let env: Vec<(&str, &str)> = vec![
-            ("OPERATOR_STATE_STORE_TYPE", store),
-            ("ENTITY_OF_INTEREST_MESSAGE_STREAM", "dataos-azure-entities"),
-            (
-                "ENTITY_OF_INTEREST_MESSAGE_QUEUE",
-                "azure-entities-adf-52323",
-            ),
-            (
-                "ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT",
-                "dataos.operator.adf.query",
-            ),
-            (
-                "ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT",
-                "dataos.operator.adf.reply",
-            ),
-            ("AZURE_TENANT_ID", TENANT),
-            ("AZURE_CLIENT_ID", CLIENT),
-            ("AZURE_CLIENT_SECRET", SECRET),
-            ("AZURE_SUBSCRIPTION_ID", SUBSCRIPTION),
-            ("AZURE_AUTHORITY_HOST", &standin.url),
-            ("AZURE_RESOURCE_MANAGER_ENDPOINT", &standin.url),
-            ("ADF_POLL_MIN_MS", "100"),
-            ("ADF_POLL_MAX_MS", "500"),
-        ];
-        let env: Vec<(String, String)> = env
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let args = vec![
-            "operator".to_string(),
-            "adf".to_string(),
-            "--electionStateFile".to_string(),
-            state_file,
-        ];
-        let component = start_replica(&system, &args, &env, extra_env)?;
-        Ok(Self {
-            system,
-            standin,
-            component,
-            // A fresh connection per control call: the stand-in may close an idle one just as
-            // a pooled request goes out on it.
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()?,
-            args,
-            env,
-        })
-    }
-
-    /// Another adf-operator process like the first one, with `extra_env` on top.
-    fn replica(&self, extra_env: &[(&str, &str)]) -> anyhow::Result<ComponentProcess> {
-        start_replica(&self.system, &self.args, &self.env, extra_env)
-    }
-
-    async fn control(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .request(method, format!("{}/_standin/{path}", self.standin.url));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "stand-in {path}: {}",
-            response.status()
-        );
-        Ok(response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn runs(&self) -> anyhow::Result<Vec<Value>> {
-        let report = self.control(reqwest::Method::GET, "runs", None).await?;
-        Ok(report["runs"].as_array().cloned().unwrap_or_default())
-    }
-
-    async fn calls(&self) -> anyhow::Result<Value> {
-        self.control(reqwest::Method::GET, "calls", None).await
-    }
-
-    fn run_manifest(name: &str, pipeline: &str) -> String {
-        example("adf-pipeline-run.yaml")
-            .replace("name: pipeline-run-1", &format!("name: {name}"))
-            .replace("ArmtemplateSampleCopyPipeline", pipeline)
-    }
-
-    async fn wait_runtime(&self, name: &str, runtime: &str) -> anyhow::Result<Value> {
-        let record = wait_for_resource(&self.system.client, "public", name, WAIT, |r| {
-            runtime_of(r) == Some(runtime)
-        })
-        .await?;
-        record.ok_or_else(|| anyhow::anyhow!("{name} vanished"))
-    }
-}
 
 #[tokio::test]
 async fn the_seed_walk_through_reaches_succeeded_with_the_run_synced() -> anyhow::Result<()> {
@@ -208,8 +55,19 @@ async fn the_seed_walk_through_reaches_succeeded_with_the_run_synced() -> anyhow
 }
 
 #[tokio::test]
-async fn a_failing_pipeline_ends_failed_with_azures_message() -> anyhow::Result<()> {
+async fn a_failing_pipeline_ends_failed_naming_the_failing_activity_with_a_monitoring_link(
+) -> anyhow::Result<()> {
     let adf = Adf::start("memory", &[]).await?;
+    adf.control(
+        reqwest::Method::PUT,
+        "pipelines/AlwaysFailPipeline",
+        Some(
+            json!({"outcome": "fail", "failureMessage": "the blob input/day.csv is missing",
+                    "activities": [{"name": "Lookup day", "type": "Lookup"},
+                                   {"name": "Copy day", "type": "Copy"}]}),
+        ),
+    )
+    .await?;
     adf.system.opctl.apply(
         &Adf::run_manifest("doomed", "AlwaysFailPipeline"),
         Some("public"),
@@ -217,9 +75,42 @@ async fn a_failing_pipeline_ends_failed_with_azures_message() -> anyhow::Result<
     let record = adf.wait_runtime("doomed", "failed").await?;
     let message = record["status"]["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("Operation on target Copy data failed"),
+        message.starts_with("failed activities: Copy day: 2200: the blob input/day.csv is missing"),
         "{record}"
     );
+    assert!(
+        message.contains("Operation on target Copy day failed"),
+        "{record}"
+    );
+    assert!(!message.contains("Lookup day"), "{record}");
+    let run_id = adf.runs().await?[0]["runId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let link = format!(
+        "https://adf.azure.com/monitoring/pipelineruns/{run_id}?factory=/subscriptions/{SUBSCRIPTION}/resourceGroups/Engineering/providers/Microsoft.DataFactory/factories/datafactoryoz3un3trdpaa"
+    );
+    assert_eq!(
+        record["status"]["details"]["monitoringUrl"], link,
+        "{record}"
+    );
+    let described = adf.system.opctl.run(&[
+        "get", "-t", "resource", "-w", "public", "-n", "doomed", "-d",
+    ])?;
+    let first_message = described
+        .stdout
+        .lines()
+        .position(|l| l.contains("Copy day: 2200"));
+    let spec = described
+        .stdout
+        .lines()
+        .position(|l| l.starts_with("Spec:"));
+    assert!(
+        first_message.is_some() && first_message < spec,
+        "the failure comes before the spec: {}",
+        described.stdout
+    );
+    assert!(described.stdout.contains(&link), "{}", described.stdout);
     let get = adf
         .system
         .opctl
@@ -262,7 +153,51 @@ async fn deleting_a_running_pipeline_run_cancels_the_run() -> anyhow::Result<()>
         matches!(runs[0]["status"].as_str(), Some("Cancelled" | "Canceling")),
         "{runs:?}"
     );
+    assert_eq!(runs[0]["cancelledRecursively"], true, "{runs:?}");
     assert_eq!(adf.calls().await?["cancel"], 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_run_past_its_timeout_is_cancelled_recursively_and_fails_saying_so() -> anyhow::Result<()>
+{
+    let adf = Adf::start("memory", &[]).await?;
+    adf.control(
+        reqwest::Method::PUT,
+        "pipelines/SlowPipeline",
+        Some(json!({"outcome": "succeed", "runMs": 600000})),
+    )
+    .await?;
+    let manifest = Adf::run_manifest("slow-run", "SlowPipeline").replace(
+        "resourceGroupName: Engineering",
+        "resourceGroupName: Engineering\n    timeout: 3s",
+    );
+    adf.system.opctl.apply(&manifest, Some("public"))?;
+    adf.wait_runtime("slow-run", "inprogress").await?;
+    let record = adf.wait_runtime("slow-run", "failed").await?;
+    assert_eq!(
+        record["status"]["message"], "timed out after 3s (spec.timeout): the run was cancelled",
+        "{record}"
+    );
+    let runs = adf.runs().await?;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(
+        matches!(runs[0]["status"].as_str(), Some("Cancelled" | "Canceling")),
+        "{runs:?}"
+    );
+    assert_eq!(runs[0]["cancelledRecursively"], true, "{runs:?}");
+    assert_eq!(adf.calls().await?["cancel"], 1);
+
+    // Deleting it now: its run has ended, so nothing is cancelled again and nothing fails.
+    let del = adf
+        .system
+        .opctl
+        .run(&["delete", "-t", "resource", "-w", "public", "-n", "slow-run"])?;
+    assert_eq!(del.code, 0, "{}", del.stderr);
+    wait_for_resource(&adf.system.client, "public", "slow-run", WAIT, |r| {
+        r.is_none()
+    })
+    .await?;
     Ok(())
 }
 
@@ -424,5 +359,60 @@ async fn a_pipeline_run_whose_leader_is_killed_is_followed_by_the_next_and_runs_
     );
     assert_eq!(record["status"]["details"]["runId"], runs[0]["runId"]);
     assert_eq!(adf.calls().await?["createRun"], 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_spec_past_adfs_parameter_limit_or_with_a_bad_timeout_is_refused_at_apply(
+) -> anyhow::Result<()> {
+    let system = TestSystem::start().await?;
+    system
+        .opctl
+        .apply(&example("adf-secret.yaml"), Some("user-system"))?;
+    system.opctl.apply(&example("adf-operator.yaml"), None)?;
+    let with = |extra: &str| {
+        example("adf-pipeline-run.yaml").replace(
+            "resourceGroupName: Engineering",
+            &format!("resourceGroupName: Engineering\n{extra}"),
+        )
+    };
+    let parameters = |n: usize| {
+        let lines: Vec<String> = (0..n).map(|i| format!("      p{i}: {i}")).collect();
+        format!("    parameters:\n{}", lines.join("\n"))
+    };
+    for (what, manifest, expected) in [
+        (
+            "51 parameters",
+            with(&parameters(51)),
+            vec!["spec/parameters", "more than 50 properties"],
+        ),
+        (
+            "a timeout that does not parse",
+            with("    timeout: half an hour"),
+            vec!["spec/timeout"],
+        ),
+        (
+            "a negative timeout",
+            with("    timeout: -30m"),
+            vec!["spec/timeout"],
+        ),
+    ] {
+        let run = system
+            .opctl
+            .run_with_stdin(&["apply", "-f", "-", "-w", "public"], Some(&manifest))?;
+        assert_ne!(run.code, 0, "{what} was accepted");
+        for text in expected {
+            assert!(run.stderr.contains(text), "{what}: {}", run.stderr);
+        }
+    }
+    for (what, manifest) in [
+        ("50 parameters", with(&parameters(50))),
+        ("a timeout of 1h30m", with("    timeout: 1h30m")),
+    ] {
+        let run = system
+            .opctl
+            .run_with_stdin(&["apply", "-f", "-", "-w", "public"], Some(&manifest))?;
+        assert_eq!(run.code, 0, "{what} was refused: {}", run.stderr);
+    }
     Ok(())
 }

@@ -43,6 +43,7 @@ mod events;
 mod handler;
 pub mod metrics;
 mod reconciler;
+pub mod shared_state;
 mod store;
 mod trace;
 

@@ -6,11 +6,13 @@
 //! never made is retried in place, since anything else may have started a run. The reconciler's
 //! recorded intent covers the rest (see `reconciler.rs`).
 
+pub mod credential;
 pub mod http;
 pub mod model;
 pub mod retry;
 pub mod token;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,12 +22,14 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 use tracing::debug;
 
+use self::credential::Credential;
 use self::http::{exchange, Body, Exchange, Outcome};
 use self::model::{
     ActivityRun, CreateRunResponse, ErrorBody, PipelineRun, QueryPage, RunFilterParameters,
 };
 use self::retry::RetryPolicy;
 use self::token::{TokenEndpoint, TokenError, TokenSource};
+use crate::budget::{factory_key, MonitorBudget};
 use crate::config::AzureConfig;
 use crate::spec::PipelineRef;
 
@@ -37,6 +41,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most pages one query reads.
 const MAX_PAGES: usize = 20;
+/// The calls Azure counts as monitoring, paced by the factory's budget.
+const MONITORING: [&str; 3] = ["getPipelineRun", "queryPipelineRuns", "queryActivityRuns"];
 
 /// The URL template of a factory's `tail`, as Azure's REST reference writes it.
 macro_rules! factory_template {
@@ -78,6 +84,12 @@ pub enum AzureError {
         operation: &'static str,
         reason: String,
     },
+    /// The factory's monitoring budget has no slot before `retry_after`; nothing was sent.
+    #[error("{operation}: the factory's monitoring budget is spent for now")]
+    OverBudget {
+        operation: &'static str,
+        retry_after: Duration,
+    },
     /// No access token could be had.
     #[error("{operation}: {source}")]
     Token {
@@ -90,6 +102,12 @@ impl AzureError {
     /// True when retrying will not help.
     pub fn is_terminal(&self) -> bool {
         matches!(self, Self::Refused { .. })
+    }
+
+    /// True when Azure refused a cancel because the run is no longer going
+    /// (`PipelineRunNotRunning`).
+    pub fn is_not_running(&self) -> bool {
+        matches!(self, Self::Refused { code, .. } if code == "PipelineRunNotRunning")
     }
 
     /// True when Azure answered 404 (the factory, pipeline or run does not exist).
@@ -124,12 +142,54 @@ pub struct AdfClient {
     subscription: String,
     tokens: TokenSource,
     retry: RetryPolicy,
+    budget: Arc<MonitorBudget>,
+}
+
+/// The budget key of the factory a factory URL names (`…/resourceGroups/{rg}/…/factories/{f}/…`).
+fn factory_of(url: &Url) -> Option<String> {
+    let segments: Vec<String> = url.path_segments()?.map(percent_decode).collect();
+    let after = |name: &str| {
+        segments
+            .iter()
+            .position(|s| s.eq_ignore_ascii_case(name))
+            .and_then(|i| segments.get(i + 1))
+    };
+    Some(factory_key(after("resourceGroups")?, after("factories")?))
+}
+
+/// `%XX` escapes of a path segment decoded (names are ASCII; anything else is kept as sent).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl AdfClient {
     /// A client with the configured credentials and endpoints. The rustls crypto provider must
     /// be installed first.
-    pub fn new(config: &AzureConfig, retry: RetryPolicy) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        config: &AzureConfig,
+        credential: Credential,
+        retry: RetryPolicy,
+        budget: Arc<MonitorBudget>,
+    ) -> Result<Self, reqwest::Error> {
         let http = Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -138,9 +198,7 @@ impl AdfClient {
         let endpoint = TokenEndpoint::new(
             http.clone(),
             &config.azure_authority_host,
-            &config.azure_tenant_id.to_string(),
-            &config.azure_client_id.to_string(),
-            config.azure_client_secret.clone(),
+            credential,
             retry,
         );
         Ok(Self {
@@ -149,7 +207,13 @@ impl AdfClient {
             subscription: config.azure_subscription_id.to_string(),
             tokens: TokenSource::new(endpoint),
             retry,
+            budget,
         })
+    }
+
+    /// The subscription this client calls.
+    pub fn subscription(&self) -> &str {
+        &self.subscription
     }
 
     /// `{arm}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.DataFactory/
@@ -334,8 +398,20 @@ impl AdfClient {
     ) -> Result<T, AzureError> {
         let mut attempt = 0;
         let mut rejected = None;
+        let factory = factory_of(url);
+        let monitoring = MONITORING.contains(&operation);
         loop {
             attempt += 1;
+            if let (true, Some(factory)) = (monitoring, &factory) {
+                // Every attempt is a call Azure counts against the factory's limit.
+                self.budget
+                    .acquire(factory)
+                    .await
+                    .map_err(|wait| AzureError::OverBudget {
+                        operation,
+                        retry_after: wait,
+                    })?;
+            }
             let bearer = self
                 .tokens
                 .bearer(rejected)
@@ -349,6 +425,7 @@ impl AdfClient {
                     url,
                     body,
                     bearer: Some(&bearer.value),
+                    headers: &[],
                     attempt,
                 },
             )
@@ -369,6 +446,12 @@ impl AdfClient {
                     retry_after,
                     body,
                 } => match Transient::of_status(status, replay) {
+                    Some(Transient::Throttled) => {
+                        if let (Some(wait), Some(factory)) = (retry_after, &factory) {
+                            self.budget.pause(factory, wait).await;
+                        }
+                        (Transient::Throttled, describe(status, &body), retry_after)
+                    }
                     Some(transient) => (transient, describe(status, &body), retry_after),
                     None => {
                         let error = ErrorBody::parse(&body);

@@ -1,7 +1,9 @@
 //! The ADF operator's own settings (Azure credentials and endpoints, polling), read by clap
-//! from flags or environment variables, and their validation into [`AdfSettings`].
+//! from flags or environment variables, and their validation into a [`Credential`] and
+//! [`PollSettings`].
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
@@ -10,12 +12,18 @@ use reqwest::Url;
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::azure::credential::{read_federated_token, Credential, CredentialError};
+
 /// The Microsoft Entra tenant of the service principal (a GUID).
 pub const TENANT_ID_ENV: &str = "AZURE_TENANT_ID";
 /// The service principal's application (client) id (a GUID).
 pub const CLIENT_ID_ENV: &str = "AZURE_CLIENT_ID";
 /// The service principal's client secret; never logged.
 pub const CLIENT_SECRET_ENV: &str = "AZURE_CLIENT_SECRET";
+/// Workload identity: the file holding the federated token (projected by Kubernetes).
+pub const FEDERATED_TOKEN_FILE_ENV: &str = "AZURE_FEDERATED_TOKEN_FILE";
+/// Managed identity: the instance metadata endpoint (tests point it at a stand-in).
+pub const IMDS_ENDPOINT_ENV: &str = "AZURE_IMDS_ENDPOINT";
 /// The subscription holding the data factories (a GUID).
 pub const SUBSCRIPTION_ID_ENV: &str = "AZURE_SUBSCRIPTION_ID";
 /// Where tokens are asked for.
@@ -32,6 +40,8 @@ pub const SYNC_REFRESH_ENV: &str = "ADF_SYNC_REFRESH_SECS";
 pub const CANCEL_WAIT_ENV: &str = "ADF_CANCEL_WAIT_MS";
 /// The clock-skew margin used when looking for a run started before a crash, in seconds.
 pub const CLOCK_SKEW_ENV: &str = "ADF_CLOCK_SKEW_SECS";
+/// Monitoring calls allowed per factory per minute, shared by all its runs.
+pub const MONITOR_BUDGET_ENV: &str = "ADF_MONITOR_BUDGET_PER_MINUTE";
 /// Test hook: abort the process right after createRun returns, before its runId is recorded.
 pub const CRASH_AFTER_CREATE_RUN_ENV: &str = "ADF_OPERATOR_CRASH_AFTER_CREATE_RUN";
 
@@ -39,6 +49,8 @@ pub const CRASH_AFTER_CREATE_RUN_ENV: &str = "ADF_OPERATOR_CRASH_AFTER_CREATE_RU
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 /// The default Resource Manager endpoint (Azure's public cloud).
 pub const DEFAULT_RESOURCE_MANAGER_ENDPOINT: &str = "https://management.azure.com";
+/// The instance metadata endpoint of Azure VMs.
+pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
 
 /// A secret string whose `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -71,13 +83,14 @@ impl fmt::Display for Secret {
 /// Azure credentials and endpoints; flatten into the binary's parser.
 #[derive(Debug, Clone, Args)]
 pub struct AzureConfig {
-    /// Tenant (directory) id of the service principal.
+    /// Tenant (directory) id of the service principal or workload identity.
     #[arg(long, env = TENANT_ID_ENV, value_name = TENANT_ID_ENV, value_parser = parse_guid)]
-    pub azure_tenant_id: Uuid,
+    pub azure_tenant_id: Option<Uuid>,
 
-    /// Application (client) id of the service principal.
+    /// Application (client) id of the service principal or workload identity; with managed
+    /// identity, the user-assigned identity to use.
     #[arg(long, env = CLIENT_ID_ENV, value_name = CLIENT_ID_ENV, value_parser = parse_guid)]
-    pub azure_client_id: Uuid,
+    pub azure_client_id: Option<Uuid>,
 
     /// Client secret of the service principal (prefer the environment variable).
     #[arg(
@@ -87,7 +100,21 @@ pub struct AzureConfig {
         hide_env_values = true,
         value_parser = parse_secret
     )]
-    pub azure_client_secret: Secret,
+    pub azure_client_secret: Option<Secret>,
+
+    /// Workload identity: the federated token file, read again at every token request.
+    #[arg(long, env = FEDERATED_TOKEN_FILE_ENV, value_name = FEDERATED_TOKEN_FILE_ENV)]
+    pub azure_federated_token_file: Option<PathBuf>,
+
+    /// Managed identity: the instance metadata endpoint.
+    #[arg(
+        long,
+        env = IMDS_ENDPOINT_ENV,
+        value_name = IMDS_ENDPOINT_ENV,
+        default_value = DEFAULT_IMDS_ENDPOINT,
+        value_parser = parse_endpoint
+    )]
+    pub azure_imds_endpoint: Url,
 
     /// Subscription holding the data factories.
     #[arg(long, env = SUBSCRIPTION_ID_ENV, value_name = SUBSCRIPTION_ID_ENV, value_parser = parse_guid)]
@@ -166,6 +193,17 @@ pub struct PollingConfig {
     )]
     pub adf_clock_skew_secs: u64,
 
+    /// Monitoring calls (Get Pipeline Run, queryPipelineRuns, queryActivityruns) allowed per
+    /// factory per minute, across all its runs and replicas (Azure allows 1,000).
+    #[arg(
+        long,
+        env = MONITOR_BUDGET_ENV,
+        value_name = MONITOR_BUDGET_ENV,
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u32).range(1..=1_000)
+    )]
+    pub adf_monitor_budget_per_minute: u32,
+
     /// Test hook: abort right after createRun returns, before the runId is recorded.
     #[arg(
         long,
@@ -185,6 +223,55 @@ pub enum ConfigError {
     /// The polling interval's upper bound is below its lower bound.
     #[error("{POLL_MAX_ENV}: {max_ms} ms is below {POLL_MIN_ENV} ({min_ms} ms)")]
     PollRangeInverted { min_ms: u64, max_ms: u64 },
+    /// The sign-in method chosen needs a variable that is not set.
+    #[error("{variable}: required to sign in with {method}")]
+    MissingForSignIn {
+        variable: &'static str,
+        method: &'static str,
+    },
+    /// The federated token file cannot be used; names the file, never its content.
+    #[error("{FEDERATED_TOKEN_FILE_ENV}: {0}")]
+    FederatedToken(#[source] CredentialError),
+}
+
+impl AzureConfig {
+    /// The sign-in method, chosen from what is set: a client secret; else a federated token
+    /// file (workload identity); else managed identity. Workload identity's file is read once
+    /// here so a missing or empty one stops the operator at start.
+    pub fn credential(&self) -> Result<Credential, ConfigError> {
+        let needs = |method: &'static str| {
+            let tenant_id = self.azure_tenant_id.ok_or(ConfigError::MissingForSignIn {
+                variable: TENANT_ID_ENV,
+                method,
+            })?;
+            let client_id = self.azure_client_id.ok_or(ConfigError::MissingForSignIn {
+                variable: CLIENT_ID_ENV,
+                method,
+            })?;
+            Ok::<_, ConfigError>((tenant_id, client_id))
+        };
+        if let Some(secret) = &self.azure_client_secret {
+            let (tenant_id, client_id) = needs("a client secret")?;
+            return Ok(Credential::ClientSecret {
+                tenant_id,
+                client_id,
+                secret: secret.clone(),
+            });
+        }
+        if let Some(token_file) = &self.azure_federated_token_file {
+            let (tenant_id, client_id) = needs("workload identity")?;
+            read_federated_token(token_file).map_err(ConfigError::FederatedToken)?;
+            return Ok(Credential::WorkloadIdentity {
+                tenant_id,
+                client_id,
+                token_file: token_file.clone(),
+            });
+        }
+        Ok(Credential::ManagedIdentity {
+            client_id: self.azure_client_id,
+            endpoint: self.azure_imds_endpoint.clone(),
+        })
+    }
 }
 
 /// How the reconciler follows runs, checked.
@@ -196,6 +283,7 @@ pub struct PollSettings {
     pub cancel_wait: Duration,
     pub clock_skew: Duration,
     pub crash_after_create_run: bool,
+    pub monitor_budget_per_minute: u32,
 }
 
 impl PollingConfig {
@@ -214,6 +302,7 @@ impl PollingConfig {
             cancel_wait: Duration::from_millis(self.adf_cancel_wait_ms),
             clock_skew: Duration::from_secs(self.adf_clock_skew_secs),
             crash_after_create_run: self.adf_operator_crash_after_create_run,
+            monitor_budget_per_minute: self.adf_monitor_budget_per_minute,
         })
     }
 }
@@ -293,7 +382,10 @@ mod tests {
             cli.azure.azure_resource_manager_endpoint.as_str(),
             "https://management.azure.com/"
         );
-        assert_eq!(cli.azure.azure_tenant_id.to_string(), TENANT);
+        assert_eq!(
+            cli.azure.azure_tenant_id.map(|t| t.to_string()).as_deref(),
+            Some(TENANT)
+        );
         let poll = cli.polling.settings().expect("valid");
         assert_eq!(poll.min, Duration::from_secs(2));
         assert_eq!(poll.max, Duration::from_secs(30));
@@ -323,21 +415,50 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_credential_is_refused_naming_the_variable() {
-        let err = Cli::try_parse_from([
-            "adf",
-            "--azure-tenant-id",
-            TENANT,
-            "--azure-client-id",
-            CLIENT,
-            "--azure-subscription-id",
-            SUBSCRIPTION,
-        ])
-        .expect_err("no secret");
-        // Skipped when the test's own environment provides the secret.
-        if std::env::var_os(CLIENT_SECRET_ENV).is_none() {
-            assert!(err.to_string().contains(CLIENT_SECRET_ENV), "{err}");
+    fn the_sign_in_method_is_chosen_from_what_is_set() {
+        // Skipped when the test's own environment sets sign-in variables.
+        if [
+            CLIENT_SECRET_ENV,
+            FEDERATED_TOKEN_FILE_ENV,
+            TENANT_ID_ENV,
+            CLIENT_ID_ENV,
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+        {
+            return;
         }
+        let method = |args: &[&str]| {
+            let mut argv = vec!["adf", "--azure-subscription-id", SUBSCRIPTION];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv)
+                .expect("parses")
+                .azure
+                .credential()
+                .map(|c| c.method())
+                .map_err(|e| e.to_string())
+        };
+        let ids = ["--azure-tenant-id", TENANT, "--azure-client-id", CLIENT];
+        assert_eq!(
+            method(&[&ids[..], &["--azure-client-secret", "s"]].concat()),
+            Ok("client secret")
+        );
+        assert_eq!(method(&[]), Ok("managed identity"));
+        assert_eq!(method(&ids[2..]), Ok("managed identity"));
+        let err = method(&["--azure-client-secret", "s"]).expect_err("no tenant");
+        assert!(err.starts_with(TENANT_ID_ENV), "{err}");
+        let missing = std::env::temp_dir().join(format!("adf-token-{}", Uuid::new_v4()));
+        let file = missing.to_string_lossy().into_owned();
+        let err = method(&[&ids[..], &["--azure-federated-token-file", &file]].concat())
+            .expect_err("no file");
+        assert!(
+            err.starts_with(FEDERATED_TOKEN_FILE_ENV) && err.contains(&file),
+            "{err}"
+        );
+        std::fs::write(&missing, "eyJ.token").expect("written");
+        let chosen = method(&[&ids[..], &["--azure-federated-token-file", &file]].concat());
+        let _ = std::fs::remove_file(&missing);
+        assert_eq!(chosen, Ok("workload identity"));
     }
 
     #[test]
@@ -351,8 +472,9 @@ mod tests {
     fn the_secret_never_shows_in_debug_output_or_errors() {
         let cli = parse(&[]).expect("parses");
         assert!(!format!("{cli:?}").contains("s3cr3t-value"));
-        assert_eq!(cli.azure.azure_client_secret.expose(), "s3cr3t-value");
-        assert_eq!(cli.azure.azure_client_secret.to_string(), "<redacted>");
+        let secret = cli.azure.azure_client_secret.expect("a secret");
+        assert_eq!(secret.expose(), "s3cr3t-value");
+        assert_eq!(secret.to_string(), "<redacted>");
     }
 
     #[test]

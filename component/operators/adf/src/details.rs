@@ -88,6 +88,9 @@ pub struct RunDetails {
     /// True when the runId was found by query after a crash rather than returned by createRun.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopted: bool,
+    /// The run on ADF Studio's monitoring page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_group_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +112,9 @@ pub struct RunDetails {
     pub previous_run_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetails>,
+    /// The spec's timeout, set once the operator has cancelled the run for passing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timed_out_after: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_synced_at: Option<DateTime<Utc>>,
 }
@@ -195,14 +201,65 @@ pub fn run_status(
     details: &RunDetails,
 ) -> EntityStatus {
     let state = run.status();
+    // A run cancelled for its timeout failed; one that ended on its own meanwhile keeps its end.
+    if let (Some(timeout), false) = (
+        &details.timed_out_after,
+        matches!(state, RunStatus::Succeeded | RunStatus::Failed),
+    ) {
+        let mut status = request.new_runtime_status(ResourceStatus::Active, RuntimeStatus::Failed);
+        status.message = Some(format!(
+            "timed out after {timeout} (spec.timeout): the run was cancelled"
+        ));
+        status.details = details.to_map();
+        return status;
+    }
     let mut status = request.new_runtime_status(ResourceStatus::Active, runtime_of(&state));
     status.message = match (&state, &details.message) {
+        (RunStatus::Failed, _) => Some(failure_message(details)),
         (_, Some(message)) => Some(message.clone()),
-        (RunStatus::Failed, None) => Some("pipeline run failed".into()),
         _ => None,
     };
     status.details = details.to_map();
     status
+}
+
+/// What a failed run's status says: the failing activities' names and errors first (what a
+/// user acts on), then the pipeline's own message.
+pub fn failure_message(details: &RunDetails) -> String {
+    let failed: Vec<String> = details
+        .activity_runs
+        .iter()
+        .filter_map(|activity| {
+            let error = activity.error.as_ref()?;
+            let message = error.message.as_deref().unwrap_or_default().trim();
+            Some(
+                match error.error_code.as_deref().filter(|c| !c.trim().is_empty()) {
+                    Some(code) => format!("{}: {code}: {message}", activity.name),
+                    None => format!("{}: {message}", activity.name),
+                },
+            )
+        })
+        .collect();
+    match (failed.is_empty(), &details.message) {
+        (true, Some(message)) => message.clone(),
+        (true, None) => "pipeline run failed".into(),
+        (false, Some(message)) => {
+            format!(
+                "failed activities: {}; pipeline: {message}",
+                failed.join("; ")
+            )
+        }
+        (false, None) => format!("failed activities: {}", failed.join("; ")),
+    }
+}
+
+/// The run's page in ADF Studio's monitoring view. ARM names are limited to URL-safe
+/// characters, so they are written as they are.
+pub fn monitoring_url(subscription: &str, pipeline: &PipelineRef, run_id: &str) -> String {
+    format!(
+        "https://adf.azure.com/monitoring/pipelineruns/{run_id}?factory=/subscriptions/{subscription}/resourceGroups/{}/providers/Microsoft.DataFactory/factories/{}",
+        pipeline.resource_group_name, pipeline.factory_name
+    )
 }
 
 /// The status recording an intent or a runId before the run's metadata is known.

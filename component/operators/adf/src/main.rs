@@ -3,8 +3,9 @@
 //! is also read from its environment variable (`adf-operator operator adf --help`).
 //!
 //! Configuration: the SDK's `ComponentConfig` (`NATS_URL`, `OPERATOR_NAME` — `adf-operator`
-//! unless set —, `OPERATOR_STATE_STORE_TYPE`, …), the service principal (`AZURE_TENANT_ID`,
-//! `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `AZURE_SUBSCRIPTION_ID`), the endpoints
+//! unless set —, `OPERATOR_STATE_STORE_TYPE`, …), the sign-in (`AZURE_TENANT_ID`,
+//! `AZURE_CLIENT_ID` with `AZURE_CLIENT_SECRET` or `AZURE_FEDERATED_TOKEN_FILE`, else managed
+//! identity through `AZURE_IMDS_ENDPOINT`), `AZURE_SUBSCRIPTION_ID`, the endpoints
 //! (`AZURE_AUTHORITY_HOST`, `AZURE_RESOURCE_MANAGER_ENDPOINT`) and how runs are followed
 //! (`ADF_POLL_MIN_MS`, `ADF_POLL_MAX_MS`, `ADF_SYNC_REFRESH_SECS`, `ADF_CANCEL_WAIT_MS`,
 //! `ADF_CLOCK_SKEW_SECS`). A missing or malformed setting stops it at start, naming the
@@ -12,6 +13,7 @@
 
 mod adopt;
 mod azure;
+mod budget;
 mod config;
 mod details;
 mod reconciler;
@@ -21,10 +23,15 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use std::sync::Arc;
+
+use operator_sdk::shared_state::open_shared_bucket;
 use operator_sdk::{Component, ComponentConfig};
 
+use crate::azure::credential::Credential;
 use crate::azure::retry::RetryPolicy;
 use crate::azure::AdfClient;
+use crate::budget::MonitorBudget;
 use crate::config::{AzureConfig, PollingConfig};
 use crate::reconciler::AdfReconciler;
 
@@ -105,13 +112,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn run_adf(args: OperatorArgs) -> anyhow::Result<()> {
     args.component.validate()?;
     let poll = args.polling.settings()?;
+    let credential = args.azure.credential()?;
+    // Logging starts inside the component, after this: the method goes to stderr, where the
+    // component's log goes too. Never the secret nor the token; only the method and the file.
+    match &credential {
+        Credential::WorkloadIdentity { token_file, .. } => eprintln!(
+            "adf-operator: signing in to Azure with workload identity ({} {})",
+            config::FEDERATED_TOKEN_FILE_ENV,
+            token_file.display()
+        ),
+        other => eprintln!("adf-operator: signing in to Azure with {}", other.method()),
+    }
     // reqwest is built without a crypto provider; install ring's once, before any client.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = AdfClient::new(&args.azure, RetryPolicy::default())
+    let budget = Arc::new(MonitorBudget::new(
+        poll.monitor_budget_per_minute,
+        Some(budget_bucket(args.component.clone())),
+    ));
+    let client = AdfClient::new(&args.azure, credential, RetryPolicy::default(), budget)
         .context("cannot build the HTTP client")?;
     let reconciler = AdfReconciler::new(client, poll);
     Component::new(args.component, reconciler).run()?;
     Ok(())
+}
+
+/// Opens the monitoring budget's KV bucket as the component connects to NATS; without it the
+/// budget is this process's alone (logged).
+fn budget_bucket(component: ComponentConfig) -> budget::Connect {
+    Box::new(move || {
+        let component = component.clone();
+        Box::pin(async move {
+            let opened = open_shared_bucket(&component, budget::BUCKET);
+            match opened.await {
+                Ok(store) => Some(store),
+                Err(e) => {
+                    tracing::warn!(bucket = budget::BUCKET, error = %e, "monitoring budget kept in this process only");
+                    None
+                }
+            }
+        })
+    })
 }
 
 #[cfg(test)]

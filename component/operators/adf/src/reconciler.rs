@@ -46,8 +46,8 @@ use crate::azure::model::{PipelineRun, RunFilterParameters};
 use crate::azure::{AdfClient, AzureError, CreateRun};
 use crate::config::PollSettings;
 use crate::details::{
-    pending_status, poll_interval, run_status, runtime_of, to_publish, ErrorDetails, Intent,
-    RunDetails,
+    monitoring_url, pending_status, poll_interval, run_status, runtime_of, to_publish,
+    ErrorDetails, Intent, RunDetails,
 };
 use crate::spec::{PipelineRef, PipelineRunSpec, SpecError, PIPELINE_RUN};
 
@@ -294,6 +294,11 @@ impl AdfReconciler {
             std::process::abort();
         }
         info!(run_id = %run_id, "pipeline run created");
+        next.monitoring_url = Some(monitoring_url(
+            self.client.subscription(),
+            &pipeline,
+            &run_id,
+        ));
         next.run_id = Some(run_id);
         r.record(pending_status(&r.request, &next)).await?;
         self.follow(r, next).await
@@ -394,6 +399,29 @@ impl AdfReconciler {
             }
         };
         details.sync(&run, activities.as_deref());
+        details.monitoring_url = Some(monitoring_url(
+            self.client.subscription(),
+            &intent.pipeline,
+            &run_id,
+        ));
+        // The timeout counts from the intent, so time queued counts too, and a new leader
+        // enforces it from the same instant.
+        let timeout = PipelineRunSpec::parse(&r.request.entity.spec)
+            .ok()
+            .and_then(|spec| spec.timeout.zip(spec.timeout_after));
+        let elapsed = (now - intent.requested_at)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        let mut timeout_left = None;
+        if let (Some((text, limit)), false) = (&timeout, state.is_stopping_or_ended()) {
+            if details.timed_out_after.is_none() && elapsed >= *limit {
+                info!(run_id = %run_id, timeout = %text, "pipeline run timed out; cancelling it");
+                self.cancel(r.ctx, &intent.pipeline, &run_id).await?;
+                details.timed_out_after = Some(text.trim().to_string());
+            } else {
+                timeout_left = limit.checked_sub(elapsed);
+            }
+        }
         let last_runtime = r.request.status.as_ref().and_then(|s| s.runtime);
         let status = run_status(&r.request, &run, &details);
         if let Some(status) = to_publish(&r.request, status, now, self.poll.sync_refresh) {
@@ -409,11 +437,11 @@ impl AdfReconciler {
             return Ok(ReconcileResult::await_change());
         }
         let age = (now - started).to_std().unwrap_or(Duration::ZERO);
-        Ok(ReconcileResult::requeue(poll_interval(
-            age,
-            self.poll.min,
-            self.poll.max,
-        )))
+        let interval = poll_interval(age, self.poll.min, self.poll.max);
+        Ok(ReconcileResult::requeue(match timeout_left {
+            Some(left) if !left.is_zero() => interval.min(left),
+            _ => interval,
+        }))
     }
 
     /// The resource is being deleted: cancel its run if it still goes, and wait (a bounded
@@ -499,6 +527,10 @@ impl AdfReconciler {
         match self.client.cancel_run(pipeline, run_id).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
+            Err(e) if e.is_not_running() => {
+                debug!(run_id, "the run had already ended; nothing to cancel");
+                Ok(())
+            }
             Err(e) if e.is_terminal() => match self.get_if_exists(pipeline, run_id).await? {
                 Some(run) if !run.status().is_stopping_or_ended() => Err(e.into()),
                 _ => Ok(()),
@@ -532,6 +564,13 @@ impl AdfReconciler {
                 warn!(error = %error, retry_in_ms = wait.as_millis() as u64, "throttled by Azure; requeued after its Retry-After");
                 return Ok(ReconcileResult::requeue(*wait));
             }
+        }
+        if let PipelineRunError::Azure(AzureError::OverBudget { retry_after, .. }) = &error {
+            debug!(
+                retry_in_ms = retry_after.as_millis() as u64,
+                "factory's monitoring budget spent for now; requeued"
+            );
+            return Ok(ReconcileResult::requeue(*retry_after));
         }
         if !error.is_terminal() {
             return Err(ReconcileError::retryable(error));

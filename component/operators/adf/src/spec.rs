@@ -1,5 +1,7 @@
 //! The `pipeline-run` resource's spec as commanded, and the pipeline it names ([`PipelineRef`]).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use thiserror::Error;
@@ -16,6 +18,9 @@ pub enum SpecError {
     /// A required name is empty.
     #[error("invalid pipeline-run spec: {0} must not be empty")]
     EmptyName(&'static str),
+    /// `timeout` is not a positive duration.
+    #[error("invalid pipeline-run spec: timeout: {value:?} is not a positive duration such as 30m or 1h30m")]
+    BadTimeout { value: String },
 }
 
 /// Where a pipeline lives: resource group, factory and pipeline name.
@@ -46,6 +51,12 @@ pub struct PipelineRunSpec {
     /// In recovery mode, rerun from the failed activities.
     #[serde(default)]
     pub start_from_failure: Option<bool>,
+    /// How long the run may take (`30m`, `1h30m`, …): past it, it is cancelled.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// `timeout`, read.
+    #[serde(skip)]
+    pub timeout_after: Option<Duration>,
 }
 
 impl PipelineRunSpec {
@@ -70,6 +81,12 @@ impl PipelineRunSpec {
                 *optional = None;
             }
         }
+        parsed.timeout_after = match parsed.timeout.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(parse_duration(text).ok_or_else(|| SpecError::BadTimeout {
+                value: text.to_string(),
+            })?),
+        };
         Ok(parsed)
     }
 
@@ -86,6 +103,33 @@ impl PipelineRunSpec {
     pub fn parameters(&self) -> Map<String, Value> {
         self.parameters.clone().unwrap_or_default()
     }
+}
+
+/// A positive duration written as numbers with units, `500ms`, `90s`, `30m`, `1h30m`, `2d`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let amount: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit_ms, len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else {
+            match rest.chars().next()? {
+                's' => (1_000, 1),
+                'm' => (60_000, 1),
+                'h' => (3_600_000, 1),
+                'd' => (86_400_000, 1),
+                _ => return None,
+            }
+        };
+        rest = &rest[len..];
+        total = total.checked_add(Duration::from_millis(amount.checked_mul(unit_ms)?))?;
+    }
+    (!total.is_zero()).then_some(total)
 }
 
 #[cfg(test)]
@@ -134,5 +178,33 @@ mod tests {
             Err(SpecError::EmptyName("factoryName"))
         ));
         assert!(PipelineRunSpec::parse(&Value::Null).is_err());
+    }
+
+    #[test]
+    fn timeouts_read_as_durations_and_bad_ones_are_refused_naming_the_field() {
+        let with = |timeout: Value| {
+            PipelineRunSpec::parse(&json!({
+                "factoryName": "f", "pipelineName": "p", "resourceGroupName": "rg",
+                "timeout": timeout
+            }))
+        };
+        for (text, secs) in [("30m", 1800), ("1h30m", 5400), ("90s", 90), ("2d", 172_800)] {
+            let spec = with(json!(text)).expect(text);
+            assert_eq!(
+                spec.timeout_after,
+                Some(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            with(json!("250ms")).expect("ms").timeout_after,
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(with(Value::Null).expect("null").timeout_after, None);
+        for bad in ["-30m", "half an hour", "30", "0s", "m", "30x", "1h 30m"] {
+            let err = with(json!(bad)).expect_err(bad);
+            assert!(matches!(err, SpecError::BadTimeout { .. }), "{bad}: {err}");
+            assert!(err.to_string().contains("timeout"), "{err}");
+        }
     }
 }

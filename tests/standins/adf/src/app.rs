@@ -11,9 +11,11 @@ use crate::arm;
 use crate::clock;
 use crate::control;
 use crate::error::ArmError;
+use crate::imds;
 use crate::state::{lock, Operation, SharedStandIn};
 
 const TOKEN_ROUTE: &str = "/{tenant}/oauth2/v2.0/token";
+const IMDS_TOKEN_ROUTE: &str = "/metadata/identity/oauth2/token";
 const FACTORY_SCOPE: &str = "/subscriptions/{subscription}/resourceGroups/{resourceGroup}/\
 providers/Microsoft.DataFactory/factories/{factory}";
 const CREATE_RUN_ROUTE: &str = "/pipelines/{pipeline}/createRun";
@@ -24,7 +26,7 @@ const QUERY_ACTIVITY_RUNS_ROUTE: &str = "/pipelineruns/{runId}/queryActivityruns
 
 /// The operation a matched route template serves, for the call counts.
 fn operation_of(template: &str) -> Option<Operation> {
-    if template == TOKEN_ROUTE {
+    if template == TOKEN_ROUTE || template == IMDS_TOKEN_ROUTE {
         return Some(Operation::Token);
     }
     match template.strip_prefix(FACTORY_SCOPE)? {
@@ -53,6 +55,7 @@ pub fn build(
         .app_data(standin)
         .wrap(from_fn(observe))
         .route(TOKEN_ROUTE, web::post().to(token))
+        .route(IMDS_TOKEN_ROUTE, web::get().to(imds_token))
         .service(
             web::scope(FACTORY_SCOPE)
                 .wrap(from_fn(arm::gate))
@@ -69,8 +72,13 @@ pub fn build(
             web::scope("/_standin")
                 .route("/pipelines/{name}", web::put().to(control::put_pipeline))
                 .route("/faults", web::post().to(control::post_faults))
+                .route(
+                    "/federated-token",
+                    web::put().to(control::put_federated_token),
+                )
                 .route("/runs", web::get().to(control::get_runs))
                 .route("/calls", web::get().to(control::get_calls))
+                .route("/monitoring", web::get().to(control::get_monitoring))
                 .route("/reset", web::post().to(control::reset)),
         )
         .default_service(web::to(no_route))
@@ -87,13 +95,26 @@ async fn observe(
         .match_pattern()
         .unwrap_or_else(|| request.path().to_owned());
     let started = std::time::Instant::now();
+    let arrived = clock::now();
+    // Routing has not happened yet in a middleware: read the names from the path itself.
+    let factory = segment_after(request.path(), "factories");
+    let run_id = segment_after(request.path(), "pipelineruns");
     let result = next.call(request).await;
     let status = match &result {
         Ok(response) => response.status(),
         Err(error) => error.as_response_error().status_code(),
     };
     if let (Some(standin), Some(operation)) = (standin, operation_of(&template)) {
-        lock(&standin).record_call(operation, status.as_u16());
+        let mut standin = lock(&standin);
+        standin.record_call(operation, status.as_u16());
+        let monitoring = matches!(
+            operation,
+            Operation::GetRun | Operation::QueryPipelineRuns | Operation::QueryActivityRuns
+        );
+        if let (true, Some(factory)) = (monitoring, &factory) {
+            let polled = run_id.as_deref().filter(|_| operation == Operation::GetRun);
+            standin.monitoring().record(factory, polled, arrived);
+        }
     }
     info!(
         http.method = %method,
@@ -103,6 +124,13 @@ async fn observe(
         "request served"
     );
     result
+}
+
+/// The path segment after the first one named `name` (case-insensitive), as sent.
+fn segment_after(path: &str, name: &str) -> Option<String> {
+    let mut segments = path.split('/');
+    segments.find(|s| s.eq_ignore_ascii_case(name))?;
+    segments.next().filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
 /// `POST /{tenant}/oauth2/v2.0/token`: the client-credentials grant, form-encoded.
@@ -124,6 +152,23 @@ async fn token(
     match lock(&standin).issue_token(&tenant, &fields, now) {
         Ok(grant) => HttpResponse::Ok().json(grant.to_json()),
         Err(refusal) => refusal.to_response(now),
+    }
+}
+
+/// `GET /metadata/identity/oauth2/token`: the instance metadata endpoint's managed identity.
+async fn imds_token(standin: SharedStandIn, request: HttpRequest) -> HttpResponse {
+    let now = clock::now();
+    let query = web::Query::<Vec<(String, String)>>::from_query(request.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    let header = request
+        .headers()
+        .get("Metadata")
+        .and_then(|value| value.to_str().ok());
+    let ttl = lock(&standin).settings().token_ttl;
+    match lock(&standin).issue_managed_token(header, &query, now) {
+        Ok((grant, client_id)) => imds::answer(&grant.access_token, &client_id, ttl, now),
+        Err(refusal) => refusal.to_response(),
     }
 }
 

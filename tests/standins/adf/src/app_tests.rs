@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::app;
 use crate::auth::ExpectedClient;
 use crate::clock;
+use crate::imds::Identities;
 use crate::state::{Settings, SharedStandIn, StandIn};
 
 const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000001";
@@ -27,6 +28,11 @@ fn standin() -> SharedStandIn {
             tenant_id: Some("tenant".to_owned()),
             client_id: Some("app".to_owned()),
             client_secret: Some("s3cret".to_owned()),
+            federated_token: None,
+        },
+        identities: Identities {
+            system_client_id: "system-identity".to_owned(),
+            user_assigned_client_id: None,
         },
         subscription_id: Some(SUBSCRIPTION.to_owned()),
         token_ttl: clock::millis(3_599_000),
@@ -326,6 +332,15 @@ async fn a_cancelled_run_is_canceling_and_its_activity_runs_follow() -> anyhow::
     let get = arm("GET", &format!("/pipelineruns/{run_id}?{API}"), &bearer);
     let (_, _, run) = send!(&app, get);
     assert_eq!(run["status"], "Canceling");
+    // A run no longer going is refused as ADF refuses it.
+    let again = arm(
+        "POST",
+        &format!("/pipelineruns/{run_id}/cancel?isRecursive=true&{API}"),
+        &bearer,
+    );
+    let (status, _, body) = send!(&app, again);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "PipelineRunNotRunning");
 
     let now = clock::now();
     let hour = clock::millis(3_600_000);

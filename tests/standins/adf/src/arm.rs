@@ -182,13 +182,21 @@ pub async fn get_run(
     Ok(HttpResponse::Ok().json(view.to_json()))
 }
 
-/// `POST …/pipelineruns/{runId}/cancel`; `isRecursive` changes nothing, as no run here has
-/// child runs.
+/// The query of a cancel besides the api-version.
+#[derive(Debug, Deserialize)]
+pub struct CancelQuery {
+    #[serde(rename = "isRecursive", default)]
+    is_recursive: bool,
+}
+
+/// `POST …/pipelineruns/{runId}/cancel`; no run here has child runs, so `isRecursive` is only
+/// recorded (the runs report shows it) for tests to check it was asked for.
 pub async fn cancel_run(
     standin: SharedStandIn,
     path: web::Path<RunPath>,
+    query: web::Query<CancelQuery>,
 ) -> Result<HttpResponse, ArmError> {
-    lock(&standin).cancel_run(&path.key(), &path.run_id, clock::now())?;
+    lock(&standin).cancel_run(&path.key(), &path.run_id, query.is_recursive, clock::now())?;
     Ok(HttpResponse::Ok().finish())
 }
 

@@ -1,7 +1,8 @@
-//! Microsoft Entra ID's client-credentials token endpoint and ARM's bearer check: which access
-//! tokens were issued, to which client, and until when.
+//! Microsoft Entra ID's client-credentials token endpoint (with a client secret, or a
+//! federated client assertion as workload identity sends) and ARM's bearer check: which access
+//! tokens were issued, to which client, how, and until when.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
@@ -16,6 +17,8 @@ const ARM_SCOPES: [&str; 2] = [
     "https://management.azure.com/.default",
     "https://management.core.windows.net/.default",
 ];
+/// The client assertion type of a federated token.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The client the token endpoint insists on; an unset field accepts any value.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +26,8 @@ pub struct ExpectedClient {
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    /// The federated token (workload identity) accepted as client assertion; any when unset.
+    pub federated_token: Option<String>,
 }
 
 /// A token the endpoint handed out.
@@ -97,6 +102,8 @@ impl EntraError {
 #[derive(Debug, Default)]
 pub struct Tokens {
     expiry_by_token: HashMap<String, DateTime<Utc>>,
+    /// Tokens issued by how the client signed in.
+    by_grant: BTreeMap<&'static str, u64>,
 }
 
 impl Tokens {
@@ -177,40 +184,60 @@ impl Tokens {
                 ),
             ));
         }
-        let secret = field("client_secret").ok_or_else(|| {
-            EntraError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                7000218,
-                "The request body must contain the following parameter: 'client_assertion' or \
-                 'client_secret'."
-                    .to_owned(),
-            )
-        })?;
-        if expected
-            .client_secret
-            .as_deref()
-            .is_some_and(|wanted| wanted != secret)
-        {
-            return Err(EntraError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                7000215,
-                format!(
-                    "Invalid client secret provided. Ensure the secret being sent in the request \
-                     is the client secret value, not the client secret ID, for a secret added to \
-                     app '{client_id}'."
-                ),
-            ));
-        }
+        let grant =
+            match (field("client_secret"), field("client_assertion")) {
+                (Some(secret), _) => {
+                    check_secret(expected, client_id, secret)?;
+                    "clientSecret"
+                }
+                (None, Some(assertion)) => {
+                    check_assertion(expected, field("client_assertion_type"), assertion)?;
+                    "clientAssertion"
+                }
+                (None, None) => return Err(EntraError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    7000218,
+                    "The request body must contain the following parameter: 'client_assertion' \
+                     or 'client_secret'."
+                        .to_owned(),
+                )),
+            };
+        Ok(self.mint(tenant, client_id, grant, ttl, now))
+    }
+
+    /// A token for a managed identity (the instance metadata endpoint has checked the request).
+    pub fn issue_managed(
+        &mut self,
+        client_id: &str,
+        ttl: TimeDelta,
+        now: DateTime<Utc>,
+    ) -> TokenGrant {
+        self.mint("managed-identity", client_id, "managedIdentity", ttl, now)
+    }
+
+    /// Tokens issued so far by how the client signed in.
+    pub fn grants(&self) -> &BTreeMap<&'static str, u64> {
+        &self.by_grant
+    }
+
+    fn mint(
+        &mut self,
+        tenant: &str,
+        client_id: &str,
+        grant: &'static str,
+        ttl: TimeDelta,
+        now: DateTime<Utc>,
+    ) -> TokenGrant {
         let expires_at = now + ttl;
         let access_token = jwt_shaped_token(tenant, client_id, now, expires_at);
         self.expiry_by_token
             .insert(access_token.clone(), expires_at);
-        Ok(TokenGrant {
+        *self.by_grant.entry(grant).or_default() += 1;
+        TokenGrant {
             access_token,
             expires_in_s: ttl.num_seconds(),
-        })
+        }
     }
 
     /// ARM's check of the `Authorization` header: present, `Bearer <token>`, issued here and
@@ -246,6 +273,63 @@ impl Tokens {
             *expires_at = (*expires_at).min(now);
         }
     }
+}
+
+/// Entra's check of a client secret.
+fn check_secret(
+    expected: &ExpectedClient,
+    client_id: &str,
+    secret: &str,
+) -> Result<(), EntraError> {
+    if expected
+        .client_secret
+        .as_deref()
+        .is_some_and(|wanted| wanted != secret)
+    {
+        return Err(EntraError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request \
+                 is the client secret value, not the client secret ID, for a secret added to \
+                 app '{client_id}'."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Entra's check of a federated client assertion: its type, then whether a federated identity
+/// credential of the app matches it (here: whether it is the token the test set).
+fn check_assertion(
+    expected: &ExpectedClient,
+    assertion_type: Option<&str>,
+    assertion: &str,
+) -> Result<(), EntraError> {
+    if assertion_type != Some(JWT_BEARER) {
+        return Err(EntraError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            7000219,
+            format!("'client_assertion_type' must be '{JWT_BEARER}'."),
+        ));
+    }
+    if assertion.trim().is_empty()
+        || expected
+            .federated_token
+            .as_deref()
+            .is_some_and(|wanted| wanted != assertion)
+    {
+        return Err(EntraError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            700213,
+            "No matching federated identity record found for presented assertion subject."
+                .to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// A token shaped like Entra's (a JWT with ARM's audience and the usual claims), so clients
@@ -323,6 +407,7 @@ mod tests {
             tenant_id: Some("tenant".to_owned()),
             client_id: Some("app".to_owned()),
             client_secret: Some("s3cret".to_owned()),
+            federated_token: Some("eyJ.federated".to_owned()),
         }
     }
 
@@ -444,6 +529,40 @@ mod tests {
             Some((401, "invalid_client", 7000215))
         );
         assert_eq!(refusal("tenant", good_form()), None);
+    }
+
+    #[test]
+    fn a_federated_assertion_signs_in_only_when_it_matches_and_grants_are_counted_by_kind() {
+        let mut tokens = Tokens::default();
+        let mut ask = |assertion_type: &str, assertion: &str| {
+            let mut fields: Vec<_> = good_form()
+                .into_iter()
+                .filter(|(key, _)| key != "client_secret")
+                .collect();
+            fields.extend(form(&[
+                ("client_assertion_type", assertion_type),
+                ("client_assertion", assertion),
+            ]));
+            tokens
+                .issue(&expected(), "tenant", &fields, millis(1000), at(0))
+                .err()
+                .map(|e| (e.status.as_u16(), e.code))
+        };
+        assert_eq!(ask(JWT_BEARER, "eyJ.federated"), None);
+        assert_eq!(ask(JWT_BEARER, "eyJ.stale"), Some((401, 700213)));
+        assert_eq!(ask("urn:other", "eyJ.federated"), Some((400, 7000219)));
+        tokens
+            .issue(&expected(), "tenant", &good_form(), millis(1000), at(0))
+            .expect("a secret still works");
+        tokens.issue_managed("identity", millis(1000), at(0));
+        assert_eq!(
+            tokens.grants().clone(),
+            BTreeMap::from([
+                ("clientAssertion", 1),
+                ("clientSecret", 1),
+                ("managedIdentity", 1)
+            ])
+        );
     }
 
     #[test]

@@ -137,7 +137,40 @@ pub async fn get_runs(standin: SharedStandIn) -> HttpResponse {
 }
 
 pub async fn get_calls(standin: SharedStandIn) -> HttpResponse {
-    HttpResponse::Ok().json(lock(&standin).calls().to_json())
+    HttpResponse::Ok().json(lock(&standin).calls_report())
+}
+
+/// `GET /_standin/monitoring?windowMs=N` (default a minute): monitoring calls by factory with
+/// the most any window of N ms held, and the longest gap between two polls of a run.
+pub async fn get_monitoring(
+    standin: SharedStandIn,
+    query: web::Query<std::collections::HashMap<String, String>>,
+) -> HttpResponse {
+    let window_ms = query
+        .get("windowMs")
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(60_000u64)
+        .max(1);
+    HttpResponse::Ok().json(lock(&standin).monitoring().report(window_ms))
+}
+
+/// `PUT /_standin/federated-token`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FederatedTokenRequest {
+    token: Option<String>,
+}
+
+/// `PUT /_standin/federated-token` `{"token": "…"}`: from now on only this client assertion is
+/// accepted (`null`: any), as when the cluster's issuer rotates the projected token.
+pub async fn put_federated_token(standin: SharedStandIn, body: web::Bytes) -> HttpResponse {
+    match read_body::<FederatedTokenRequest>(&body) {
+        Ok(request) => {
+            lock(&standin).set_federated_token(request.token);
+            HttpResponse::NoContent().finish()
+        }
+        Err(message) => refused(message),
+    }
 }
 
 pub async fn reset(standin: SharedStandIn) -> HttpResponse {

@@ -94,6 +94,15 @@ impl ArmError {
         )
     }
 
+    /// A cancel of a run that has already ended (or is being cancelled), as ADF answers it.
+    pub fn run_not_running(run_id: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "PipelineRunNotRunning",
+            format!("Pipeline run '{run_id}' is not running and cannot be cancelled."),
+        )
+    }
+
     pub fn too_many_requests(subscription: &str, retry_after_s: u64) -> Self {
         Self {
             retry_after_s: Some(retry_after_s),

@@ -10,6 +10,8 @@ mod auth;
 mod clock;
 mod control;
 mod error;
+mod imds;
+mod monitor;
 mod query;
 mod run;
 mod state;
@@ -30,6 +32,7 @@ use tracing::info;
 
 use crate::auth::ExpectedClient;
 use crate::clock::MAX_DURATION_MS;
+use crate::imds::Identities;
 use crate::state::{Settings, StandIn};
 
 /// The longest token lifetime accepted, in seconds: the clock's cap on durations.
@@ -55,6 +58,16 @@ struct Cli {
     /// The only client secret the token endpoint accepts; any when unset.
     #[arg(long, env = "ADF_STANDIN_CLIENT_SECRET", hide_env_values = true)]
     client_secret: Option<String>,
+
+    /// The only federated token (workload identity) accepted as client assertion; any when
+    /// unset.
+    #[arg(long, env = "ADF_STANDIN_FEDERATED_TOKEN", hide_env_values = true)]
+    federated_token: Option<String>,
+
+    /// The client id of the user-assigned managed identity the metadata endpoint knows, besides
+    /// the system-assigned one.
+    #[arg(long, env = "ADF_STANDIN_MANAGED_IDENTITY_CLIENT_ID")]
+    managed_identity_client_id: Option<String>,
 
     /// The only subscription the factory routes serve; any when unset.
     #[arg(long, env = "ADF_STANDIN_SUBSCRIPTION_ID")]
@@ -107,6 +120,11 @@ impl Cli {
                 tenant_id: configured(&self.tenant_id),
                 client_id: configured(&self.client_id),
                 client_secret: configured(&self.client_secret),
+                federated_token: configured(&self.federated_token),
+            },
+            identities: Identities {
+                system_client_id: uuid::Uuid::new_v4().to_string(),
+                user_assigned_client_id: configured(&self.managed_identity_client_id),
             },
             subscription_id: configured(&self.subscription_id),
             token_ttl: clock::millis(self.token_ttl_s * 1000),

@@ -128,6 +128,8 @@ pub struct Run {
     /// One id per activity in `behaviour.activities`, fixed at creation.
     pub activity_run_ids: Vec<Uuid>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// Whether the cancel asked for the runs it started to stop too (`isRecursive=true`).
+    pub cancelled_recursively: bool,
     /// A later recovery run of the same group exists, so this one is no longer the latest.
     pub superseded: bool,
 }
@@ -157,6 +159,7 @@ impl Run {
                 .collect(),
             behaviour,
             cancelled_at: None,
+            cancelled_recursively: false,
             superseded: false,
         }
     }
@@ -215,13 +218,14 @@ impl Run {
 
     /// Cancels a Queued or InProgress run; any other is left alone, as ADF does. Returns
     /// whether the run was cancelled by this call.
-    pub fn cancel(&mut self, now: DateTime<Utc>) -> bool {
+    pub fn cancel(&mut self, now: DateTime<Utc>, recursive: bool) -> bool {
         let running = matches!(
             self.status_at(now),
             RunStatus::Queued | RunStatus::InProgress
         );
         if running {
             self.cancelled_at = Some(now);
+            self.cancelled_recursively = recursive;
         }
         running
     }
@@ -490,7 +494,7 @@ mod tests {
     #[test]
     fn a_cancelled_run_is_canceling_then_cancelled_and_never_ends_otherwise() {
         let mut run = run(Outcome::Succeed, &["Copy data"]);
-        assert!(run.cancel(at(1000)));
+        assert!(run.cancel(at(1000), true));
         assert_eq!(run.status_at(at(1000)), RunStatus::Canceling);
         assert_eq!(run.ended_at(at(1299)), None);
         assert_eq!(run.status_at(at(1300)), RunStatus::Cancelled);
@@ -503,12 +507,12 @@ mod tests {
     #[test]
     fn cancelling_an_ended_or_canceling_run_changes_nothing() {
         let mut ended = run(Outcome::Fail, &["Copy data"]);
-        assert!(!ended.cancel(at(4000)));
+        assert!(!ended.cancel(at(4000), true));
         assert_eq!(ended.status_at(at(4000)), RunStatus::Failed);
 
         let mut canceling = run(Outcome::Succeed, &["Copy data"]);
-        assert!(canceling.cancel(at(100)));
-        assert!(!canceling.cancel(at(200)));
+        assert!(canceling.cancel(at(100), true));
+        assert!(!canceling.cancel(at(200), true));
         assert_eq!(canceling.cancelled_at, Some(at(100)));
     }
 
@@ -532,7 +536,7 @@ mod tests {
     #[test]
     fn the_activity_running_at_a_cancel_is_cancelled_and_later_ones_never_start() {
         let mut run = run(Outcome::Succeed, &["Lookup", "Copy"]);
-        run.cancel(at(1000));
+        run.cancel(at(1000), true);
         let canceling = run.activity_views(at(1100));
         assert_eq!(canceling.len(), 1);
         assert_eq!(canceling[0].status, RunStatus::InProgress);
@@ -545,7 +549,7 @@ mod tests {
     #[test]
     fn a_run_cancelled_in_the_queue_has_no_activity_runs() {
         let mut run = run(Outcome::Succeed, &["Copy data"]);
-        run.cancel(at(100));
+        run.cancel(at(100), true);
         assert!(run.activity_views(at(9000)).is_empty());
     }
 

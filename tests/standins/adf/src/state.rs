@@ -15,6 +15,8 @@ use uuid::Uuid;
 use crate::auth::{EntraError, ExpectedClient, TokenGrant, Tokens};
 use crate::clock::format_timestamp;
 use crate::error::ArmError;
+use crate::imds::{self, Identities, ImdsError};
+use crate::monitor::Monitoring;
 use crate::query::{select, Page, Query};
 use crate::run::{ActivityRunView, PipelineBehaviour, RerunOptions, Run, RunView};
 
@@ -41,6 +43,8 @@ pub fn factory_key(subscription: &str, resource_group: &str, factory: &str) -> S
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub expected_client: ExpectedClient,
+    /// The managed identities the metadata endpoint hands tokens for.
+    pub identities: Identities,
     pub subscription_id: Option<String>,
     pub token_ttl: TimeDelta,
     pub queued_ms: u64,
@@ -152,6 +156,7 @@ pub struct StandIn {
     runs: Vec<Run>,
     faults: Faults,
     calls: Calls,
+    monitoring: Monitoring,
 }
 
 impl StandIn {
@@ -163,6 +168,7 @@ impl StandIn {
             runs: Vec::new(),
             faults: Faults::default(),
             calls: Calls::default(),
+            monitoring: Monitoring::default(),
         }
     }
 
@@ -179,6 +185,34 @@ impl StandIn {
         let ttl = self.settings.token_ttl;
         self.tokens
             .issue(&self.settings.expected_client, tenant, fields, ttl, now)
+    }
+
+    /// Answers a managed-identity token request of the instance metadata endpoint.
+    pub fn issue_managed_token(
+        &mut self,
+        metadata_header: Option<&str>,
+        query: &[(String, String)],
+        now: DateTime<Utc>,
+    ) -> Result<(TokenGrant, String), ImdsError> {
+        let client_id = imds::check(&self.settings.identities, metadata_header, query)?;
+        let grant = self
+            .tokens
+            .issue_managed(&client_id, self.settings.token_ttl, now);
+        Ok((grant, client_id))
+    }
+
+    /// Replaces the federated token accepted as client assertion (a rotation).
+    pub fn set_federated_token(&mut self, token: Option<String>) {
+        self.settings.expected_client.federated_token = token;
+    }
+
+    /// The call counts, with `tokensBy`: tokens issued by how the client signed in.
+    pub fn calls_report(&self) -> Value {
+        let mut report = self.calls.to_json();
+        if let Value::Object(map) = &mut report {
+            map.insert("tokensBy".to_owned(), json!(self.tokens.grants()));
+        }
+        report
     }
 
     /// How long every ARM response waits, by the armed fault.
@@ -302,15 +336,21 @@ impl StandIn {
     }
 
     /// Cancels a run; an ended one is left as it is, without error, as ADF does.
+    /// Cancels a run that is Queued or InProgress; any other is refused with ADF's
+    /// `PipelineRunNotRunning`.
     pub fn cancel_run(
         &mut self,
         factory: &str,
         run_id: &str,
+        recursive: bool,
         now: DateTime<Utc>,
     ) -> Result<(), ArmError> {
         let index = self.find(factory, run_id)?;
-        self.runs[index].cancel(now);
-        Ok(())
+        if self.runs[index].cancel(now, recursive) {
+            Ok(())
+        } else {
+            Err(ArmError::run_not_running(run_id))
+        }
     }
 
     pub fn query_runs(&self, factory: &str, query: &Query, now: DateTime<Utc>) -> Page<RunView> {
@@ -352,8 +392,8 @@ impl StandIn {
         self.calls.record(operation, status);
     }
 
-    pub fn calls(&self) -> &Calls {
-        &self.calls
+    pub fn monitoring(&mut self) -> &mut Monitoring {
+        &mut self.monitoring
     }
 
     /// Every run, oldest first, with what it was created with.
@@ -372,6 +412,7 @@ impl StandIn {
                     "createdWith": run.rerun,
                     "createdAt": format_timestamp(run.created_at),
                     "cancelledAt": run.cancelled_at.map(format_timestamp),
+                    "cancelledRecursively": run.cancelled_recursively,
                     "behaviour": run.behaviour,
                 })
             })
@@ -384,6 +425,7 @@ impl StandIn {
         self.runs.clear();
         self.faults = Faults::default();
         self.calls = Calls::default();
+        self.monitoring = Monitoring::default();
     }
 }
 
@@ -403,6 +445,7 @@ mod tests {
     fn standin() -> StandIn {
         StandIn::new(Settings {
             expected_client: ExpectedClient::default(),
+            identities: Identities::default(),
             subscription_id: None,
             token_ttl: millis(3_599_000),
             queued_ms: 500,

@@ -35,6 +35,8 @@ pub struct Exchange<'a> {
     pub url: &'a Url,
     pub body: &'a Body,
     pub bearer: Option<&'a Secret>,
+    /// Other headers (the metadata endpoint's `Metadata: true`).
+    pub headers: &'a [(&'static str, &'static str)],
     /// 1 for the first try.
     pub attempt: u32,
 }
@@ -75,6 +77,9 @@ pub async fn exchange(client: &Client, x: Exchange<'_>) -> Outcome {
         let mut request = client.request(x.method.clone(), x.url.clone());
         for (name, value) in headers {
             request = request.header(name, value);
+        }
+        for (name, value) in x.headers {
+            request = request.header(*name, *value);
         }
         if let Some(bearer) = x.bearer {
             request = request.bearer_auth(bearer.expose());

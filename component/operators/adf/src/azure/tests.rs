@@ -92,11 +92,15 @@ fn serve(answers: Vec<Answer>) -> (Shared, AdfClient) {
     actix_rt::spawn(server.run());
     let url = Url::parse(&format!("http://{addr}/")).expect("url");
     let config = AzureConfig {
-        azure_tenant_id: TENANT.parse().expect("guid"),
-        azure_client_id: "00000000-0000-0000-0000-000000000002"
-            .parse()
-            .expect("guid"),
-        azure_client_secret: Secret::new("the-secret"),
+        azure_tenant_id: Some(TENANT.parse().expect("guid")),
+        azure_client_id: Some(
+            "00000000-0000-0000-0000-000000000002"
+                .parse()
+                .expect("guid"),
+        ),
+        azure_client_secret: Some(Secret::new("the-secret")),
+        azure_federated_token_file: None,
+        azure_imds_endpoint: url.clone(),
         azure_subscription_id: SUBSCRIPTION.parse().expect("guid"),
         azure_authority_host: url.clone(),
         azure_resource_manager_endpoint: url,
@@ -106,7 +110,9 @@ fn serve(answers: Vec<Answer>) -> (Shared, AdfClient) {
         backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(4)),
         max_wait: Duration::from_secs(2),
     };
-    let client = AdfClient::new(&config, retry).expect("client");
+    let credential = config.credential().expect("a credential");
+    let budget = Arc::new(crate::budget::MonitorBudget::new(100_000, None));
+    let client = AdfClient::new(&config, credential, retry, budget).expect("client");
     (script, client)
 }
 
@@ -337,6 +343,19 @@ async fn cancel_asks_for_a_recursive_cancel_and_accepts_an_empty_answer() {
     let call = &calls(&script)[0];
     assert_eq!(call.path, format!("{}/pipelineruns/r1/cancel", base()));
     assert_eq!(call.query, "isRecursive=true&api-version=2018-06-01");
+}
+
+#[actix_rt::test]
+async fn a_cancel_of_a_run_no_longer_going_reads_as_not_running() {
+    let (_, client) = serve(vec![status(
+        400,
+        r#"{"error": {"code": "PipelineRunNotRunning", "message": "Pipeline run 'r1' is not running"}}"#,
+    )]);
+    let err = client
+        .cancel_run(&pipeline(), "r1")
+        .await
+        .expect_err("refused");
+    assert!(err.is_not_running() && !err.is_not_found(), "{err}");
 }
 
 #[actix_rt::test]

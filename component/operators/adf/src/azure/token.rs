@@ -1,4 +1,4 @@
-//! Access tokens for Azure Resource Manager by the client-credentials flow: a pure
+//! Access tokens for Azure Resource Manager, by the [`Credential`] configured: a pure
 //! [`TokenCache`] (when to refresh) and a [`TokenSource`] whose one task owns the cache, so
 //! concurrent reconciles share a token and a refresh happens once however many ask for it.
 //! Neither the client secret nor a token is ever logged.
@@ -6,20 +6,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::{Client, Method, StatusCode, Url};
+use reqwest::{Client, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, OnceCell};
 use tracing::{debug, warn, Instrument, Span};
 
-use super::http::{exchange, Body, Exchange, Outcome};
+use super::credential::{Credential, CredentialError};
+use super::http::{exchange, Exchange, Outcome};
 use super::model::ErrorBody;
 use super::retry::RetryPolicy;
 use crate::config::Secret;
 
-/// The scope asked for: Azure Resource Manager.
-pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
 /// A token is refreshed this long before it expires, at most (10 % of short lifetimes).
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// The lifetime assumed when the token endpoint does not say.
@@ -43,6 +42,9 @@ pub enum TokenError {
     /// The token endpoint answered with something that is not a token.
     #[error("unreadable token response: {0}")]
     BadResponse(String),
+    /// The credential cannot be used (the federated token file is missing or empty).
+    #[error(transparent)]
+    Credential(CredentialError),
     /// The token task has stopped (the process is shutting down).
     #[error("the token task has stopped")]
     Stopped,
@@ -101,56 +103,41 @@ pub fn refresh_margin(lifetime: Duration) -> Duration {
 #[derive(Debug)]
 pub struct TokenEndpoint {
     http: Client,
-    url: Url,
-    client_id: String,
-    client_secret: Secret,
+    authority: Url,
+    credential: Credential,
     retry: RetryPolicy,
 }
 
 impl TokenEndpoint {
-    /// `{authority}/{tenant}/oauth2/v2.0/token` for the service principal `client_id`.
-    pub fn new(
-        http: Client,
-        authority: &Url,
-        tenant: &str,
-        client_id: &str,
-        client_secret: Secret,
-        retry: RetryPolicy,
-    ) -> Self {
-        let mut url = authority.clone();
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments
-                .pop_if_empty()
-                .extend([tenant, "oauth2", "v2.0", "token"]);
-        }
+    /// Tokens for `credential`; Entra ID's requests go to `authority`.
+    pub fn new(http: Client, authority: &Url, credential: Credential, retry: RetryPolicy) -> Self {
         Self {
             http,
-            url,
-            client_id: client_id.to_string(),
-            client_secret,
+            authority: authority.clone(),
+            credential,
             retry,
         }
     }
 
     /// Asks for a new token, retrying transient failures within the retry policy.
     async fn fetch(&self) -> Result<(Secret, Duration), TokenError> {
-        let body = Body::Form(vec![
-            ("client_id", self.client_id.clone()),
-            ("client_secret", self.client_secret.expose().to_string()),
-            ("scope", ARM_SCOPE.to_string()),
-            ("grant_type", "client_credentials".to_string()),
-        ]);
+        // Built afresh each time: workload identity's file may have been rotated.
+        let request = self
+            .credential
+            .token_request(&self.authority)
+            .map_err(TokenError::Credential)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let outcome = exchange(
                 &self.http,
                 Exchange {
-                    method: Method::POST,
-                    template: "/{tenantId}/oauth2/v2.0/token",
-                    url: &self.url,
-                    body: &body,
+                    method: request.method.clone(),
+                    template: request.template,
+                    url: &request.url,
+                    body: &request.body,
                     bearer: None,
+                    headers: request.headers,
                     attempt,
                 },
             )

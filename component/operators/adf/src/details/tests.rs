@@ -224,3 +224,56 @@ fn the_intent_status_is_pending_and_carries_the_intent() {
     );
     assert_eq!(status.details.get("runId"), None);
 }
+
+#[test]
+fn a_failed_run_names_its_failing_activities_and_their_errors_first() {
+    let failed = run("Failed", "Operation on target Copy failed: file not found");
+    let activities: Vec<ActivityRun> = serde_json::from_value(json!([
+        {"activityName": "Lookup", "activityType": "Lookup", "status": "Succeeded",
+         "activityRunStart": "2026-03-01T12:00:01Z",
+         "error": {"errorCode": "", "message": "", "failureType": "", "target": "Lookup"}},
+        {"activityName": "Copy", "activityType": "Copy", "status": "Failed",
+         "activityRunStart": "2026-03-01T12:00:02Z",
+         "error": {"errorCode": "2200", "message": "file not found", "failureType": "UserError", "target": "Copy"}}
+    ]))
+    .expect("activities");
+    let mut details = RunDetails::default();
+    details.sync(&failed, Some(&activities));
+    let status = run_status(&request(), &failed, &details);
+    assert_eq!(
+        status.message.as_deref(),
+        Some("failed activities: Copy: 2200: file not found; pipeline: Operation on target Copy failed: file not found")
+    );
+    details.message = None;
+    assert_eq!(
+        failure_message(&details),
+        "failed activities: Copy: 2200: file not found"
+    );
+}
+
+#[test]
+fn the_monitoring_link_points_at_the_run_on_adf_studio() {
+    let url = monitoring_url("sub-1", &intent().pipeline, "run-1");
+    assert_eq!(
+        url,
+        "https://adf.azure.com/monitoring/pipelineruns/run-1?factory=/subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.DataFactory/factories/f"
+    );
+}
+
+#[test]
+fn a_run_cancelled_for_its_timeout_fails_saying_so_unless_it_ended_on_its_own() {
+    let mut details = RunDetails::default();
+    details.sync(&run("InProgress", ""), None);
+    details.timed_out_after = Some("30m".into());
+    for azure in ["InProgress", "Canceling", "Cancelled"] {
+        let status = run_status(&request(), &run(azure, ""), &details);
+        assert_eq!(status.runtime, Some(RuntimeStatus::Failed), "{azure}");
+        assert_eq!(
+            status.message.as_deref(),
+            Some("timed out after 30m (spec.timeout): the run was cancelled")
+        );
+        assert_eq!(status.details["timedOutAfter"], json!("30m"));
+    }
+    let status = run_status(&request(), &run("Succeeded", ""), &details);
+    assert_eq!(status.runtime, Some(RuntimeStatus::Succeeded));
+}
