@@ -270,8 +270,21 @@ impl Handler<ApplySpec> for ResourceEntity {
             match plan {
                 ApplyPlan::Unchanged => Ok(None),
                 ApplyPlan::Create(record) => {
-                    let rev = store.create(Bucket::Resources, &kv_key, &record).await?;
-                    Ok(Some((record, rev)))
+                    match store.create(Bucket::Resources, &kv_key, &record).await {
+                        Ok(rev) => Ok(Some((record, rev))),
+                        // A create whose acknowledgement was lost (its NATS node died or was
+                        // cut off under it) may have landed all the same: the record there is
+                        // this resource's if it holds the same manifest, and is adopted.
+                        Err(StoreError::AlreadyExists { bucket, key }) => {
+                            match store.get(Bucket::Resources, &kv_key).await? {
+                                Some(stored) if stored.record.manifest == record.manifest => {
+                                    Ok(Some((stored.record, stored.revision)))
+                                }
+                                _ => Err(StoreError::AlreadyExists { bucket, key }),
+                            }
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
                 ApplyPlan::Update(record) => {
                     let rev = store

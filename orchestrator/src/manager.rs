@@ -515,8 +515,26 @@ async fn store_manifest(
         }
         None => {
             let record = Record::new(manifest, workspace);
-            let revision = store.create(bucket, &key, &record).await?;
-            (record, Outcome::Created, revision)
+            match store.create(bucket, &key, &record).await {
+                Ok(revision) => (record, Outcome::Created, revision),
+                // A create whose acknowledgement was lost (its NATS node died or was cut off
+                // under it) may have landed all the same: adopted when it holds this manifest.
+                Err(StoreError::AlreadyExists {
+                    bucket: name,
+                    key: k,
+                }) => match store.get(bucket, &key).await? {
+                    Some(stored) if stored.record.manifest == record.manifest => {
+                        (stored.record, Outcome::Created, stored.revision)
+                    }
+                    _ => {
+                        return Err(StoreError::AlreadyExists {
+                            bucket: name,
+                            key: k,
+                        })
+                    }
+                },
+                Err(e) => return Err(e),
+            }
         }
     };
     Ok((
@@ -529,8 +547,6 @@ async fn store_manifest(
     ))
 }
 
-/// The NATS wiring of an operator's resource types, shown by `opctl get -t operator -d`, so a
-/// component run by hand can be pointed at the right stream and subjects.
 /// The KV bucket the operator's components keep their entities in: the one a component's
 /// `OPERATOR_STATE_STORE_BUCKET` names, else the default for the operator.
 fn entity_bucket(manifest: &Manifest) -> String {
@@ -546,6 +562,8 @@ fn entity_bucket(manifest: &Manifest) -> String {
         .unwrap_or_else(|| operator_contract::subject::default_entity_bucket(&manifest.name))
 }
 
+/// The NATS wiring of an operator's resource types, shown by `opctl get -t operator -d`, so a
+/// component run by hand can be pointed at the right stream and subjects.
 fn wiring(plan: &OperatorPlan) -> serde_json::Value {
     let types: serde_json::Map<String, serde_json::Value> = plan
         .types

@@ -186,6 +186,29 @@ impl Store {
         Ok(out)
     }
 
+    /// The record stored under `key`, if any (read through the stream leader once replicated).
+    pub async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<Stored>, StoreError> {
+        let entry = self
+            .kv(bucket)
+            .entry(key)
+            .await
+            .map_err(|e| StoreError::Failed {
+                operation: "get",
+                bucket: bucket.name(),
+                key: key.to_string(),
+                reason: e.to_string(),
+            })?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok(None);
+        };
+        let record = self.decode(bucket, key, &entry.value)?.record;
+        Ok(Some(Stored {
+            key: key.to_string(),
+            record,
+            revision: entry.revision,
+        }))
+    }
+
     /// Stores a record under a key that must not exist yet.
     pub async fn create(
         &self,

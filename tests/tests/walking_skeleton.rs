@@ -454,3 +454,41 @@ async fn a_command_that_could_not_be_sent_is_sent_after_an_orchestrator_restart(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_create_that_landed_without_its_acknowledgement_is_adopted_by_the_next_apply(
+) -> anyhow::Result<()> {
+    let mut system = TestSystem::start().await?;
+    let _component = system.start_demo_component("memory")?;
+    let manifest = TestSystem::job("landed", "{durationMs: 0}");
+    system.opctl.apply(&manifest, None)?;
+    let js = async_nats::jetstream::new(system.client.clone());
+    let kv = js.get_key_value("orchestrator-resources").await?;
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&kv.get("public.landed").await?.expect("stored"))?;
+    wait_for_resource(&system.client, "public", "landed", WAIT, |r| {
+        runtime_of(r) == Some("succeeded")
+    })
+    .await?;
+    system
+        .opctl
+        .run(&["delete", "-t", "resource", "-w", "public", "-n", "landed"])?;
+    wait_for_resource(&system.client, "public", "landed", WAIT, |r| r.is_none()).await?;
+
+    // A create lands behind an orchestrator that never heard back (as when the NATS node under
+    // it dies before acknowledging): the record is there, its command was never sent.
+    system.orchestrator.kill9();
+    system.orchestrator.restart()?;
+    record.as_object_mut().expect("a record").remove("status");
+    record["lastCommand"]["id"] = serde_json::json!(uuid::Uuid::now_v7());
+    kv.put("public.landed", serde_json::to_vec(&record)?.into())
+        .await?;
+
+    // Applying it again adopts it, instead of calling it another operator's, and sends its command.
+    system.opctl.apply(&manifest, None)?;
+    wait_for_resource(&system.client, "public", "landed", WAIT, |r| {
+        runtime_of(r) == Some("succeeded")
+    })
+    .await?;
+    Ok(())
+}
