@@ -97,8 +97,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize)]
-struct WorkspaceQuery {
+#[serde(rename_all = "camelCase")]
+struct ApplyQuery {
     workspace: Option<String>,
+    /// Validate fully and answer what would be done; store nothing, send no command.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 #[derive(Deserialize)]
@@ -120,7 +124,7 @@ struct DetailsQuery {
 async fn apply(
     manager: Manager,
     caller: Auth,
-    query: web::Query<WorkspaceQuery>,
+    query: web::Query<ApplyQuery>,
     body: String,
 ) -> HttpResponse {
     let manifests = match Manifest::parse_all(&body) {
@@ -131,7 +135,8 @@ async fn apply(
     let mut applied: Vec<Applied> = Vec::new();
     for (i, manifest) in manifests.into_iter().enumerate() {
         let name = format!("{} {}", manifest.kind, manifest.name);
-        match apply_one(&manager, &caller, manifest, query.workspace.clone()).await {
+        let workspace = query.workspace.clone();
+        match apply_one(&manager, &caller, manifest, workspace, query.dry_run).await {
             Ok(a) => applied.push(a),
             Err(e) => {
                 let prefix = if count > 1 {
@@ -143,11 +148,12 @@ async fn apply(
                     "error": format!("{prefix}{name}: {e}"),
                     "details": e.details(),
                     "applied": applied,
+                    "dryRun": query.dry_run,
                 }));
             }
         }
     }
-    HttpResponse::Ok().json(json!({ "applied": applied }))
+    HttpResponse::Ok().json(json!({ "applied": applied, "dryRun": query.dry_run }))
 }
 
 async fn apply_one(
@@ -155,6 +161,7 @@ async fn apply_one(
     caller: &Caller,
     mut manifest: Manifest,
     workspace: Option<String>,
+    dry_run: bool,
 ) -> Result<Applied, ControlError> {
     let workspace = manifest.effective_workspace(workspace.as_deref());
     if let Some(ws) = &workspace {
@@ -179,12 +186,13 @@ async fn apply_one(
     }
     let workspace = workspace.unwrap_or_default();
     match manifest.kind {
-        ManifestKind::Operator => manager.send(ApplyOperator { manifest }).await?,
+        ManifestKind::Operator => manager.send(ApplyOperator { manifest, dry_run }).await?,
         ManifestKind::Secret => {
             manager
                 .send(ApplySecret {
                     manifest,
                     workspace,
+                    dry_run,
                 })
                 .await?
         }
@@ -193,6 +201,7 @@ async fn apply_one(
                 .send(RouteResource {
                     manifest,
                     workspace,
+                    dry_run,
                     span: tracing::Span::current(),
                 })
                 .await?

@@ -25,6 +25,8 @@ const MAX_RESEND: Duration = Duration::from_secs(30);
 #[rtype(result = "Result<Applied, ControlError>")]
 pub struct ApplySpec {
     pub manifest: Manifest,
+    /// Answer what the apply would do, storing nothing and sending no command.
+    pub dry_run: bool,
     /// The request's span: what the work is done for, in traces.
     pub span: tracing::Span,
 }
@@ -257,6 +259,21 @@ impl Handler<ApplySpec> for ResourceEntity {
             }
         };
         let outcome = state::outcome(&plan);
+        if msg.dry_run {
+            let applied = match &plan {
+                ApplyPlan::Create(record) | ApplyPlan::Update(record) => {
+                    Ok(Applied::of(record, outcome))
+                }
+                ApplyPlan::Unchanged => {
+                    self.record()
+                        .map(|r| Applied::of(r, outcome))
+                        .ok_or_else(|| {
+                            ControlError::Internal("unchanged resource has no record".into())
+                        })
+                }
+            };
+            return AtomicResponse::new(Box::pin(fut::ready(applied)));
+        }
         let (store, kv_key, revision) = (
             self.store.clone(),
             self.kv_key.clone(),

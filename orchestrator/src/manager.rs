@@ -31,6 +31,8 @@ pub use components::{GetOperatorLogs, RenderOperator, StopAllComponents};
 #[rtype(result = "Result<Applied, ControlError>")]
 pub struct ApplyOperator {
     pub manifest: Manifest,
+    /// Validate and answer what the apply would do; store nothing, create no stream.
+    pub dry_run: bool,
 }
 
 /// Apply a secret manifest in a workspace.
@@ -39,6 +41,8 @@ pub struct ApplyOperator {
 pub struct ApplySecret {
     pub manifest: Manifest,
     pub workspace: String,
+    /// Validate and answer what the apply would do; store nothing.
+    pub dry_run: bool,
 }
 
 /// Apply a resource manifest in a workspace, through the runtime of its operator.
@@ -47,6 +51,8 @@ pub struct ApplySecret {
 pub struct RouteResource {
     pub manifest: Manifest,
     pub workspace: String,
+    /// Validate and answer what the apply would do; store nothing, send no command.
+    pub dry_run: bool,
     /// The request's span: what the work is done for, in traces.
     pub span: tracing::Span,
 }
@@ -217,6 +223,7 @@ impl OperatorManager {
     fn apply_operator(
         &mut self,
         manifest: Manifest,
+        dry_run: bool,
     ) -> AtomicResponse<Self, Result<Applied, ControlError>> {
         let prepared = OperatorPlan::compile(&manifest).and_then(|plan| {
             self.check_secret_refs(&manifest)?;
@@ -226,6 +233,11 @@ impl OperatorManager {
             Ok(plan) => plan,
             Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
         };
+        if dry_run {
+            let existing = self.operators.get(&manifest.name).map(|e| &e.stored.record);
+            let applied = crate::records::preview(existing, manifest, None);
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(applied))));
+        }
         let existing = self.operators.get(&manifest.name).map(|e| e.stored.clone());
         let (store, js, name) = (self.store.clone(), self.js.clone(), manifest.name.clone());
         let write = async move {
@@ -270,8 +282,14 @@ impl OperatorManager {
         &mut self,
         manifest: Manifest,
         workspace: String,
+        dry_run: bool,
     ) -> AtomicResponse<Self, Result<Applied, ControlError>> {
         let key = workspaced_key(&workspace, &manifest.name);
+        if dry_run {
+            let existing = self.secrets.get(&key).map(|s| &s.record);
+            let applied = crate::records::preview(existing, manifest, Some(workspace));
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(applied))));
+        }
         let existing = self.secrets.get(&key).cloned();
         let store = self.store.clone();
         let write = async move {
@@ -355,7 +373,7 @@ impl Handler<ApplyOperator> for OperatorManager {
     type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
 
     fn handle(&mut self, msg: ApplyOperator, _ctx: &mut Self::Context) -> Self::Result {
-        self.apply_operator(msg.manifest)
+        self.apply_operator(msg.manifest, msg.dry_run)
     }
 }
 
@@ -363,7 +381,7 @@ impl Handler<ApplySecret> for OperatorManager {
     type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
 
     fn handle(&mut self, msg: ApplySecret, _ctx: &mut Self::Context) -> Self::Result {
-        self.apply_secret(msg.manifest, msg.workspace)
+        self.apply_secret(msg.manifest, msg.workspace, msg.dry_run)
     }
 }
 
@@ -389,12 +407,47 @@ impl Handler<RouteResource> for OperatorManager {
                 })
             });
         };
-        let ask = entry.runtime.send(ApplyResource {
-            manifest: msg.manifest,
-            workspace: msg.workspace,
-            span: msg.span,
-        });
-        Box::pin(async move { ask.await? })
+        let runtime = entry.runtime.clone();
+        // An apply finds a resource of the same key under another operator when it writes
+        // (create-if-absent); a dry run writes nothing, so it asks the other runtimes.
+        let others: Vec<_> = if msg.dry_run {
+            self.operators
+                .iter()
+                .filter(|(name, _)| **name != operator)
+                .map(|(_, e)| e.runtime.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let key = EntityKey::new(&msg.workspace, &msg.manifest.name);
+        Box::pin(async move {
+            if !others.is_empty() {
+                let key = key?;
+                for other in others {
+                    let found = other
+                        .send(FindResource {
+                            key: key.clone(),
+                            details: false,
+                            span: msg.span.clone(),
+                        })
+                        .await;
+                    if let Ok(Some(_)) = found {
+                        return Err(ControlError::Conflict {
+                            reason: format!("a resource named {key} already exists under another operator; delete it first"),
+                            details: vec![],
+                        });
+                    }
+                }
+            }
+            runtime
+                .send(ApplyResource {
+                    manifest: msg.manifest,
+                    workspace: msg.workspace,
+                    dry_run: msg.dry_run,
+                    span: msg.span,
+                })
+                .await?
+        })
     }
 }
 

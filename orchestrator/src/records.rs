@@ -152,3 +152,25 @@ pub fn keep_owner(current: &Manifest, manifest: &mut Manifest) {
         manifest.owner = current.owner.clone();
     }
 }
+
+/// What storing `manifest` over `existing` would do, without storing it (a dry run): the same
+/// decisions as an apply, the owner kept and the generation raised on a change.
+pub fn preview(
+    existing: Option<&Record>,
+    mut manifest: Manifest,
+    workspace: Option<String>,
+) -> Applied {
+    match existing {
+        None => Applied::of(&Record::new(manifest, workspace), Outcome::Created),
+        Some(current) => {
+            keep_owner(&current.manifest, &mut manifest);
+            if current.manifest == manifest {
+                return Applied::of(current, Outcome::Unchanged);
+            }
+            let mut record = current.clone();
+            record.manifest = manifest;
+            record.generation += 1;
+            Applied::of(&record, Outcome::Updated)
+        }
+    }
+}

@@ -119,6 +119,8 @@ impl OperatorPlan {
 pub struct ApplyResource {
     pub manifest: Manifest,
     pub workspace: String,
+    /// Answer what the apply would do, storing nothing and sending no command.
+    pub dry_run: bool,
     /// The request's span: what the work is done for, in traces.
     pub span: tracing::Span,
 }
@@ -267,17 +269,28 @@ impl Handler<ApplyResource> for OperatorRuntime {
                     reason: format!("resource {key} is of type {existing_type}; delete it before applying it as {resource_type}"),
                     details: vec![],
                 }),
-                Some((_, entity)) => Ok(entity.clone()),
-                None => self.spawn_entity(key, &resource_type, None, ctx),
+                Some((_, entity)) => Ok(Some(entity.clone())),
+                // A dry run of a new resource starts no entity: it would be created.
+                None if msg.dry_run => Ok(None),
+                None => self.spawn_entity(key, &resource_type, None, ctx).map(Some),
             }
         });
         Box::pin(async move {
-            entity?
-                .send(ApplySpec {
-                    manifest: msg.manifest,
-                    span: msg.span,
-                })
-                .await?
+            match entity? {
+                Some(entity) => {
+                    entity
+                        .send(ApplySpec {
+                            manifest: msg.manifest,
+                            dry_run: msg.dry_run,
+                            span: msg.span,
+                        })
+                        .await?
+                }
+                None => {
+                    let record = crate::records::Record::new(msg.manifest, Some(msg.workspace));
+                    Ok(Applied::of(&record, crate::records::Outcome::Created))
+                }
+            }
         })
     }
 }

@@ -42,6 +42,9 @@ pub struct Cli {
 pub enum Command {
     /// Creates or updates every manifest of a file.
     Apply(Apply),
+    /// Shows how each manifest of a file differs from the one stored (exit 0: none, 1: some,
+    /// more: an error).
+    Diff(Diff),
     /// Lists entities of one type, or shows one of them.
     Get(Get),
     /// Deletes one named entity, or every manifest of a file.
@@ -102,6 +105,7 @@ impl Command {
     pub fn verb(&self) -> &'static str {
         match self {
             Self::Apply(_) => "apply",
+            Self::Diff(_) => "diff",
             Self::Get(_) => "get",
             Self::Delete(_) => "delete",
             Self::Scale(_) => "scale",
@@ -128,6 +132,23 @@ pub struct Apply {
     /// about credentials in environmentVars, without sending anything.
     #[arg(short = 'l', long = "lint")]
     pub lint: bool,
+
+    /// Sends the file for the server to validate fully and say what it would do (created,
+    /// updated to a new generation, unchanged), storing nothing and sending no command.
+    #[arg(long = "dry-run", conflicts_with = "lint")]
+    pub dry_run: bool,
+}
+
+/// `opctl diff -f FILE [-w WS]`.
+#[derive(Debug, Args)]
+pub struct Diff {
+    /// The manifest file (YAML or JSON, one or several documents); `-` reads standard input.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: String,
+
+    /// The workspace for resources and secrets, overriding the manifests' own.
+    #[arg(short = 'w', long = "workspace", env = WORKSPACE_ENV, value_name = "WS")]
+    pub workspace: Option<String>,
 }
 
 /// `opctl get -t TYPE [-w WS] [-n NAME] [-a] [-d] [-o table|json|yaml]`.

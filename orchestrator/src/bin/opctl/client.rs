@@ -90,12 +90,21 @@ pub struct Applied {
     pub name: String,
     pub version: String,
     pub workspace: Option<String>,
+    #[serde(default)]
+    pub generation: u64,
     pub outcome: String,
 }
 
 #[derive(Debug, Deserialize)]
 struct ApplyAnswer {
     applied: Vec<Applied>,
+}
+
+/// Whether an error is the orchestrator's "not found".
+pub fn is_not_found(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<ApiError>()
+        .is_some_and(|e| e.status == StatusCode::NOT_FOUND)
 }
 
 /// The answer to a delete.
@@ -136,10 +145,14 @@ impl OrchestratorClient {
         &self,
         manifest_text: String,
         workspace: Option<&str>,
+        dry_run: bool,
     ) -> Result<Vec<Applied>> {
         let mut url = self.url(&["api", "v1", "apply"]);
         if let Some(ws) = workspace {
             url.query_pairs_mut().append_pair("workspace", ws);
+        }
+        if dry_run {
+            url.query_pairs_mut().append_pair("dryRun", "true");
         }
         let request = self
             .http
