@@ -79,6 +79,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::get().to(render_operator),
                 )
                 .route("/resources", web::get().to(list_resources))
+                .route("/watch/{collection}", web::get().to(crate::watch::watch))
                 .route("/secrets", web::get().to(list_secrets))
                 .route(
                     "/workspaces/{ws}/resources/{name}",

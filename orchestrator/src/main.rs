@@ -27,6 +27,7 @@ mod runtime;
 mod secret_keys;
 mod store;
 mod supervisor;
+mod watch;
 
 use std::time::{Duration, Instant};
 

@@ -24,7 +24,9 @@ use crate::store::{workspaced_key, Bucket, Store, StoreError, Stored};
 use crate::supervisor::{ComponentSupervisor, GetComponents, StopComponents, SupervisorSetup};
 
 mod components;
+mod watch;
 pub use components::{GetOperatorLogs, RenderOperator, StopAllComponents};
+pub use watch::OpenWatch;
 
 /// Apply an operator manifest.
 #[derive(Message)]

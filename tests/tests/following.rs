@@ -3,8 +3,88 @@
 //! `get --watch` printing a change made by another opctl, `wait` meeting, timing out and
 //! failing early.
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 use operator_tests::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A long-running `opctl` whose output lines arrive on channels as it prints them.
+struct Following {
+    child: std::process::Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Following {
+    fn start(opctl: &Opctl, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary("opctl")?)
+            .args(args)
+            .env("OPCTL_SERVER", &opctl.server)
+            .envs(opctl.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let lines = |pipe: Box<dyn std::io::Read + Send>| {
+            let (sender, receiver) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if sender.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            receiver
+        };
+        let stdout = lines(Box::new(child.stdout.take().context("stdout")?));
+        let stderr = lines(Box::new(child.stderr.take().context("stderr")?));
+        Ok(Self {
+            child,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Waits for a line of standard output that satisfies `wanted`; returns it.
+    fn stdout_line(&self, wanted: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return Ok(line),
+                Ok(line) => seen.push(line),
+                Err(_) => anyhow::bail!("no such line; printed: {seen:#?}"),
+            }
+        }
+    }
+
+    /// Waits for the process to end: its exit code and everything it wrote on standard error.
+    fn ended(mut self) -> anyhow::Result<(i32, String)> {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "opctl still running");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr: Vec<String> = self.stderr.try_iter().collect();
+        Ok((status.code().unwrap_or(-1), stderr.join("\n")))
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// The last sequence of a bucket's stream: any write, delete or purge moves it.
 async fn bucket_sequence(nats: &async_nats::Client, bucket: &str) -> anyhow::Result<u64> {
@@ -163,5 +243,146 @@ async fn diff_exits_0_when_stored_1_when_different_and_2_on_error() -> anyhow::R
     };
     std::fs::write(file, &job)?;
     assert_eq!(nowhere.run(&["diff", "-f", file])?.code, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn get_watch_prints_a_change_made_by_another_opctl_and_fails_when_the_server_goes_away(
+) -> anyhow::Result<()> {
+    let mut system = TestSystem::start().await?;
+    system.opctl.apply(&example("demo-operator.yaml"), None)?;
+    system
+        .opctl
+        .apply(&TestSystem::job("first", "{durationMs: 0}"), None)?;
+    let watch = Following::start(&system.opctl, &["get", "-t", "resource", "-a", "--watch"])?;
+    watch.stdout_line(|l| l.contains("first") && l.contains("pending"))?;
+
+    system
+        .opctl
+        .apply(&TestSystem::job("second", "{durationMs: 0}"), None)?;
+    let row = watch.stdout_line(|l| l.contains("second"))?;
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(
+        cells[..5],
+        ["second", "v1", "resource", "public", "pending"],
+        "{row}"
+    );
+    system
+        .opctl
+        .run(&["delete", "-t", "resource", "-n", "second"])?;
+    watch.stdout_line(|l| l.contains("second") && l.contains("deleting"))?;
+
+    system.orchestrator.kill9();
+    let (code, stderr) = watch.ended()?;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("ended the watch"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn wait_meets_a_condition_times_out_and_fails_early_on_a_failed_run() -> anyhow::Result<()> {
+    let system = TestSystem::start().await?;
+    let _component = system.start_demo_component("memory")?;
+    let wait = |name: &str, what: &str, timeout: &str| {
+        system.opctl.run(&[
+            "wait",
+            "-t",
+            "resource",
+            "-w",
+            "public",
+            "-n",
+            name,
+            &format!("--for={what}"),
+            "--timeout",
+            timeout,
+        ])
+    };
+
+    system
+        .opctl
+        .apply(&TestSystem::job("quick", "{durationMs: 300}"), None)?;
+    let run = wait("quick", "runtime=succeeded", "30s")?;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("met runtime=succeeded"),
+        "{}",
+        run.stderr
+    );
+    let record =
+        wait_for_resource(&system.client, "public", "quick", WAIT, |r| r.is_some()).await?;
+    assert_eq!(runtime_of(record.as_ref()), Some("succeeded"));
+    assert_eq!(wait("quick", "condition=Ready", "5s")?.code, 0);
+
+    // A run that failed never succeeds: said at once, not after the timeout.
+    system.opctl.apply(
+        &TestSystem::job(
+            "broken",
+            "{durationMs: 300, fail: true, message: disk full}",
+        ),
+        None,
+    )?;
+    let started = Instant::now();
+    let run = wait("broken", "runtime=succeeded", "60s")?;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(started.elapsed() < WAIT, "took {:?}", started.elapsed());
+    assert!(
+        run.stderr
+            .contains("will not meet runtime=succeeded: the run ended failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("disk full"), "{}", run.stderr);
+
+    system
+        .opctl
+        .apply(&TestSystem::job("slow", "{durationMs: 600000}"), None)?;
+    let run = wait("slow", "runtime=succeeded", "1s")?;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("timed out after 1s waiting for resource public/slow"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("last status"), "{}", run.stderr);
+
+    system
+        .opctl
+        .run(&["delete", "-t", "resource", "-n", "slow"])?;
+    let run = wait("slow", "delete", "30s")?;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        system
+            .opctl
+            .run(&["get", "-t", "resource", "-n", "slow"])?
+            .code
+            != 0,
+        "deleted, yet get finds it"
+    );
+
+    // Bad input: one line, non-zero.
+    for args in [
+        vec!["wait", "-t", "resource", "-n", "quick", "--for=bogus"],
+        vec![
+            "wait",
+            "-t",
+            "resource",
+            "-n",
+            "quick",
+            "--for=delete",
+            "--timeout",
+            "-5s",
+        ],
+        vec!["wait", "-t", "operator", "-n", "demo", "--for=delete"],
+    ] {
+        let run = system.opctl.run(&args)?;
+        assert_ne!(run.code, 0, "{args:?}: {run:?}");
+        assert_eq!(
+            run.stderr.trim().lines().count(),
+            1,
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
     Ok(())
 }

@@ -36,6 +36,10 @@ mod scale;
 mod table;
 #[path = "opctl/user.rs"]
 mod user;
+#[path = "opctl/wait.rs"]
+mod wait;
+#[path = "opctl/watch.rs"]
+mod watch;
 
 use std::process::ExitCode;
 
@@ -112,6 +116,7 @@ async fn run(cli: Cli, console: &Console) -> Result<u8> {
             }),
             Command::Get(get) => done(get::run(get, &client, console).await),
             Command::Delete(delete) => done(delete::run(delete, &client, console).await),
+            Command::Wait(wait) => done(wait::run(wait, &client, console).await),
             Command::Scale(scale) => done(scale::run(scale, &client, console).await),
             Command::Logs(logs) => done(logs::run(logs, &client, console).await),
             Command::Render(render) => done(render::run(render, &client, console).await),

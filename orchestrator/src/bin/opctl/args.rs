@@ -49,6 +49,8 @@ pub enum Command {
     Get(Get),
     /// Deletes one named entity, or every manifest of a file.
     Delete(Delete),
+    /// Waits until a resource meets a condition (exit 0), or says why it did not (exit 1).
+    Wait(Wait),
     /// Changes how many replicas of an operator's component run.
     Scale(Scale),
     /// Shows the last lines an operator's component replicas wrote.
@@ -108,6 +110,7 @@ impl Command {
             Self::Diff(_) => "diff",
             Self::Get(_) => "get",
             Self::Delete(_) => "delete",
+            Self::Wait(_) => "wait",
             Self::Scale(_) => "scale",
             Self::Logs(_) => "logs",
             Self::Render(_) => "render",
@@ -178,6 +181,44 @@ pub struct Get {
     /// (default: table, or yaml with `-d`).
     #[arg(short = 'o', long = "output", env = OUTPUT_ENV, value_name = "FORMAT")]
     pub output: Option<OutputFormat>,
+
+    /// Prints the list, then a line each time a listed entity changes, until interrupted
+    /// (`-W`: `-w` stays the workspace, as scripts use it).
+    #[arg(short = 'W', long = "watch")]
+    pub watch: bool,
+}
+
+/// `opctl wait -t resource [-w WS] -n NAME --for=... [--timeout 30s]`.
+#[derive(Debug, Args)]
+pub struct Wait {
+    /// The type of entity: resource (the only one with a status to wait for).
+    #[arg(short = 't', long = "type", value_name = "TYPE")]
+    pub kind: ManifestKind,
+
+    /// The workspace of the resource (default `public`).
+    #[arg(short = 'w', long = "workspace", env = WORKSPACE_ENV, value_name = "WS")]
+    pub workspace: Option<String>,
+
+    /// The resource.
+    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    pub name: String,
+
+    /// What to wait for: condition=TYPE (e.g. condition=Ready), runtime=STATE (e.g.
+    /// runtime=succeeded) or delete.
+    #[arg(long = "for", value_name = "WHAT", value_parser = crate::wait::parse_for)]
+    pub condition: crate::wait::WaitFor,
+
+    /// How long to wait at most: 30s, 500ms, 2m, 1h.
+    #[arg(long = "timeout", value_name = "DURATION", default_value = "30s",
+          value_parser = crate::wait::parse_timeout, allow_hyphen_values = true)]
+    pub timeout: std::time::Duration,
+}
+
+impl Wait {
+    /// The resource's workspace: the one given, else `public`.
+    pub fn workspace(&self) -> &str {
+        self.workspace.as_deref().unwrap_or(DEFAULT_WORKSPACE)
+    }
 }
 
 /// `opctl delete -t TYPE -n NAME [-w WS]` or `opctl delete -f FILE [-w WS]`.
@@ -270,8 +311,18 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         let cli = Self::try_parse_from(args)?;
-        if let Command::Get(get) = &cli.command {
-            get.check()?;
+        match &cli.command {
+            Command::Get(get) => get.check()?,
+            Command::Wait(wait) if wait.kind != ManifestKind::Resource => {
+                return Err(usage_error(
+                    ErrorKind::InvalidValue,
+                    &format!(
+                        "wait follows resources: {} has no status to wait for; use -t resource",
+                        wait.kind
+                    ),
+                ))
+            }
+            _ => {}
         }
         Ok(cli)
     }
@@ -284,6 +335,18 @@ impl Get {
             return Err(usage_error(
                 ErrorKind::MissingRequiredArgument,
                 "-d/--details shows one entity: name it with -n NAME",
+            ));
+        }
+        if self.watch && self.details {
+            return Err(usage_error(
+                ErrorKind::ArgumentConflict,
+                "--watch prints rows as they change; leave out -d/--details",
+            ));
+        }
+        if self.watch && self.kind == ManifestKind::Secret {
+            return Err(usage_error(
+                ErrorKind::InvalidValue,
+                "--watch follows operators and resources; secrets have no status to follow",
             ));
         }
         if self.details && self.output == Some(OutputFormat::Table) {

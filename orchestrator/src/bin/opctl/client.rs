@@ -116,6 +116,8 @@ pub struct Deleted {
 /// A client of one orchestrator.
 pub struct OrchestratorClient {
     http: reqwest::Client,
+    /// For streams of changes, which last as long as the user wants: no whole-request timeout.
+    stream_http: reqwest::Client,
     server: Url,
     apikey: Option<String>,
 }
@@ -133,8 +135,13 @@ impl OrchestratorClient {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .context("cannot set up the HTTP client")?;
+        let stream_http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .context("cannot set up the HTTP client")?;
         Ok(Self {
             http,
+            stream_http,
             server,
             apikey,
         })
@@ -196,6 +203,46 @@ impl OrchestratorClient {
             url.query_pairs_mut().append_pair("details", "true");
         }
         self.send(self.http.get(url)).await
+    }
+
+    /// Opens the stream of changes of operators or resources (`GET /api/v1/watch/...`): the
+    /// answer, its body (JSON lines) unread.
+    pub async fn open_watch(
+        &self,
+        kind: ManifestKind,
+        workspace: Option<&str>,
+        name: Option<&str>,
+        all_owners: bool,
+    ) -> Result<reqwest::Response> {
+        let mut url = self.url(&["api", "v1", "watch", collection(kind)]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(ws) = workspace {
+                query.append_pair("workspace", ws);
+            }
+            if let Some(name) = name {
+                query.append_pair("name", name);
+            }
+            if all_owners {
+                query.append_pair("all", "true");
+            }
+        }
+        let mut request = self.stream_http.get(clean_query(url));
+        if let Some(key) = &self.apikey {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(ApiError::from_response(status, &body).into());
+        }
+        Ok(response)
+    }
+
+    /// The server URL as shown in messages.
+    pub fn server_shown(&self) -> &str {
+        self.shown_server()
     }
 
     /// Deletes one entity.

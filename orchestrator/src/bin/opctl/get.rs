@@ -11,6 +11,9 @@ use crate::{describe, output};
 
 pub async fn run(get: Get, client: &OrchestratorClient, console: &Console) -> Result<()> {
     console.info("🔍 get...");
+    if get.watch {
+        return crate::watch::run_get(&get, client, console).await;
+    }
     let workspace = get.workspace();
     let answer = match &get.name {
         Some(name) => {
@@ -50,7 +53,7 @@ pub async fn run(get: Get, client: &OrchestratorClient, console: &Console) -> Re
     Ok(())
 }
 
-fn nothing_found(get: &Get) -> String {
+pub fn nothing_found(get: &Get) -> String {
     match get.workspace() {
         Some(ws) => format!("🔍 no {} in workspace {ws}", get.kind),
         None => format!("🔍 no {}", get.kind),

@@ -71,6 +71,12 @@ pub fn table_text(records: &[RecordSummary]) -> String {
     format!("\n{}", table::render(&HEADERS, &rows))
 }
 
+/// One record as a row of the `get` table, without the header (a change under `--watch`).
+pub fn row_text(record: &RecordSummary) -> String {
+    let text = table::render(&HEADERS, &[record.cells()]);
+    text.lines().skip(1).map(|l| format!("{l}\n")).collect()
+}
+
 /// The server's JSON in the machine-readable format asked for.
 pub fn document_text(answer: &Value, format: OutputFormat) -> Result<String> {
     Ok(match format {
