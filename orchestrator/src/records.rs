@@ -76,6 +76,7 @@ impl Record {
                 .and_then(|s| s.runtime)
                 .map(|r| r.to_string()),
             generation: self.generation,
+            created_at: self.created_at,
             updated_at: self.updated_at,
             message: self.status.as_ref().and_then(|s| s.message.clone()),
             manifest,
@@ -99,6 +100,8 @@ pub struct RecordView {
     pub status: String,
     pub runtime: Option<String>,
     pub generation: u64,
+    /// When the record was first applied (the AGE column).
+    pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub message: Option<String>,
     pub manifest: Manifest,

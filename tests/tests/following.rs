@@ -254,6 +254,43 @@ async fn get_watch_prints_a_change_made_by_another_opctl_and_fails_when_the_serv
     system
         .opctl
         .apply(&TestSystem::job("first", "{durationMs: 0}"), None)?;
+    // The small habits: which workspace was listed, an AGE column, -o name.
+    let list = system.opctl.run(&["get", "-t", "resource", "-a"])?;
+    assert!(
+        list.stderr
+            .contains("workspace public (the default; -w WS for another)"),
+        "{}",
+        list.stderr
+    );
+    assert!(
+        list.stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|h| h.trim_end().ends_with("AGE")),
+        "{}",
+        list.stdout
+    );
+    let names = system
+        .opctl
+        .run(&["get", "-t", "resource", "-a", "-o", "name"])?;
+    assert_eq!(names.stdout, "resource/public/first\n");
+    let misplaced = system
+        .opctl
+        .run(&["get", "-t", "operator", "-w", "public"])?;
+    assert_eq!(misplaced.code, 2, "{misplaced:?}");
+    assert!(
+        misplaced.stderr.contains("operators live in no workspace"),
+        "{}",
+        misplaced.stderr
+    );
+    let completion = system.opctl.run(&["completion", "bash"])?;
+    assert_eq!(completion.code, 0, "{}", completion.stderr);
+    assert!(
+        completion.stdout.contains("complete -F _opctl"),
+        "{}",
+        &completion.stdout[..200.min(completion.stdout.len())]
+    );
+
     let watch = Following::start(&system.opctl, &["get", "-t", "resource", "-a", "--watch"])?;
     watch.stdout_line(|l| l.contains("first") && l.contains("pending"))?;
 

@@ -122,6 +122,11 @@ async fn run(cli: Cli, console: &Console) -> Result<u8> {
             Command::Render(render) => done(render::run(render, &client, console).await),
             Command::User(user) => done(user::run(user, &client, console).await),
             Command::Whoami => done(user::whoami(&client).await),
+            Command::Completion { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "opctl", &mut std::io::stdout());
+                Ok(0)
+            }
         }
     }
     .instrument(span)

@@ -2,7 +2,8 @@
 //! clap's attributes cannot express.
 
 use clap::error::ErrorKind;
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use operator_shared::manifest::DEFAULT_WORKSPACE;
 use operator_shared::ManifestKind;
 use reqwest::Url;
@@ -62,6 +63,11 @@ pub enum Command {
     User(UserCommand),
     /// Shows who the API key belongs to and their roles.
     Whoami,
+    /// Prints a shell completion script: `source <(opctl completion bash)`.
+    Completion {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `opctl user create|list|delete`.
@@ -116,6 +122,7 @@ impl Command {
             Self::Render(_) => "render",
             Self::User(_) => "user",
             Self::Whoami => "whoami",
+            Self::Completion { .. } => "completion",
         }
     }
 }
@@ -301,6 +308,8 @@ pub enum OutputFormat {
     Table,
     Json,
     Yaml,
+    /// `TYPE/[WORKSPACE/]NAME`, one a line.
+    Name,
 }
 
 impl Cli {
@@ -310,7 +319,26 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Self::try_parse_from(args)?;
+        let matches = Self::command().try_get_matches_from(args)?;
+        let cli = Self::from_arg_matches(&matches)?;
+        // `-w` typed for a type that lives in no workspace is a mistake worth saying; the
+        // same value from OPCTL_WORKSPACE is not (it is set for the workspaced types).
+        let typed_workspace = matches.subcommand().is_some_and(|(_, sub)| {
+            sub.try_get_raw("workspace").is_ok_and(|v| v.is_some())
+                && sub.value_source("workspace") == Some(ValueSource::CommandLine)
+        });
+        let kind = match &cli.command {
+            Command::Get(get) => Some(get.kind),
+            Command::Delete(delete) => delete.kind,
+            Command::Wait(wait) => Some(wait.kind),
+            _ => None,
+        };
+        if let Some(kind) = kind.filter(|k| typed_workspace && !k.is_workspaced()) {
+            return Err(usage_error(
+                ErrorKind::ArgumentConflict,
+                &format!("-w/--workspace: {kind}s live in no workspace; leave -w out"),
+            ));
+        }
         match &cli.command {
             Command::Get(get) => get.check()?,
             Command::Wait(wait) if wait.kind != ManifestKind::Resource => {
@@ -347,6 +375,12 @@ impl Get {
             return Err(usage_error(
                 ErrorKind::InvalidValue,
                 "--watch follows operators and resources; secrets have no status to follow",
+            ));
+        }
+        if self.details && self.output == Some(OutputFormat::Name) {
+            return Err(usage_error(
+                ErrorKind::ArgumentConflict,
+                "-d/--details prints the whole record: use -o yaml (the default with -d) or -o json",
             ));
         }
         if self.details && self.output == Some(OutputFormat::Table) {
@@ -469,7 +503,13 @@ mod tests {
             get("opctl get -t secret -w sandbox").workspace(),
             Some("sandbox")
         );
-        assert_eq!(get("opctl get -t operator -w sandbox").workspace(), None);
+        assert_eq!(get("opctl get -t operator").workspace(), None);
+        let error = parse("opctl get -t operator -w sandbox").expect_err("refused");
+        assert_eq!(
+            usage_error_line(&error),
+            "-w/--workspace: operators live in no workspace; leave -w out"
+        );
+        assert!(parse("opctl delete -t operator -n demo -w sandbox").is_err());
     }
 
     #[test]

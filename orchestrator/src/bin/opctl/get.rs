@@ -15,6 +15,13 @@ pub async fn run(get: Get, client: &OrchestratorClient, console: &Console) -> Re
         return crate::watch::run_get(&get, client, console).await;
     }
     let workspace = get.workspace();
+    if get.workspace.is_none() && get.name.is_none() {
+        if let Some(ws) = workspace {
+            console.info(&format!(
+                "🔍 get...workspace {ws} (the default; -w WS for another)"
+            ));
+        }
+    }
     let answer = match &get.name {
         Some(name) => {
             client
@@ -26,6 +33,13 @@ pub async fn run(get: Get, client: &OrchestratorClient, console: &Console) -> Re
     let text = match get.output_format() {
         // -d alone is for people; -d -o yaml|json gives the whole record for machines.
         _ if get.details && get.output.is_none() => describe::render(&answer),
+        OutputFormat::Name => {
+            let records = match get.name {
+                Some(_) => vec![output::single_item(&answer)?],
+                None => output::list_items(&answer)?,
+            };
+            output::names_text(&records)
+        }
         OutputFormat::Table => {
             let records = match get.name {
                 Some(_) => vec![output::single_item(&answer)?],

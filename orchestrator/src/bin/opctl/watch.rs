@@ -146,6 +146,7 @@ fn change_row(event: &Value) -> Result<RecordSummary> {
 fn event_text(event: &Value, format: OutputFormat) -> Result<String> {
     Ok(match format {
         OutputFormat::Json => serde_json::to_string(event)? + "\n",
+        OutputFormat::Name => change_row(event)?.qualified_name() + "\n",
         _ => format!("---\n{}", output::document_text(event, OutputFormat::Yaml)?),
     })
 }
