@@ -63,16 +63,18 @@ pub use reconciler::{
 pub use store::{EntityRef, EntityStore, KvStore, MemoryStore, StoreError, StoreFlush};
 
 /// Re-exported so component writers need not depend on `operator-shared` for the basics.
+pub use operator_shared::condition::{self, COMPONENT_REACHABLE, READY, SUCCEEDED, SYNCED};
 pub use operator_shared::{
-    Entity, EntityKey, EntityStatus, Envelope, EnvelopeKind, Operation, ResourceStatus,
-    RuntimeStatus,
+    Condition, ConditionStatus, Entity, EntityKey, EntityStatus, Envelope, EnvelopeKind, Operation,
+    ResourceStatus, RuntimeStatus,
 };
 
 /// Everything a component writer usually needs.
 pub mod prelude {
     pub use crate::{
-        run, Action, Component, ComponentConfig, ComponentError, Controller, ControllerError,
-        Entity, EntityKey, EntityStatus, OController, ReconcileContext, ReconcileError,
-        ReconcileRequest, ReconcileResult, Reconciler, ResourceStatus, RuntimeStatus,
+        run, Action, Component, ComponentConfig, ComponentError, ConditionStatus, Controller,
+        ControllerError, Entity, EntityKey, EntityStatus, OController, ReconcileContext,
+        ReconcileError, ReconcileRequest, ReconcileResult, Reconciler, ResourceStatus,
+        RuntimeStatus,
     };
 }

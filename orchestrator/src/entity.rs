@@ -2,6 +2,7 @@
 //! generation, status), writes it to the store before answering, sends the command that
 //! follows, resends it with backoff until JetStream has it, and applies status events.
 
+mod reachable;
 mod state;
 
 use std::time::Duration;
@@ -188,6 +189,7 @@ impl ResourceEntity {
                 let error = match result {
                     Ok(Ok(())) => {
                         act.resend_after = FIRST_RESEND;
+                        ctx.notify_later(reachable::ReachabilityTick { command: id }, reachable::ANSWER_BOUND);
                         return;
                     }
                     Ok(Err(e)) => e.to_string(),

@@ -2,7 +2,7 @@
 //! API returns.
 
 use chrono::{DateTime, Utc};
-use operator_shared::{EntityStatus, Envelope, Manifest, ResourceStatus};
+use operator_shared::{Condition, EntityStatus, Envelope, Manifest, ResourceStatus};
 use serde::{Deserialize, Serialize};
 
 /// A stored manifest of any type, with its generation and, for resources, its status.
@@ -24,6 +24,9 @@ pub struct Record {
     /// What the component last reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<EntityStatus>,
+    /// Conditions the orchestrator sets itself (`ComponentReachable`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -39,6 +42,7 @@ impl Record {
             deleting: false,
             last_command: None,
             status: None,
+            conditions: Vec::new(),
             created_at: now,
             updated_at: now,
         }
@@ -79,6 +83,13 @@ impl Record {
             created_at: self.created_at,
             updated_at: self.updated_at,
             message: self.status.as_ref().and_then(|s| s.message.clone()),
+            conditions: self
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter())
+                .chain(&self.conditions)
+                .cloned()
+                .collect(),
             manifest,
             entity_status: self.status.clone(),
             details: None,
@@ -104,6 +115,9 @@ pub struct RecordView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub message: Option<String>,
+    /// The component's conditions and the orchestrator's own (`ComponentReachable`).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
     pub manifest: Manifest,
     pub entity_status: Option<EntityStatus>,
     /// Live details from the component (`?details=true`).

@@ -3,6 +3,7 @@
 //!
 //! This crate does no network I/O and knows nothing of actors.
 
+pub mod condition;
 pub mod election;
 pub mod entity;
 pub mod envelope;
@@ -15,6 +16,7 @@ pub mod subject;
 pub mod telemetry;
 pub mod version;
 
+pub use condition::{Condition, ConditionStatus};
 pub use entity::{Entity, EntityKey};
 pub use envelope::{Envelope, EnvelopeKind, Operation};
 pub use manifest::{Manifest, ManifestKind};

@@ -85,6 +85,9 @@ pub struct EntityStatus {
     /// Platform details the component syncs (for a pipeline run: runId, activity runs, …).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub details: serde_json::Map<String, serde_json::Value>,
+    /// Kubernetes-style conditions (`Ready`, `Succeeded`, `Synced`, ...): `crate::condition`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<crate::condition::Condition>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -100,6 +103,7 @@ impl EntityStatus {
             runtime: None,
             message: None,
             details: serde_json::Map::new(),
+            conditions: Vec::new(),
             updated_at: Utc::now(),
         }
     }

@@ -13,6 +13,22 @@ use operator_tests::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The condition of a type in a stored resource record: the component's, then the
+/// orchestrator's own; `Null` when absent.
+fn condition(record: Option<&serde_json::Value>, kind: &str) -> serde_json::Value {
+    let Some(record) = record else {
+        return serde_json::Value::Null;
+    };
+    record["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(record["conditions"].as_array().into_iter().flatten())
+        .find(|c| c["type"] == kind)
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// A long-running `opctl` whose output lines arrive on channels as it prints them.
 struct Following {
     child: std::process::Child,
@@ -348,7 +364,13 @@ async fn wait_meets_a_condition_times_out_and_fails_early_on_a_failed_run() -> a
     let record =
         wait_for_resource(&system.client, "public", "quick", WAIT, |r| r.is_some()).await?;
     assert_eq!(runtime_of(record.as_ref()), Some("succeeded"));
+    assert_eq!(condition(record.as_ref(), "Succeeded")["status"], "True");
+    assert_eq!(
+        condition(record.as_ref(), "Succeeded")["reason"],
+        "JobSucceeded"
+    );
     assert_eq!(wait("quick", "condition=Ready", "5s")?.code, 0);
+    assert_eq!(wait("quick", "condition=Succeeded", "5s")?.code, 0);
 
     // A run that failed never succeeds: said at once, not after the timeout.
     system.opctl.apply(
@@ -369,6 +391,15 @@ async fn wait_meets_a_condition_times_out_and_fails_early_on_a_failed_run() -> a
         run.stderr
     );
     assert!(run.stderr.contains("disk full"), "{}", run.stderr);
+    let record =
+        wait_for_resource(&system.client, "public", "broken", WAIT, |r| r.is_some()).await?;
+    let failed = condition(record.as_ref(), "Succeeded");
+    assert_eq!(failed["status"], "False", "{record:?}");
+    assert_eq!(failed["reason"], "JobFailed");
+    assert_eq!(failed["message"], "disk full");
+    assert_eq!(failed["observedGeneration"], 1);
+    assert_eq!(condition(record.as_ref(), "Synced")["status"], "True");
+    assert!(failed["lastTransitionTime"].is_string(), "{failed}");
 
     system
         .opctl
@@ -421,5 +452,53 @@ async fn wait_meets_a_condition_times_out_and_fails_early_on_a_failed_run() -> a
             run.stderr
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_command_no_replica_answers_marks_the_component_unreachable_within_the_bound(
+) -> anyhow::Result<()> {
+    let system = TestSystem::start().await?;
+    let mut component = system.start_demo_component("memory")?;
+    system
+        .opctl
+        .apply(&TestSystem::job("lonely", "{durationMs: 0}"), None)?;
+    let record = wait_for_resource(&system.client, "public", "lonely", WAIT, |r| {
+        runtime_of(r) == Some("succeeded")
+    })
+    .await?;
+    assert_eq!(
+        condition(record.as_ref(), "ComponentReachable")["status"],
+        "True"
+    );
+
+    component.kill9();
+    let changed = Instant::now();
+    system
+        .opctl
+        .apply(&TestSystem::job("lonely", "{durationMs: 1}"), None)?;
+    let record = wait_for_resource(&system.client, "public", "lonely", WAIT, |r| {
+        condition(r, "ComponentReachable")["status"] == "False"
+    })
+    .await?;
+    let elapsed = changed.elapsed();
+    // The bound is 10 s; the check runs once, at the bound.
+    assert!(
+        elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(20),
+        "{elapsed:?}"
+    );
+    let unreachable = condition(record.as_ref(), "ComponentReachable");
+    assert_eq!(unreachable["reason"], "NoReplicaAnswered");
+    let message = unreachable["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the last status event was at"),
+        "{message}"
+    );
+    // The stale status is still there, and says which generation it describes.
+    assert_eq!(runtime_of(record.as_ref()), Some("succeeded"));
+    assert_eq!(
+        record.as_ref().map(|r| r["generation"].clone()),
+        Some(2.into())
+    );
     Ok(())
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use operator_component::prelude::*;
+use operator_component::{SUCCEEDED, SYNCED};
 
 use crate::job::{JobSpec, JobState};
 use crate::platform::HttpPlatform;
@@ -82,7 +83,8 @@ async fn reconcile_instantly(
         return Ok(ReconcileResult::await_change());
     }
     parse_spec(&request)?;
-    let status = request.new_runtime_status(ResourceStatus::Active, RuntimeStatus::Succeeded);
+    let mut status = request.new_runtime_status(ResourceStatus::Active, RuntimeStatus::Succeeded);
+    set_conditions(&request, &mut status, None);
     report(&request, &ctx, status).await?;
     Ok(ReconcileResult::await_change())
 }
@@ -117,8 +119,29 @@ async fn reconcile_on(
         JobState::Failed => (RuntimeStatus::Failed, ReconcileResult::await_change()),
     };
     let mut status = request.new_runtime_status(ResourceStatus::Active, runtime);
+    set_conditions(&request, &mut status, reported.job.message.as_deref());
     status.message = reported.job.message;
     status.details = reported.json;
     report(&request, &ctx, status).await?;
     Ok(result)
+}
+
+/// `Succeeded` from the job's state (the job's message when it failed) and `Synced`: this
+/// reconcile reached the platform.
+fn set_conditions(request: &ReconcileRequest, status: &mut EntityStatus, message: Option<&str>) {
+    let (state, reason) = match status.runtime {
+        Some(RuntimeStatus::Succeeded) => (ConditionStatus::True, "JobSucceeded"),
+        Some(RuntimeStatus::Failed) => (ConditionStatus::False, "JobFailed"),
+        Some(RuntimeStatus::Cancelled) => (ConditionStatus::False, "JobCancelled"),
+        _ => (ConditionStatus::Unknown, "JobRunning"),
+    };
+    let message = message.unwrap_or_default().to_string();
+    request.set_condition(status, SUCCEEDED, state, reason, message);
+    request.set_condition(
+        status,
+        SYNCED,
+        ConditionStatus::True,
+        "ReconcileSucceeded",
+        "",
+    );
 }

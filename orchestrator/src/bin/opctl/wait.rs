@@ -148,14 +148,11 @@ pub fn judge(wanted: &WaitFor, view: Option<&Value>) -> Verdict {
 
 /// The condition of a type in the view's status, if reported.
 fn condition<'a>(view: &'a Value, kind: &str) -> Option<&'a Value> {
-    view["entityStatus"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| {
-            c["type"]
-                .as_str()
-                .is_some_and(|t| t.eq_ignore_ascii_case(kind))
-        })
+    view["conditions"].as_array()?.iter().find(|c| {
+        c["type"]
+            .as_str()
+            .is_some_and(|t| t.eq_ignore_ascii_case(kind))
+    })
 }
 
 fn is_final(runtime: &str) -> bool {
@@ -322,9 +319,9 @@ mod tests {
     fn conditions_are_judged_by_status_and_generation() {
         let with = |status: &str, at: u64, runtime: &str| {
             json!({"status": "active", "runtime": runtime, "generation": 2,
-                   "entityStatus": {"observedGeneration": 2, "conditions": [
+                   "entityStatus": {"observedGeneration": 2}, "conditions": [
                        {"type": "Succeeded", "status": status, "reason": "ActivityFailed",
-                        "message": "copy failed", "observedGeneration": at}]}})
+                        "message": "copy failed", "observedGeneration": at}]})
         };
         let succeeded = WaitFor::Condition("Succeeded".into());
         assert_eq!(
