@@ -32,6 +32,7 @@ pub struct RecordSummary {
     pub status: Option<String>,
     pub runtime: Option<String>,
     pub owner: Option<String>,
+    #[serde(rename = "createdAt")]
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -207,8 +208,10 @@ mod tests {
             ["5s", "3m", "3h", "3d"]
         );
         let records = list_items(&json!({"items": [seed_record(),
-            {"name": "demo", "version": "v1", "type": "operator", "workspace": null}]}))
+            {"name": "demo", "version": "v1", "type": "operator", "workspace": null,
+             "createdAt": (chrono::Utc::now() - chrono::TimeDelta::seconds(300)).to_rfc3339()}]}))
         .expect("items");
+        assert_eq!(records[0].cells()[7], "5m");
         assert_eq!(
             names_text(&records),
             "operator/demo\nresource/public/pipeline-run-1\n"
