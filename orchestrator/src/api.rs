@@ -89,6 +89,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     "/workspaces/{ws}/resources/{name}",
                     web::delete().to(delete_resource),
                 )
+                .route(
+                    "/workspaces/{ws}/resources/{name}/events",
+                    web::get().to(crate::history::events),
+                )
                 .route("/workspaces/{ws}/secrets/{name}", web::get().to(get_secret))
                 .route(
                     "/workspaces/{ws}/secrets/{name}",
@@ -203,6 +207,7 @@ async fn apply_one(
                     manifest,
                     workspace,
                     dry_run,
+                    applied_by: caller.name.clone(),
                     span: tracing::Span::current(),
                 })
                 .await?

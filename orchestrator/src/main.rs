@@ -18,6 +18,7 @@ mod bridge;
 mod config;
 mod entity;
 mod error;
+mod history;
 mod manager;
 mod metrics;
 mod nats_auth;

@@ -26,7 +26,7 @@ use crate::supervisor::{ComponentSupervisor, GetComponents, StopComponents, Supe
 mod components;
 mod watch;
 pub use components::{GetOperatorLogs, RenderOperator, StopAllComponents};
-pub use watch::OpenWatch;
+pub use watch::{GetHistory, OpenWatch};
 
 /// Apply an operator manifest.
 #[derive(Message)]
@@ -55,6 +55,8 @@ pub struct RouteResource {
     pub workspace: String,
     /// Validate and answer what the apply would do; store nothing, send no command.
     pub dry_run: bool,
+    /// Who applied it, for the resource's history.
+    pub applied_by: String,
     /// The request's span: what the work is done for, in traces.
     pub span: tracing::Span,
 }
@@ -129,6 +131,13 @@ impl OperatorManager {
         client: async_nats::Client,
         query_timeout: Duration,
     ) -> Result<Self, StoreError> {
+        // The history is for people: an orchestrator that cannot keep it still runs.
+        if let Err(e) = crate::history::History::new(jetstream::new(client.clone()))
+            .ensure()
+            .await
+        {
+            warn!(error = %e, "resource history unavailable");
+        }
         let operators = store.load_all(Bucket::Operators).await?;
         let resources = store.load_all(Bucket::Resources).await?;
         let secrets = store.load_all(Bucket::Secrets).await?;
@@ -446,6 +455,7 @@ impl Handler<RouteResource> for OperatorManager {
                     manifest: msg.manifest,
                     workspace: msg.workspace,
                     dry_run: msg.dry_run,
+                    applied_by: msg.applied_by,
                     span: msg.span,
                 })
                 .await?

@@ -121,6 +121,8 @@ pub struct ApplyResource {
     pub workspace: String,
     /// Answer what the apply would do, storing nothing and sending no command.
     pub dry_run: bool,
+    /// Who applied it, for the history.
+    pub applied_by: String,
     /// The request's span: what the work is done for, in traces.
     pub span: tracing::Span,
 }
@@ -225,6 +227,7 @@ impl OperatorRuntime {
             self.store.clone(),
             bridge,
             ctx.address().recipient(),
+            crate::history::History::new(async_nats::jetstream::new(self.client.clone())),
         )
         .start();
         self.entities
@@ -282,6 +285,7 @@ impl Handler<ApplyResource> for OperatorRuntime {
                         .send(ApplySpec {
                             manifest: msg.manifest,
                             dry_run: msg.dry_run,
+                            applied_by: msg.applied_by,
                             span: msg.span,
                         })
                         .await?

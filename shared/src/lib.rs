@@ -7,6 +7,7 @@ pub mod condition;
 pub mod election;
 pub mod entity;
 pub mod envelope;
+pub mod history;
 pub mod manifest;
 pub mod names;
 pub mod nats_auth;

@@ -502,3 +502,75 @@ async fn a_command_no_replica_answers_marks_the_component_unreachable_within_the
     );
     Ok(())
 }
+
+/// The reasons of a resource's history, oldest first, as `opctl events -o json` gives them.
+fn history(opctl: &Opctl, name: &str) -> anyhow::Result<Vec<String>> {
+    let run = opctl.run(&["events", "-t", "resource", "-n", name, "-o", "json"])?;
+    anyhow::ensure!(run.code == 0, "{run:?}");
+    let answer: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    Ok(answer["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+        .collect())
+}
+
+#[tokio::test]
+async fn a_resource_history_survives_a_kill_9_of_the_orchestrator() -> anyhow::Result<()> {
+    let mut system = TestSystem::start().await?;
+    let _component = system.start_demo_component("memory")?;
+    let done = |r: Option<&serde_json::Value>| runtime_of(r) == Some("succeeded");
+    system
+        .opctl
+        .apply(&TestSystem::job("kept", "{durationMs: 100}"), None)?;
+    wait_for_resource(&system.client, "public", "kept", WAIT, done).await?;
+    let before = history(&system.opctl, "kept")?;
+    for reason in [
+        "Applied",
+        "CommandSent",
+        "ReconcileStarted",
+        "Reconciled",
+        "RuntimeChanged",
+    ] {
+        assert!(
+            before.contains(&reason.to_string()),
+            "{reason} missing: {before:?}"
+        );
+    }
+
+    system.orchestrator.kill9();
+    system.orchestrator.restart()?;
+    assert_eq!(
+        history(&system.opctl, "kept")?,
+        before,
+        "lost or changed by the restart"
+    );
+
+    let follow = Following::start(
+        &system.opctl,
+        &["events", "-t", "resource", "-n", "kept", "--watch"],
+    )?;
+    follow.stdout_line(|l| l.contains("Applied") && l.contains("created by admin"))?;
+    system
+        .opctl
+        .apply(&TestSystem::job("kept", "{durationMs: 200}"), None)?;
+    follow
+        .stdout_line(|l| l.contains("Applied") && l.contains("updated by admin, generation 2"))?;
+    follow.stdout_line(|l| l.contains("RuntimeChanged") && l.contains("succeeded"))?;
+
+    let after = history(&system.opctl, "kept")?;
+    assert_eq!(after[..before.len()], before[..]);
+    assert!(after.len() > before.len(), "{after:?}");
+    let details = system
+        .opctl
+        .run(&["get", "-t", "resource", "-n", "kept", "-d"])?;
+    assert!(
+        details
+            .stdout
+            .contains("Events (the latest 5; opctl events shows all):"),
+        "{}",
+        details.stdout
+    );
+    Ok(())
+}

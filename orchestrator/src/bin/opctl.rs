@@ -18,6 +18,8 @@ mod delete;
 mod describe;
 #[path = "opctl/diff.rs"]
 mod diff;
+#[path = "opctl/events.rs"]
+mod events;
 #[path = "opctl/get.rs"]
 mod get;
 #[path = "opctl/lint.rs"]
@@ -117,6 +119,7 @@ async fn run(cli: Cli, console: &Console) -> Result<u8> {
             Command::Get(get) => done(get::run(get, &client, console).await),
             Command::Delete(delete) => done(delete::run(delete, &client, console).await),
             Command::Wait(wait) => done(wait::run(wait, &client, console).await),
+            Command::Events(events) => done(events::run(events, &client, console).await),
             Command::Scale(scale) => done(scale::run(scale, &client, console).await),
             Command::Logs(logs) => done(logs::run(logs, &client, console).await),
             Command::Render(render) => done(render::run(render, &client, console).await),

@@ -109,6 +109,9 @@ impl Handler<ReachabilityTick> for ResourceEntity {
             match result {
                 Ok(stored) => {
                     warn!(entity.key = %act.key, "component unreachable: a command went unanswered");
+                    if let Some((before, _)) = &act.stored {
+                        act.history.record(&act.key, crate::history::status_events(before, &stored.0));
+                    }
                     act.stored = Some(stored);
                 }
                 Err(e) => warn!(entity.key = %act.key, error = %e, "unreachable component not recorded"),

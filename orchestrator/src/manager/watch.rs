@@ -1,11 +1,26 @@
 //! `OpenWatch`: a JetStream KV watch on one of the manager's buckets, for the API's streams of
-//! changes; the manager holds the JetStream context, the stream is the caller's.
+//! changes, and `GetHistory`: the resources' history stream; the manager holds the JetStream
+//! context, the streams are the caller's.
 
 use actix::prelude::*;
 use async_nats::jetstream::kv;
 
 use super::OperatorManager;
 use crate::error::ControlError;
+use crate::history::History;
+
+/// A handle on the resources' history stream.
+#[derive(Message)]
+#[rtype(result = "History")]
+pub struct GetHistory;
+
+impl Handler<GetHistory> for OperatorManager {
+    type Result = MessageResult<GetHistory>;
+
+    fn handle(&mut self, _: GetHistory, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(History::new(self.js.clone()))
+    }
+}
 
 /// Watch the keys of a bucket matching `filter` from now on (new changes only).
 #[derive(Message)]

@@ -8,6 +8,10 @@ use operator_shared::manifest::DEFAULT_WORKSPACE;
 use operator_shared::ManifestKind;
 use reqwest::Url;
 
+#[path = "args/follow.rs"]
+mod follow;
+pub use follow::{Events, Wait};
+
 /// The orchestrator's address when neither `--server` nor `OPCTL_SERVER` names one.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
 /// The environment variable read for `--server`.
@@ -52,6 +56,8 @@ pub enum Command {
     Delete(Delete),
     /// Waits until a resource meets a condition (exit 0), or says why it did not (exit 1).
     Wait(Wait),
+    /// Shows what happened to a resource and when (its last 100 events).
+    Events(Events),
     /// Changes how many replicas of an operator's component run.
     Scale(Scale),
     /// Shows the last lines an operator's component replicas wrote.
@@ -117,6 +123,7 @@ impl Command {
             Self::Get(_) => "get",
             Self::Delete(_) => "delete",
             Self::Wait(_) => "wait",
+            Self::Events(_) => "events",
             Self::Scale(_) => "scale",
             Self::Logs(_) => "logs",
             Self::Render(_) => "render",
@@ -193,39 +200,6 @@ pub struct Get {
     /// (`-W`: `-w` stays the workspace, as scripts use it).
     #[arg(short = 'W', long = "watch")]
     pub watch: bool,
-}
-
-/// `opctl wait -t resource [-w WS] -n NAME --for=... [--timeout 30s]`.
-#[derive(Debug, Args)]
-pub struct Wait {
-    /// The type of entity: resource (the only one with a status to wait for).
-    #[arg(short = 't', long = "type", value_name = "TYPE")]
-    pub kind: ManifestKind,
-
-    /// The workspace of the resource (default `public`).
-    #[arg(short = 'w', long = "workspace", env = WORKSPACE_ENV, value_name = "WS")]
-    pub workspace: Option<String>,
-
-    /// The resource.
-    #[arg(short = 'n', long = "name", value_name = "NAME")]
-    pub name: String,
-
-    /// What to wait for: condition=TYPE (e.g. condition=Ready), runtime=STATE (e.g.
-    /// runtime=succeeded) or delete.
-    #[arg(long = "for", value_name = "WHAT", value_parser = crate::wait::parse_for)]
-    pub condition: crate::wait::WaitFor,
-
-    /// How long to wait at most: 30s, 500ms, 2m, 1h.
-    #[arg(long = "timeout", value_name = "DURATION", default_value = "30s",
-          value_parser = crate::wait::parse_timeout, allow_hyphen_values = true)]
-    pub timeout: std::time::Duration,
-}
-
-impl Wait {
-    /// The resource's workspace: the one given, else `public`.
-    pub fn workspace(&self) -> &str {
-        self.workspace.as_deref().unwrap_or(DEFAULT_WORKSPACE)
-    }
 }
 
 /// `opctl delete -t TYPE -n NAME [-w WS]` or `opctl delete -f FILE [-w WS]`.
@@ -331,6 +305,7 @@ impl Cli {
             Command::Get(get) => Some(get.kind),
             Command::Delete(delete) => delete.kind,
             Command::Wait(wait) => Some(wait.kind),
+            Command::Events(events) => Some(events.kind),
             _ => None,
         };
         if let Some(kind) = kind.filter(|k| typed_workspace && !k.is_workspaced()) {
@@ -347,6 +322,15 @@ impl Cli {
                     &format!(
                         "wait follows resources: {} has no status to wait for; use -t resource",
                         wait.kind
+                    ),
+                ))
+            }
+            Command::Events(events) if events.kind != ManifestKind::Resource => {
+                return Err(usage_error(
+                    ErrorKind::InvalidValue,
+                    &format!(
+                        "events are kept for resources: {} has none; use -t resource",
+                        events.kind
                     ),
                 ))
             }

@@ -12,6 +12,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
+#[path = "client/streams.rs"]
+mod streams;
+
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a whole request may take; a details query waits on an operator's components.
@@ -203,41 +206,6 @@ impl OrchestratorClient {
             url.query_pairs_mut().append_pair("details", "true");
         }
         self.send(self.http.get(url)).await
-    }
-
-    /// Opens the stream of changes of operators or resources (`GET /api/v1/watch/...`): the
-    /// answer, its body (JSON lines) unread.
-    pub async fn open_watch(
-        &self,
-        kind: ManifestKind,
-        workspace: Option<&str>,
-        name: Option<&str>,
-        all_owners: bool,
-    ) -> Result<reqwest::Response> {
-        let mut url = self.url(&["api", "v1", "watch", collection(kind)]);
-        {
-            let mut query = url.query_pairs_mut();
-            if let Some(ws) = workspace {
-                query.append_pair("workspace", ws);
-            }
-            if let Some(name) = name {
-                query.append_pair("name", name);
-            }
-            if all_owners {
-                query.append_pair("all", "true");
-            }
-        }
-        let mut request = self.stream_http.get(clean_query(url));
-        if let Some(key) = &self.apikey {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(ApiError::from_response(status, &body).into());
-        }
-        Ok(response)
     }
 
     /// The server URL as shown in messages.
@@ -438,7 +406,7 @@ impl OrchestratorClient {
 }
 
 /// The URL segment of a type's collection.
-fn collection(kind: ManifestKind) -> &'static str {
+pub(crate) fn collection(kind: ManifestKind) -> &'static str {
     match kind {
         ManifestKind::Operator => "operators",
         ManifestKind::Resource => "resources",
@@ -455,7 +423,7 @@ fn entity_path<'a>(kind: ManifestKind, workspace: Option<&'a str>, name: &'a str
 }
 
 /// Drops an empty `?` left by a query with no pairs.
-fn clean_query(mut url: Url) -> Url {
+pub(crate) fn clean_query(mut url: Url) -> Url {
     if url.query() == Some("") {
         url.set_query(None);
     }

@@ -33,11 +33,16 @@ impl Changes {
         all_owners: bool,
     ) -> Result<Self> {
         let response = client.open_watch(kind, workspace, name, all_owners).await?;
-        Ok(Self {
+        Ok(Self::of(response, client))
+    }
+
+    /// Reads a stream of JSON lines already opened.
+    pub fn of(response: reqwest::Response, client: &OrchestratorClient) -> Self {
+        Self {
             response,
             buffer: Vec::new(),
             server: client.server_shown().to_string(),
-        })
+        }
     }
 
     /// The next event (`added`, `modified`, `deleted` or `synced`); heartbeats are read and
