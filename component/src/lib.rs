@@ -62,8 +62,9 @@ pub use reconciler::{
 };
 pub use store::{EntityRef, EntityStore, KvStore, MemoryStore, StoreError, StoreFlush};
 
-/// Re-exported so component writers need not depend on `operator-shared` for the basics.
 pub use operator_shared::condition::{self, COMPONENT_REACHABLE, READY, SUCCEEDED, SYNCED};
+/// Re-exported so component writers need not depend on `operator-shared` for the basics.
+pub use operator_shared::history::{EventType, HistoryEvent};
 pub use operator_shared::{
     Condition, ConditionStatus, Entity, EntityKey, EntityStatus, Envelope, EnvelopeKind, Operation,
     ResourceStatus, RuntimeStatus,

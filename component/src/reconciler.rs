@@ -53,6 +53,7 @@ impl ReconcileRequest {
             message: None,
             details: serde_json::Map::new(),
             conditions: Vec::new(),
+            events: Vec::new(),
             updated_at: Utc::now(),
         }
     }
@@ -94,6 +95,7 @@ impl ReconcileRequest {
                 && last.message == status.message
                 && last.details == status.details
                 && same_conditions(&last.conditions, &status.conditions)
+                && status.events.is_empty()
         })
     }
 }

@@ -406,16 +406,22 @@ impl Handler<StatusReported> for ResourceEntity {
         let Some((current, revision)) = self.stored.as_ref() else {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
         };
-        let status: EntityStatus = match serde_json::from_value(msg.envelope.payload) {
+        let mut status: EntityStatus = match serde_json::from_value(msg.envelope.payload) {
             Ok(s) => s,
             Err(e) => {
                 warn!(entity.key = %self.key, error = %e, "status event payload is not a status; dropped");
                 return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
             }
         };
+        // The operator's own events go to the history, not into the stored status.
+        let operator_events = std::mem::take(&mut status.events);
         let decision = state::apply_status(current, status);
         let events = match &decision {
-            StatusDecision::Store(record) => status_events(current, record),
+            StatusDecision::Store(record) => {
+                let mut events = status_events(current, record);
+                events.extend(operator_events);
+                events
+            }
             StatusDecision::Forget => vec![HistoryEvent::normal(
                 "Deleted",
                 "the component cleaned up; the resource is gone",

@@ -88,6 +88,10 @@ pub struct EntityStatus {
     /// Kubernetes-style conditions (`Ready`, `Succeeded`, `Synced`, ...): `crate::condition`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<crate::condition::Condition>,
+    /// Events the operator adds to the resource's history with this status (`add_event`); the
+    /// orchestrator moves them to the history and does not keep them in the status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<crate::history::HistoryEvent>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -104,8 +108,14 @@ impl EntityStatus {
             message: None,
             details: serde_json::Map::new(),
             conditions: Vec::new(),
+            events: Vec::new(),
             updated_at: Utc::now(),
         }
+    }
+
+    /// Adds an event to the resource's history, sent with this status.
+    pub fn add_event(&mut self, event: crate::history::HistoryEvent) {
+        self.events.push(event);
     }
 }
 

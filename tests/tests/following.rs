@@ -526,10 +526,12 @@ async fn a_resource_history_survives_a_kill_9_of_the_orchestrator() -> anyhow::R
         .apply(&TestSystem::job("kept", "{durationMs: 100}"), None)?;
     wait_for_resource(&system.client, "public", "kept", WAIT, done).await?;
     let before = history(&system.opctl, "kept")?;
+    // JobSubmitted is the demo operator's own event, sent with its status through the SDK.
     for reason in [
         "Applied",
         "CommandSent",
         "ReconcileStarted",
+        "JobSubmitted",
         "Reconciled",
         "RuntimeChanged",
     ] {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use operator_component::prelude::*;
-use operator_component::{SUCCEEDED, SYNCED};
+use operator_component::{HistoryEvent, SUCCEEDED, SYNCED};
 
 use crate::job::{JobSpec, JobState};
 use crate::platform::HttpPlatform;
@@ -102,9 +102,11 @@ async fn reconcile_on(
         return Ok(ReconcileResult::await_change());
     }
     let spec = parse_spec(&request)?;
+    let mut submitted = false;
     let reported = match platform.get(&entity.key, ctx.fence()?).await? {
         Some(reported) if reported.job.generation >= entity.generation => reported,
         _ => {
+            submitted = true;
             platform
                 .put(&entity.key, entity.generation, &spec, ctx.fence()?)
                 .await?
@@ -119,6 +121,17 @@ async fn reconcile_on(
         JobState::Failed => (RuntimeStatus::Failed, ReconcileResult::await_change()),
     };
     let mut status = request.new_runtime_status(ResourceStatus::Active, runtime);
+    if submitted {
+        // An operator's own event, kept in the resource's history beside the orchestrator's.
+        status.add_event(HistoryEvent::normal(
+            "JobSubmitted",
+            format!(
+                "job of generation {} submitted to the platform",
+                entity.generation
+            ),
+            entity.generation,
+        ));
+    }
     set_conditions(&request, &mut status, reported.job.message.as_deref());
     status.message = reported.job.message;
     status.details = reported.json;
