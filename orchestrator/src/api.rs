@@ -80,6 +80,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::get().to(render_operator),
                 )
                 .route("/resources", web::get().to(list_resources))
+                .route("/watch/{collection}", web::get().to(crate::watch::watch))
                 .route("/secrets", web::get().to(list_secrets))
                 .route(
                     "/workspaces/{ws}/resources/{name}",
@@ -88,6 +89,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/workspaces/{ws}/resources/{name}",
                     web::delete().to(delete_resource),
+                )
+                .route(
+                    "/workspaces/{ws}/resources/{name}/events",
+                    web::get().to(crate::history::events),
                 )
                 .route("/workspaces/{ws}/secrets/{name}", web::get().to(get_secret))
                 .route(
@@ -98,8 +103,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize)]
-struct WorkspaceQuery {
+#[serde(rename_all = "camelCase")]
+struct ApplyQuery {
     workspace: Option<String>,
+    /// Validate fully and answer what would be done; store nothing, send no command.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 #[derive(Deserialize)]
@@ -121,7 +130,7 @@ struct DetailsQuery {
 async fn apply(
     manager: Manager,
     caller: Auth,
-    query: web::Query<WorkspaceQuery>,
+    query: web::Query<ApplyQuery>,
     body: String,
 ) -> HttpResponse {
     let manifests = match Manifest::parse_all(&body) {
@@ -132,7 +141,8 @@ async fn apply(
     let mut applied: Vec<Applied> = Vec::new();
     for (i, manifest) in manifests.into_iter().enumerate() {
         let name = format!("{} {}", manifest.kind, manifest.name);
-        match apply_one(&manager, &caller, manifest, query.workspace.clone()).await {
+        let workspace = query.workspace.clone();
+        match apply_one(&manager, &caller, manifest, workspace, query.dry_run).await {
             Ok(a) => applied.push(a),
             Err(e) => {
                 let prefix = if count > 1 {
@@ -144,11 +154,15 @@ async fn apply(
                     "error": format!("{prefix}{name}: {e}"),
                     "details": e.details(),
                     "applied": applied,
+                    "dryRun": query.dry_run,
                 }));
             }
         }
     }
-    HttpResponse::Ok().json(ApplyAnswer { applied })
+    HttpResponse::Ok().json(ApplyAnswer {
+        applied,
+        dry_run: query.dry_run,
+    })
 }
 
 async fn apply_one(
@@ -156,6 +170,7 @@ async fn apply_one(
     caller: &Caller,
     mut manifest: Manifest,
     workspace: Option<String>,
+    dry_run: bool,
 ) -> Result<Applied, ControlError> {
     let workspace = manifest.effective_workspace(workspace.as_deref());
     if let Some(ws) = &workspace {
@@ -180,12 +195,13 @@ async fn apply_one(
     }
     let workspace = workspace.unwrap_or_default();
     match manifest.kind {
-        ManifestKind::Operator => manager.send(ApplyOperator { manifest }).await?,
+        ManifestKind::Operator => manager.send(ApplyOperator { manifest, dry_run }).await?,
         ManifestKind::Secret => {
             manager
                 .send(ApplySecret {
                     manifest,
                     workspace,
+                    dry_run,
                 })
                 .await?
         }
@@ -194,6 +210,8 @@ async fn apply_one(
                 .send(RouteResource {
                     manifest,
                     workspace,
+                    dry_run,
+                    applied_by: caller.name.clone(),
                     span: tracing::Span::current(),
                 })
                 .await?

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use operator_contract::envelope::MSG_ID_HEADER;
 use operator_contract::subject::{self, TypeSubjects};
 use operator_contract::{Envelope, EnvelopeKind, Operation};
-use operator_nats_cluster::apply_replication;
+use operator_nats_cluster::{apply_replication, replicas_to_keep};
 use operator_telemetry::{extract_nats, inject_nats};
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 
@@ -82,19 +82,8 @@ pub async fn ensure_streams(
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         };
-        // Raised when asked for more, never lowered (JetStream moves the data either way).
-        let existing = match js.get_stream(&name).await {
-            Ok(mut stream) => stream
-                .info()
-                .await
-                .map(|i| i.config.num_replicas)
-                .unwrap_or(1),
-            Err(_) => 1,
-        };
-        if existing < plan.replicas {
-            info!(stream = %name, from = existing, to = plan.replicas, "raising the stream's replicas");
-        }
-        apply_replication(&mut config, existing.max(plan.replicas));
+        let replicas = replicas_to_keep(js, &name, plan.replicas).await;
+        apply_replication(&mut config, replicas);
         js.create_or_update_stream(config)
             .await
             .map_err(|e| ControlError::Invalid {

@@ -2,6 +2,7 @@
 //! generation, status), writes it to the store before answering, sends the command that
 //! follows, resends it with backoff until JetStream has it, and applies status events.
 
+mod reachable;
 mod state;
 
 use std::time::Duration;
@@ -13,8 +14,10 @@ use tracing::{debug, info, info_span, warn, Span};
 
 use crate::bridge::{NatsBridge, PublishCommand, SendQuery, StatusReported};
 use crate::error::ControlError;
+use crate::history::{status_events, History};
 use crate::records::{Applied, Outcome, Record, RecordView};
 use crate::store::{workspaced_key, Bucket, Store, StoreError};
+use operator_contract::history::HistoryEvent;
 use state::{ApplyPlan, StatusDecision};
 
 const FIRST_RESEND: Duration = Duration::from_millis(200);
@@ -25,6 +28,10 @@ const MAX_RESEND: Duration = Duration::from_secs(30);
 #[rtype(result = "Result<Applied, ControlError>")]
 pub struct ApplySpec {
     pub manifest: Manifest,
+    /// Answer what the apply would do, storing nothing and sending no command.
+    pub dry_run: bool,
+    /// Who applied it, for the history.
+    pub applied_by: String,
     /// The request's span: what the work is done for, in traces.
     pub span: tracing::Span,
 }
@@ -72,6 +79,8 @@ pub struct ResourceEntity {
     resend_pending: bool,
     /// What this entity adds to the gauges now, taken back when it changes.
     gauged: Option<Gauged>,
+    /// Where its events are kept.
+    history: History,
 }
 
 /// An entity's contribution to the `orchestrator_entities` and `orchestrator_commands_in_flight`
@@ -132,6 +141,7 @@ impl ResourceEntity {
         store: Store,
         bridge: Addr<NatsBridge>,
         runtime: Recipient<EntityGone>,
+        history: History,
     ) -> Self {
         Self {
             kv_key: workspaced_key(&key.workspace, &key.name),
@@ -144,6 +154,7 @@ impl ResourceEntity {
             resend_after: FIRST_RESEND,
             resend_pending: false,
             gauged: None,
+            history,
         }
     }
 
@@ -172,7 +183,7 @@ impl ResourceEntity {
         let Some(envelope) = self.record().and_then(|r| r.last_command.clone()) else {
             return;
         };
-        let id = envelope.id;
+        let (id, operation, generation) = (envelope.id, envelope.operation, envelope.generation);
         let subject = self.subjects.command_subject.clone();
         debug!(entity.key = %self.key, generation = envelope.generation, "sending command");
         self.bridge
@@ -186,6 +197,12 @@ impl ResourceEntity {
                 let error = match result {
                     Ok(Ok(())) => {
                         act.resend_after = FIRST_RESEND;
+                        act.history.record(&act.key, vec![HistoryEvent::normal(
+                            "CommandSent",
+                            format!("{} command sent to the component", format!("{operation:?}").to_lowercase()),
+                            generation,
+                        )]);
+                        ctx.notify_later(reachable::ReachabilityTick { command: id }, reachable::ANSWER_BOUND);
                         return;
                     }
                     Ok(Err(e)) => e.to_string(),
@@ -257,11 +274,25 @@ impl Handler<ApplySpec> for ResourceEntity {
             }
         };
         let outcome = state::outcome(&plan);
+        if msg.dry_run {
+            let applied = match &plan {
+                ApplyPlan::Create(record) | ApplyPlan::Update(record) => {
+                    Ok(record.applied(outcome))
+                }
+                ApplyPlan::Unchanged => {
+                    self.record().map(|r| r.applied(outcome)).ok_or_else(|| {
+                        ControlError::Internal("unchanged resource has no record".into())
+                    })
+                }
+            };
+            return AtomicResponse::new(Box::pin(fut::ready(applied)));
+        }
         let (store, kv_key, revision) = (
             self.store.clone(),
             self.kv_key.clone(),
             self.stored.as_ref().map(|s| s.1),
         );
+        let applied_by = msg.applied_by.clone();
         let previous_command = self
             .record()
             .and_then(|r| r.last_command.as_ref())
@@ -298,6 +329,11 @@ impl Handler<ApplySpec> for ResourceEntity {
             move |result: Result<Option<(Record, u64)>, StoreError>, act, ctx| match result {
                 Ok(Some(stored)) => {
                     let applied = stored.0.applied(outcome);
+                    act.history.record(&act.key, vec![HistoryEvent::normal(
+                        "Applied",
+                        format!("{outcome:?} by {applied_by}, generation {}", applied.generation).to_lowercase(),
+                        applied.generation,
+                    )]);
                     let new_command = stored.0.last_command.as_ref().map(|c| c.id);
                     act.stored = Some(stored);
                     act.refresh_gauges();
@@ -357,6 +393,11 @@ impl Handler<RequestDelete> for ResourceEntity {
         AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, ctx| {
             let stored = result?;
             let applied = stored.0.applied(Outcome::Deleting);
+            act.history.record(&act.key, vec![HistoryEvent::normal(
+                "DeleteRequested",
+                "delete requested; the component cleans up on the platform",
+                applied.generation,
+            )]);
             act.stored = Some(stored);
             act.refresh_gauges();
             info!(parent: &span, entity.key = %act.key, generation = applied.generation, "resource deleting");
@@ -375,14 +416,29 @@ impl Handler<StatusReported> for ResourceEntity {
         let Some((current, revision)) = self.stored.as_ref() else {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
         };
-        let status: EntityStatus = match serde_json::from_value(msg.envelope.payload) {
+        let mut status: EntityStatus = match serde_json::from_value(msg.envelope.payload) {
             Ok(s) => s,
             Err(e) => {
                 warn!(entity.key = %self.key, error = %e, "status event payload is not a status; dropped");
                 return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
             }
         };
+        // The operator's own events go to the history, not into the stored status.
+        let operator_events = std::mem::take(&mut status.events);
         let decision = state::apply_status(current, status);
+        let events = match &decision {
+            StatusDecision::Store(record) => {
+                let mut events = status_events(current, record);
+                events.extend(operator_events);
+                events
+            }
+            StatusDecision::Forget => vec![HistoryEvent::normal(
+                "Deleted",
+                "the component cleaned up; the resource is gone",
+                current.generation,
+            )],
+            StatusDecision::Stale => Vec::new(),
+        };
         let (store, kv_key, revision) = (self.store.clone(), self.kv_key.clone(), *revision);
         let write = async move {
             match decision {
@@ -401,7 +457,9 @@ impl Handler<StatusReported> for ResourceEntity {
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(
             |result: Result<Option<Option<(Record, u64)>>, StoreError>, act, ctx| {
-                match result? {
+                let result = result?;
+                act.history.record(&act.key, events);
+                match result {
                     None => {}
                     Some(Some(stored)) => {
                         act.stored = Some(stored);

@@ -25,13 +25,17 @@ use crate::stream_view;
 use crate::supervisor::{ComponentSupervisor, GetComponents, StopComponents, SupervisorSetup};
 
 mod components;
+mod watch;
 pub use components::{GetOperatorLogs, RenderOperator, StopAllComponents};
+pub use watch::{GetHistory, OpenWatch};
 
 /// Apply an operator manifest.
 #[derive(Message)]
 #[rtype(result = "Result<Applied, ControlError>")]
 pub struct ApplyOperator {
     pub manifest: Manifest,
+    /// Validate and answer what the apply would do; store nothing, create no stream.
+    pub dry_run: bool,
 }
 
 /// Apply a secret manifest in a workspace.
@@ -40,6 +44,8 @@ pub struct ApplyOperator {
 pub struct ApplySecret {
     pub manifest: Manifest,
     pub workspace: String,
+    /// Validate and answer what the apply would do; store nothing.
+    pub dry_run: bool,
 }
 
 /// Apply a resource manifest in a workspace, through the runtime of its operator.
@@ -48,6 +54,10 @@ pub struct ApplySecret {
 pub struct RouteResource {
     pub manifest: Manifest,
     pub workspace: String,
+    /// Validate and answer what the apply would do; store nothing, send no command.
+    pub dry_run: bool,
+    /// Who applied it, for the resource's history.
+    pub applied_by: String,
     /// The request's span: what the work is done for, in traces.
     pub span: tracing::Span,
 }
@@ -122,6 +132,13 @@ impl OperatorManager {
         client: async_nats::Client,
         query_timeout: Duration,
     ) -> Result<Self, StoreError> {
+        // The history is for people: an orchestrator that cannot keep it still runs.
+        if let Err(e) = crate::history::History::new(jetstream::new(client.clone()))
+            .ensure(store.replicas())
+            .await
+        {
+            warn!(error = %e, "resource history unavailable");
+        }
         let operators = store.load_all(Bucket::Operators).await?;
         let resources = store.load_all(Bucket::Resources).await?;
         let secrets = store.load_all(Bucket::Secrets).await?;
@@ -225,6 +242,7 @@ impl OperatorManager {
     fn apply_operator(
         &mut self,
         manifest: Manifest,
+        dry_run: bool,
     ) -> AtomicResponse<Self, Result<Applied, ControlError>> {
         let prepared = self.compile(&manifest).and_then(|plan| {
             self.check_secret_refs(&manifest)?;
@@ -234,6 +252,11 @@ impl OperatorManager {
             Ok(plan) => plan,
             Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
         };
+        if dry_run {
+            let existing = self.operators.get(&manifest.name).map(|e| &e.stored.record);
+            let applied = crate::records::preview(existing, manifest, None);
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(applied))));
+        }
         let existing = self.operators.get(&manifest.name).map(|e| e.stored.clone());
         let (store, js, name) = (self.store.clone(), self.js.clone(), manifest.name.clone());
         let write = async move {
@@ -278,8 +301,14 @@ impl OperatorManager {
         &mut self,
         manifest: Manifest,
         workspace: String,
+        dry_run: bool,
     ) -> AtomicResponse<Self, Result<Applied, ControlError>> {
         let key = workspaced_key(&workspace, &manifest.name);
+        if dry_run {
+            let existing = self.secrets.get(&key).map(|s| &s.record);
+            let applied = crate::records::preview(existing, manifest, Some(workspace));
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(applied))));
+        }
         let existing = self.secrets.get(&key).cloned();
         let store = self.store.clone();
         let write = async move {
@@ -363,7 +392,7 @@ impl Handler<ApplyOperator> for OperatorManager {
     type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
 
     fn handle(&mut self, msg: ApplyOperator, _ctx: &mut Self::Context) -> Self::Result {
-        self.apply_operator(msg.manifest)
+        self.apply_operator(msg.manifest, msg.dry_run)
     }
 }
 
@@ -371,7 +400,7 @@ impl Handler<ApplySecret> for OperatorManager {
     type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
 
     fn handle(&mut self, msg: ApplySecret, _ctx: &mut Self::Context) -> Self::Result {
-        self.apply_secret(msg.manifest, msg.workspace)
+        self.apply_secret(msg.manifest, msg.workspace, msg.dry_run)
     }
 }
 
@@ -397,12 +426,48 @@ impl Handler<RouteResource> for OperatorManager {
                 })
             });
         };
-        let ask = entry.runtime.send(ApplyResource {
-            manifest: msg.manifest,
-            workspace: msg.workspace,
-            span: msg.span,
-        });
-        Box::pin(async move { ask.await? })
+        let runtime = entry.runtime.clone();
+        // An apply finds a resource of the same key under another operator when it writes
+        // (create-if-absent); a dry run writes nothing, so it asks the other runtimes.
+        let others: Vec<_> = if msg.dry_run {
+            self.operators
+                .iter()
+                .filter(|(name, _)| **name != operator)
+                .map(|(_, e)| e.runtime.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let key = EntityKey::new(&msg.workspace, &msg.manifest.name);
+        Box::pin(async move {
+            if !others.is_empty() {
+                let key = key?;
+                for other in others {
+                    let found = other
+                        .send(FindResource {
+                            key: key.clone(),
+                            details: false,
+                            span: msg.span.clone(),
+                        })
+                        .await;
+                    if let Ok(Some(_)) = found {
+                        return Err(ControlError::Conflict {
+                            reason: format!("a resource named {key} already exists under another operator; delete it first"),
+                            details: vec![],
+                        });
+                    }
+                }
+            }
+            runtime
+                .send(ApplyResource {
+                    manifest: msg.manifest,
+                    workspace: msg.workspace,
+                    dry_run: msg.dry_run,
+                    applied_by: msg.applied_by,
+                    span: msg.span,
+                })
+                .await?
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 pub use operator_contract::api::{Applied, Outcome, RecordView};
-use operator_contract::{EntityStatus, Envelope, Manifest, ResourceStatus};
+use operator_contract::{Condition, EntityStatus, Envelope, Manifest, ResourceStatus};
 use serde::{Deserialize, Serialize};
 
 /// A stored manifest of any type, with its generation and, for resources, its status.
@@ -25,6 +25,9 @@ pub struct Record {
     /// What the component last reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<EntityStatus>,
+    /// Conditions the orchestrator sets itself (`ComponentReachable`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -40,6 +43,7 @@ impl Record {
             deleting: false,
             last_command: None,
             status: None,
+            conditions: Vec::new(),
             created_at: now,
             updated_at: now,
         }
@@ -79,8 +83,16 @@ impl Record {
                 .and_then(|s| s.runtime)
                 .map(|r| r.to_string()),
             generation: self.generation,
+            created_at: self.created_at,
             updated_at: self.updated_at,
             message: self.status.as_ref().and_then(|s| s.message.clone()),
+            conditions: self
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter())
+                .chain(&self.conditions)
+                .cloned()
+                .collect(),
             manifest,
             entity_status: self.status.clone(),
             details: None,
@@ -105,5 +117,27 @@ impl Record {
 pub fn keep_owner(current: &Manifest, manifest: &mut Manifest) {
     if current.owner.is_some() {
         manifest.owner = current.owner.clone();
+    }
+}
+
+/// What storing `manifest` over `existing` would do, without storing it (a dry run): the same
+/// decisions as an apply, the owner kept and the generation raised on a change.
+pub fn preview(
+    existing: Option<&Record>,
+    mut manifest: Manifest,
+    workspace: Option<String>,
+) -> Applied {
+    match existing {
+        None => Record::new(manifest, workspace).applied(Outcome::Created),
+        Some(current) => {
+            keep_owner(&current.manifest, &mut manifest);
+            if current.manifest == manifest {
+                return current.applied(Outcome::Unchanged);
+            }
+            let mut record = current.clone();
+            record.manifest = manifest;
+            record.generation += 1;
+            record.applied(Outcome::Updated)
+        }
     }
 }

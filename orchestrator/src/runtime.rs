@@ -119,6 +119,10 @@ impl OperatorPlan {
 pub struct ApplyResource {
     pub manifest: Manifest,
     pub workspace: String,
+    /// Answer what the apply would do, storing nothing and sending no command.
+    pub dry_run: bool,
+    /// Who applied it, for the history.
+    pub applied_by: String,
     /// The request's span: what the work is done for, in traces.
     pub span: tracing::Span,
 }
@@ -223,6 +227,7 @@ impl OperatorRuntime {
             self.store.clone(),
             bridge,
             ctx.address().recipient(),
+            crate::history::History::new(async_nats::jetstream::new(self.client.clone())),
         )
         .start();
         self.entities
@@ -267,17 +272,29 @@ impl Handler<ApplyResource> for OperatorRuntime {
                     reason: format!("resource {key} is of type {existing_type}; delete it before applying it as {resource_type}"),
                     details: vec![],
                 }),
-                Some((_, entity)) => Ok(entity.clone()),
-                None => self.spawn_entity(key, &resource_type, None, ctx),
+                Some((_, entity)) => Ok(Some(entity.clone())),
+                // A dry run of a new resource starts no entity: it would be created.
+                None if msg.dry_run => Ok(None),
+                None => self.spawn_entity(key, &resource_type, None, ctx).map(Some),
             }
         });
         Box::pin(async move {
-            entity?
-                .send(ApplySpec {
-                    manifest: msg.manifest,
-                    span: msg.span,
-                })
-                .await?
+            match entity? {
+                Some(entity) => {
+                    entity
+                        .send(ApplySpec {
+                            manifest: msg.manifest,
+                            dry_run: msg.dry_run,
+                            applied_by: msg.applied_by,
+                            span: msg.span,
+                        })
+                        .await?
+                }
+                None => {
+                    let record = crate::records::Record::new(msg.manifest, Some(msg.workspace));
+                    Ok(record.applied(crate::records::Outcome::Created))
+                }
+            }
         })
     }
 }

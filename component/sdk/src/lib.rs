@@ -66,17 +66,20 @@ pub use store::{EntityRef, EntityStore, KvStore, MemoryStore, StoreError, StoreF
 /// Trace context for the calls an operator makes to its platform.
 pub use operator_telemetry as telemetry;
 
+pub use operator_contract::condition::{self, COMPONENT_REACHABLE, READY, SUCCEEDED, SYNCED};
+pub use operator_contract::history::{EventType, HistoryEvent};
 /// Re-exported so component writers need not depend on `operator-contract` for the basics.
 pub use operator_contract::{
-    Entity, EntityKey, EntityStatus, Envelope, EnvelopeKind, Operation, ResourceStatus,
-    RuntimeStatus,
+    Condition, ConditionStatus, Entity, EntityKey, EntityStatus, Envelope, EnvelopeKind, Operation,
+    ResourceStatus, RuntimeStatus,
 };
 
 /// Everything a component writer usually needs.
 pub mod prelude {
     pub use crate::{
-        run, Action, Component, ComponentConfig, ComponentError, Controller, ControllerError,
-        Entity, EntityKey, EntityStatus, OController, ReconcileContext, ReconcileError,
-        ReconcileRequest, ReconcileResult, Reconciler, ResourceStatus, RuntimeStatus,
+        run, Action, Component, ComponentConfig, ComponentError, ConditionStatus, Controller,
+        ControllerError, Entity, EntityKey, EntityStatus, OController, ReconcileContext,
+        ReconcileError, ReconcileRequest, ReconcileResult, Reconciler, ResourceStatus,
+        RuntimeStatus,
     };
 }

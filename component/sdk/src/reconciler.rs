@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::BoxFuture;
-use operator_contract::{Entity, EntityStatus, ResourceStatus, RuntimeStatus};
+use operator_contract::{ConditionStatus, Entity, EntityStatus, ResourceStatus, RuntimeStatus};
 use thiserror::Error;
 
 use crate::controller::{Controller, ControllerError, OController};
@@ -52,8 +52,25 @@ impl ReconcileRequest {
             runtime: None,
             message: None,
             details: serde_json::Map::new(),
+            conditions: Vec::new(),
+            events: Vec::new(),
             updated_at: Utc::now(),
         }
+    }
+
+    /// Sets a condition on `status` (a new status of this request), keeping the
+    /// `lastTransitionTime` the condition had in the status last reported while its status is
+    /// the same: `request.set_condition(&mut status, SUCCEEDED, ConditionStatus::False,
+    /// "JobFailed", message)`.
+    pub fn set_condition(
+        &self,
+        status: &mut EntityStatus,
+        kind: &str,
+        condition: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        status.set_condition(self.status.as_ref(), kind, condition, reason, message);
     }
 
     /// A new status of this entity at its generation with a runtime status.
@@ -77,8 +94,28 @@ impl ReconcileRequest {
                 && last.runtime == status.runtime
                 && last.message == status.message
                 && last.details == status.details
+                && same_conditions(&last.conditions, &status.conditions)
+                && status.events.is_empty()
         })
     }
+}
+
+/// The same conditions, whatever their order and transition times.
+fn same_conditions(a: &[operator_contract::Condition], b: &[operator_contract::Condition]) -> bool {
+    let key = |c: &operator_contract::Condition| {
+        (
+            c.kind.clone(),
+            c.status,
+            c.reason.clone(),
+            c.message.clone(),
+            c.observed_generation,
+        )
+    };
+    let mut a: Vec<_> = a.iter().map(key).collect();
+    let mut b: Vec<_> = b.iter().map(key).collect();
+    a.sort_by(|x, y| x.0.cmp(&y.0));
+    b.sort_by(|x, y| x.0.cmp(&y.0));
+    a == b
 }
 
 /// What the controller does after a successful reconcile.

@@ -2,6 +2,7 @@
 //! send it as it is and report each document's outcome; with `-l`, stop before sending.
 
 use anyhow::Result;
+use operator_contract::api::Outcome;
 
 use crate::args::Apply;
 use crate::client::OrchestratorClient;
@@ -45,15 +46,29 @@ pub async fn run(apply: Apply, client: &OrchestratorClient, console: &Console) -
         ));
         return Ok(());
     }
-    let applied = client.apply(file.text, apply.workspace.as_deref()).await?;
+    let applied = client
+        .apply(file.text, apply.workspace.as_deref(), apply.dry_run)
+        .await?;
+    let marker = if apply.dry_run { " (dry run)" } else { "" };
     for entry in &applied {
+        // A dry run says which generation the apply would make.
+        let generation = match entry.outcome {
+            Outcome::Created | Outcome::Updated if apply.dry_run => {
+                format!(", generation {}", entry.generation)
+            }
+            _ => String::new(),
+        };
         console.info(&format!(
-            "🔧 applying{} {}...{}",
+            "🔧 applying{} {}...{}{generation}{marker}",
             workspace_marker(entry.workspace.as_deref()),
             label(&entry.name, Some(&entry.version), &entry.kind),
             entry.outcome
         ));
     }
-    console.info("🛠 apply...complete");
+    if apply.dry_run {
+        console.info("🛠 apply...dry run complete, nothing stored");
+    } else {
+        console.info("🛠 apply...complete");
+    }
     Ok(())
 }

@@ -2,10 +2,15 @@
 //! clap's attributes cannot express.
 
 use clap::error::ErrorKind;
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use operator_contract::manifest::DEFAULT_WORKSPACE;
 use operator_contract::ManifestKind;
 use reqwest::Url;
+
+#[path = "args/follow.rs"]
+mod follow;
+pub use follow::{Events, Wait};
 
 /// The orchestrator's address when neither `--server` nor `OPCTL_SERVER` names one.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
@@ -42,10 +47,17 @@ pub struct Cli {
 pub enum Command {
     /// Creates or updates every manifest of a file.
     Apply(Apply),
+    /// Shows how each manifest of a file differs from the one stored (exit 0: none, 1: some,
+    /// more: an error).
+    Diff(Diff),
     /// Lists entities of one type, or shows one of them.
     Get(Get),
     /// Deletes one named entity, or every manifest of a file.
     Delete(Delete),
+    /// Waits until a resource meets a condition (exit 0), or says why it did not (exit 1).
+    Wait(Wait),
+    /// Shows what happened to a resource and when (its last 100 events).
+    Events(Events),
     /// Changes how many replicas of an operator's component run.
     Scale(Scale),
     /// Shows the last lines an operator's component replicas wrote.
@@ -57,6 +69,11 @@ pub enum Command {
     User(UserCommand),
     /// Shows who the API key belongs to and their roles.
     Whoami,
+    /// Prints a shell completion script: `source <(opctl completion bash)`.
+    Completion {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `opctl user create|list|delete`.
@@ -102,13 +119,17 @@ impl Command {
     pub fn verb(&self) -> &'static str {
         match self {
             Self::Apply(_) => "apply",
+            Self::Diff(_) => "diff",
             Self::Get(_) => "get",
             Self::Delete(_) => "delete",
+            Self::Wait(_) => "wait",
+            Self::Events(_) => "events",
             Self::Scale(_) => "scale",
             Self::Logs(_) => "logs",
             Self::Render(_) => "render",
             Self::User(_) => "user",
             Self::Whoami => "whoami",
+            Self::Completion { .. } => "completion",
         }
     }
 }
@@ -128,6 +149,23 @@ pub struct Apply {
     /// about credentials in environmentVars, without sending anything.
     #[arg(short = 'l', long = "lint")]
     pub lint: bool,
+
+    /// Sends the file for the server to validate fully and say what it would do (created,
+    /// updated to a new generation, unchanged), storing nothing and sending no command.
+    #[arg(long = "dry-run", conflicts_with = "lint")]
+    pub dry_run: bool,
+}
+
+/// `opctl diff -f FILE [-w WS]`.
+#[derive(Debug, Args)]
+pub struct Diff {
+    /// The manifest file (YAML or JSON, one or several documents); `-` reads standard input.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: String,
+
+    /// The workspace for resources and secrets, overriding the manifests' own.
+    #[arg(short = 'w', long = "workspace", env = WORKSPACE_ENV, value_name = "WS")]
+    pub workspace: Option<String>,
 }
 
 /// `opctl get -t TYPE [-w WS] [-n NAME] [-a] [-d] [-o table|json|yaml]`.
@@ -157,6 +195,11 @@ pub struct Get {
     /// (default: table, or yaml with `-d`).
     #[arg(short = 'o', long = "output", env = OUTPUT_ENV, value_name = "FORMAT")]
     pub output: Option<OutputFormat>,
+
+    /// Prints the list, then a line each time a listed entity changes, until interrupted
+    /// (`-W`: `-w` stays the workspace, as scripts use it).
+    #[arg(short = 'W', long = "watch")]
+    pub watch: bool,
 }
 
 /// `opctl delete -t TYPE -n NAME [-w WS]` or `opctl delete -f FILE [-w WS]`.
@@ -239,6 +282,8 @@ pub enum OutputFormat {
     Table,
     Json,
     Yaml,
+    /// `TYPE/[WORKSPACE/]NAME`, one a line.
+    Name,
 }
 
 impl Cli {
@@ -248,9 +293,48 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Self::try_parse_from(args)?;
-        if let Command::Get(get) = &cli.command {
-            get.check()?;
+        let matches = Self::command().try_get_matches_from(args)?;
+        let cli = Self::from_arg_matches(&matches)?;
+        // `-w` typed for a type that lives in no workspace is a mistake worth saying; the
+        // same value from OPCTL_WORKSPACE is not (it is set for the workspaced types).
+        let typed_workspace = matches.subcommand().is_some_and(|(_, sub)| {
+            sub.try_get_raw("workspace").is_ok_and(|v| v.is_some())
+                && sub.value_source("workspace") == Some(ValueSource::CommandLine)
+        });
+        let kind = match &cli.command {
+            Command::Get(get) => Some(get.kind),
+            Command::Delete(delete) => delete.kind,
+            Command::Wait(wait) => Some(wait.kind),
+            Command::Events(events) => Some(events.kind),
+            _ => None,
+        };
+        if let Some(kind) = kind.filter(|k| typed_workspace && !k.is_workspaced()) {
+            return Err(usage_error(
+                ErrorKind::ArgumentConflict,
+                &format!("-w/--workspace: {kind}s live in no workspace; leave -w out"),
+            ));
+        }
+        match &cli.command {
+            Command::Get(get) => get.check()?,
+            Command::Wait(wait) if wait.kind != ManifestKind::Resource => {
+                return Err(usage_error(
+                    ErrorKind::InvalidValue,
+                    &format!(
+                        "wait follows resources: {} has no status to wait for; use -t resource",
+                        wait.kind
+                    ),
+                ))
+            }
+            Command::Events(events) if events.kind != ManifestKind::Resource => {
+                return Err(usage_error(
+                    ErrorKind::InvalidValue,
+                    &format!(
+                        "events are kept for resources: {} has none; use -t resource",
+                        events.kind
+                    ),
+                ))
+            }
+            _ => {}
         }
         Ok(cli)
     }
@@ -263,6 +347,24 @@ impl Get {
             return Err(usage_error(
                 ErrorKind::MissingRequiredArgument,
                 "-d/--details shows one entity: name it with -n NAME",
+            ));
+        }
+        if self.watch && self.details {
+            return Err(usage_error(
+                ErrorKind::ArgumentConflict,
+                "--watch prints rows as they change; leave out -d/--details",
+            ));
+        }
+        if self.watch && self.kind == ManifestKind::Secret {
+            return Err(usage_error(
+                ErrorKind::InvalidValue,
+                "--watch follows operators and resources; secrets have no status to follow",
+            ));
+        }
+        if self.details && self.output == Some(OutputFormat::Name) {
+            return Err(usage_error(
+                ErrorKind::ArgumentConflict,
+                "-d/--details prints the whole record: use -o yaml (the default with -d) or -o json",
             ));
         }
         if self.details && self.output == Some(OutputFormat::Table) {
@@ -385,7 +487,13 @@ mod tests {
             get("opctl get -t secret -w sandbox").workspace(),
             Some("sandbox")
         );
-        assert_eq!(get("opctl get -t operator -w sandbox").workspace(), None);
+        assert_eq!(get("opctl get -t operator").workspace(), None);
+        let error = parse("opctl get -t operator -w sandbox").expect_err("refused");
+        assert_eq!(
+            usage_error_line(&error),
+            "-w/--workspace: operators live in no workspace; leave -w out"
+        );
+        assert!(parse("opctl delete -t operator -n demo -w sandbox").is_err());
     }
 
     #[test]

@@ -12,6 +12,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::Instrument;
 
+#[path = "client/streams.rs"]
+mod streams;
+
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a whole request may take; a details query waits on an operator's components.
@@ -74,9 +77,18 @@ enum Sent {
     Busy(Duration),
 }
 
+/// Whether an error is the orchestrator's "not found".
+pub fn is_not_found(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<ApiError>()
+        .is_some_and(|e| e.status == StatusCode::NOT_FOUND)
+}
+
 /// A client of one orchestrator.
 pub struct OrchestratorClient {
     http: reqwest::Client,
+    /// For streams of changes, which last as long as the user wants: no whole-request timeout.
+    stream_http: reqwest::Client,
     server: Url,
     apikey: Option<String>,
 }
@@ -94,8 +106,13 @@ impl OrchestratorClient {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .context("cannot set up the HTTP client")?;
+        let stream_http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .context("cannot set up the HTTP client")?;
         Ok(Self {
             http,
+            stream_http,
             server,
             apikey,
         })
@@ -106,10 +123,14 @@ impl OrchestratorClient {
         &self,
         manifest_text: String,
         workspace: Option<&str>,
+        dry_run: bool,
     ) -> Result<Vec<Applied>> {
         let mut url = self.url(&["api", "v1", "apply"]);
         if let Some(ws) = workspace {
             url.query_pairs_mut().append_pair("workspace", ws);
+        }
+        if dry_run {
+            url.query_pairs_mut().append_pair("dryRun", "true");
         }
         let request = self
             .http
@@ -153,6 +174,11 @@ impl OrchestratorClient {
             url.query_pairs_mut().append_pair("details", "true");
         }
         self.send(self.http.get(url)).await
+    }
+
+    /// The server URL as shown in messages.
+    pub fn server_shown(&self) -> &str {
+        self.shown_server()
     }
 
     /// Deletes one entity.
@@ -348,7 +374,7 @@ impl OrchestratorClient {
 }
 
 /// The URL segment of a type's collection.
-fn collection(kind: ManifestKind) -> &'static str {
+pub(crate) fn collection(kind: ManifestKind) -> &'static str {
     match kind {
         ManifestKind::Operator => "operators",
         ManifestKind::Resource => "resources",
@@ -365,7 +391,7 @@ fn entity_path<'a>(kind: ManifestKind, workspace: Option<&'a str>, name: &'a str
 }
 
 /// Drops an empty `?` left by a query with no pairs.
-fn clean_query(mut url: Url) -> Url {
+pub(crate) fn clean_query(mut url: Url) -> Url {
     if url.query() == Some("") {
         url.set_query(None);
     }

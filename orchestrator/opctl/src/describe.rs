@@ -64,6 +64,14 @@ pub fn render(record: &Value) -> String {
             .map(|(k, v)| (*k, v.clone())),
     );
 
+    if let Some(conditions) = record
+        .get("conditions")
+        .and_then(Value::as_array)
+        .filter(|c| !c.is_empty())
+    {
+        out.push_str("\nConditions:\n");
+        out.push_str(&conditions_table(conditions));
+    }
     if let Some(spec) = manifest
         .pointer("/resource/spec")
         .filter(|s| s.as_object().is_some_and(|o| !o.is_empty()))
@@ -118,6 +126,25 @@ pub fn render(record: &Value) -> String {
         out.push_str(&format!("\nLive details unavailable: {reason}\n"));
     }
     out
+}
+
+/// The conditions as a table: TYPE, STATUS, REASON, SINCE (lastTransitionTime), MESSAGE.
+fn conditions_table(conditions: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = conditions
+        .iter()
+        .map(|c| {
+            ["type", "status", "reason", "lastTransitionTime", "message"]
+                .iter()
+                .map(|k| {
+                    c.get(*k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect()
+        })
+        .collect();
+    crate::table::render(&["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"], &rows)
 }
 
 /// The columns of an operator's replica table.
@@ -307,6 +334,20 @@ fn cell(key: &str, value: Option<&Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conditions_show_as_a_table_with_their_reason_and_message() {
+        let record = serde_json::json!({"name": "r", "type": "resource", "conditions": [
+            {"type": "Succeeded", "status": "False", "reason": "JobFailed",
+             "message": "disk full", "lastTransitionTime": "2026-01-01T00:00:00Z",
+             "observedGeneration": 1}]});
+        let text = render(&record);
+        assert!(text.contains("\nConditions:\n"), "{text}");
+        assert!(
+            text.contains("Succeeded | False  | JobFailed | 2026-01-01T00:00:00Z | disk full"),
+            "{text}"
+        );
+    }
     use serde_json::json;
 
     fn run_record(details: Value) -> Value {

@@ -9,6 +9,8 @@ mod config_file;
 mod console;
 mod delete;
 mod describe;
+mod diff;
+mod events;
 mod get;
 mod lint;
 mod logs;
@@ -18,6 +20,8 @@ mod render;
 mod scale;
 mod table;
 mod user;
+mod wait;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -30,6 +34,9 @@ use crate::console::Console;
 
 /// The exit code of a refusal by the server or a failure on this side.
 const EXIT_FAILURE: u8 = 1;
+/// `diff`'s exit codes, kubectl's: differences found, or an error.
+const EXIT_DIFFERENT: u8 = 1;
+const EXIT_DIFF_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let console = Console::start();
@@ -41,11 +48,15 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(EXIT_FAILURE));
         }
     };
+    let failure = match cli.command {
+        Command::Diff(_) => EXIT_DIFF_ERROR,
+        _ => EXIT_FAILURE,
+    };
     match run(cli, &console) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             report(&console, &error);
-            ExitCode::from(EXIT_FAILURE)
+            ExitCode::from(failure)
         }
     }
 }
@@ -56,7 +67,7 @@ fn is_help(error: &clap::Error) -> bool {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn run(cli: Cli, console: &Console) -> Result<()> {
+async fn run(cli: Cli, console: &Console) -> Result<u8> {
     // Spans only when an OTLP endpoint is configured; opctl's own logs stay off unless
     // RUST_LOG asks for them (the console says what the user needs).
     let telemetry = if operator_telemetry::exporting_configured() {
@@ -75,15 +86,30 @@ async fn run(cli: Cli, console: &Console) -> Result<()> {
     let verb = cli.command.verb();
     let span = tracing::info_span!("opctl", otel.name = %format!("opctl {verb}"), command = verb);
     let result = async {
+        let done = |r: Result<()>| r.map(|()| 0);
         match cli.command {
-            Command::Apply(apply) => apply::run(apply, &client, console).await,
-            Command::Get(get) => get::run(get, &client, console).await,
-            Command::Delete(delete) => delete::run(delete, &client, console).await,
-            Command::Scale(scale) => scale::run(scale, &client, console).await,
-            Command::Logs(logs) => logs::run(logs, &client, console).await,
-            Command::Render(render) => render::run(render, &client, console).await,
-            Command::User(user) => user::run(user, &client, console).await,
-            Command::Whoami => user::whoami(&client).await,
+            Command::Apply(apply) => done(apply::run(apply, &client, console).await),
+            Command::Diff(diff) => diff::run(diff, &client, console).await.map(|differs| {
+                if differs {
+                    EXIT_DIFFERENT
+                } else {
+                    0
+                }
+            }),
+            Command::Get(get) => done(get::run(get, &client, console).await),
+            Command::Delete(delete) => done(delete::run(delete, &client, console).await),
+            Command::Wait(wait) => done(wait::run(wait, &client, console).await),
+            Command::Events(events) => done(events::run(events, &client, console).await),
+            Command::Scale(scale) => done(scale::run(scale, &client, console).await),
+            Command::Logs(logs) => done(logs::run(logs, &client, console).await),
+            Command::Render(render) => done(render::run(render, &client, console).await),
+            Command::User(user) => done(user::run(user, &client, console).await),
+            Command::Whoami => done(user::whoami(&client).await),
+            Command::Completion { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "opctl", &mut std::io::stdout());
+                Ok(0)
+            }
         }
     }
     .instrument(span)

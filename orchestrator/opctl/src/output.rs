@@ -8,8 +8,8 @@ use serde_json::Value;
 use crate::args::OutputFormat;
 use crate::table;
 
-/// The columns of every `get` table.
-const HEADERS: [&str; 7] = [
+/// The columns of every `get` table: the seed's, then how long ago the entity was applied.
+const HEADERS: [&str; 8] = [
     "NAME",
     "VERSION",
     "TYPE",
@@ -17,6 +17,7 @@ const HEADERS: [&str; 7] = [
     "STATUS",
     "RUNTIME",
     "OWNER",
+    "AGE",
 ];
 
 /// The fields of a record that a table shows; the rest of the record is ignored here.
@@ -31,6 +32,8 @@ pub struct RecordSummary {
     pub status: Option<String>,
     pub runtime: Option<String>,
     pub owner: Option<String>,
+    #[serde(rename = "createdAt")]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl RecordSummary {
@@ -44,8 +47,35 @@ impl RecordSummary {
             optional(&self.status),
             optional(&self.runtime),
             optional(&self.owner),
+            self.created_at
+                .map(|t| age(chrono::Utc::now() - t))
+                .unwrap_or_default(),
         ]
     }
+
+    /// `TYPE/NAME`, or `TYPE/WORKSPACE/NAME` for what lives in a workspace (`-o name`).
+    pub fn qualified_name(&self) -> String {
+        match &self.workspace {
+            Some(ws) => format!("{}/{ws}/{}", self.kind, self.name),
+            None => format!("{}/{}", self.kind, self.name),
+        }
+    }
+}
+
+/// An age as kubectl prints it: the largest unit, `45s`, `12m`, `3h`, `9d`.
+pub fn age(elapsed: chrono::TimeDelta) -> String {
+    let seconds = elapsed.num_seconds().max(0);
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// One `TYPE/[WORKSPACE/]NAME` a line.
+pub fn names_text(records: &[RecordSummary]) -> String {
+    records.iter().map(|r| r.qualified_name() + "\n").collect()
 }
 
 /// The records of a list answer (`{"items": [...]}`), sorted by workspace then name.
@@ -71,11 +101,17 @@ pub fn table_text(records: &[RecordSummary]) -> String {
     format!("\n{}", table::render(&HEADERS, &rows))
 }
 
+/// One record as a row of the `get` table, without the header (a change under `--watch`).
+pub fn row_text(record: &RecordSummary) -> String {
+    let text = table::render(&HEADERS, &[record.cells()]);
+    text.lines().skip(1).map(|l| format!("{l}\n")).collect()
+}
+
 /// The server's JSON in the machine-readable format asked for.
 pub fn document_text(answer: &Value, format: OutputFormat) -> Result<String> {
     Ok(match format {
         OutputFormat::Json => serde_json::to_string_pretty(answer)? + "\n",
-        OutputFormat::Yaml | OutputFormat::Table => {
+        OutputFormat::Yaml | OutputFormat::Table | OutputFormat::Name => {
             let readable = in_reading_order(answer).context("cannot write the answer as YAML")?;
             serde_norway::to_string(&readable).context("cannot write the answer as YAML")?
         }
@@ -161,6 +197,24 @@ mod tests {
                 "  pipeline-run-1 | v1alpha | resource | public    | active | inprogress |"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn ages_use_the_largest_unit_and_names_carry_type_and_workspace() {
+        let age_of = |s: i64| age(chrono::TimeDelta::seconds(s));
+        assert_eq!(
+            [age_of(5), age_of(200), age_of(3 * 3600), age_of(3 * 86_400)],
+            ["5s", "3m", "3h", "3d"]
+        );
+        let records = list_items(&json!({"items": [seed_record(),
+            {"name": "demo", "version": "v1", "type": "operator", "workspace": null,
+             "createdAt": (chrono::Utc::now() - chrono::TimeDelta::seconds(300)).to_rfc3339()}]}))
+        .expect("items");
+        assert_eq!(records[0].cells()[7], "5m");
+        assert_eq!(
+            names_text(&records),
+            "operator/demo\nresource/public/pipeline-run-1\n"
         );
     }
 

@@ -22,7 +22,7 @@ pub async fn run(scale: Scale, client: &OrchestratorClient, console: &Console) -
     let (component, before) =
         set_replicas(&mut manifest, scale.component.as_deref(), scale.replicas)?;
     let applied = client
-        .apply(serde_json::to_string(&manifest)?, None)
+        .apply(serde_json::to_string(&manifest)?, None, false)
         .await?;
     let outcome = applied
         .first()

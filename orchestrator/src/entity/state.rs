@@ -94,6 +94,7 @@ pub fn apply_status(current: &Record, status: EntityStatus) -> StatusDecision {
     }
     let mut record = current.clone();
     record.status = Some(status);
+    super::reachable::mark_reachable(&mut record, Utc::now());
     StatusDecision::Store(Box::new(record))
 }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{EntityStatus, Manifest};
+use crate::{Condition, EntityStatus, Manifest};
 
 /// One row of `opctl get`, with the whole record for `-d` and `-o json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,8 +20,13 @@ pub struct RecordView {
     pub status: String,
     pub runtime: Option<String>,
     pub generation: u64,
+    /// When the record was first applied (the AGE column).
+    pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub message: Option<String>,
+    /// The component's conditions and the orchestrator's own (`ComponentReachable`).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
     pub manifest: Manifest,
     pub entity_status: Option<EntityStatus>,
     /// Live details from the component (`?details=true`).
@@ -69,6 +74,9 @@ pub struct Applied {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApplyAnswer {
     pub applied: Vec<Applied>,
+    /// True when nothing was stored: `apply --dry-run`.
+    #[serde(default, rename = "dryRun")]
+    pub dry_run: bool,
 }
 
 /// The body of every error answer: `{"error": "...", "details": ["...", ...]}`.

@@ -85,6 +85,13 @@ pub struct EntityStatus {
     /// Platform details the component syncs (for a pipeline run: runId, activity runs, …).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub details: serde_json::Map<String, serde_json::Value>,
+    /// Kubernetes-style conditions (`Ready`, `Succeeded`, `Synced`, ...): `crate::condition`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<crate::condition::Condition>,
+    /// Events the operator adds to the resource's history with this status (`add_event`); the
+    /// orchestrator moves them to the history and does not keep them in the status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<crate::history::HistoryEvent>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -100,8 +107,15 @@ impl EntityStatus {
             runtime: None,
             message: None,
             details: serde_json::Map::new(),
+            conditions: Vec::new(),
+            events: Vec::new(),
             updated_at: Utc::now(),
         }
+    }
+
+    /// Adds an event to the resource's history, sent with this status.
+    pub fn add_event(&mut self, event: crate::history::HistoryEvent) {
+        self.events.push(event);
     }
 }
 

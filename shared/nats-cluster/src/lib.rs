@@ -128,6 +128,23 @@ pub fn apply_replication(config: &mut stream::Config, replicas: usize) {
     }
 }
 
+/// The replication factor to create or update `stream_name` with: `wanted`, or what the stream
+/// has when that is more (a factor is raised, never lowered).
+pub async fn replicas_to_keep(js: &jetstream::Context, stream_name: &str, wanted: usize) -> usize {
+    let existing = match js.get_stream(stream_name).await {
+        Ok(mut stream) => stream
+            .info()
+            .await
+            .map(|info| info.config.num_replicas)
+            .unwrap_or(1),
+        Err(_) => 1,
+    };
+    if existing < wanted {
+        info!(stream = %stream_name, from = existing, to = wanted, "raising the stream's replicas");
+    }
+    existing.max(wanted)
+}
+
 /// Brings an existing stream (a KV bucket's is `KV_<bucket>`) up to `replicas`: raises its
 /// replication factor when lower (JetStream moves the data) and turns direct gets off once
 /// replicated. A stream with more replicas than asked keeps them (logged).

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use operator_sdk::prelude::*;
+use operator_sdk::{HistoryEvent, SUCCEEDED, SYNCED};
 
 use crate::job::{JobSpec, JobState};
 use crate::platform::HttpPlatform;
@@ -82,7 +83,8 @@ async fn reconcile_instantly(
         return Ok(ReconcileResult::await_change());
     }
     parse_spec(&request)?;
-    let status = request.new_runtime_status(ResourceStatus::Active, RuntimeStatus::Succeeded);
+    let mut status = request.new_runtime_status(ResourceStatus::Active, RuntimeStatus::Succeeded);
+    set_conditions(&request, &mut status, None);
     report(&request, &ctx, status).await?;
     Ok(ReconcileResult::await_change())
 }
@@ -100,9 +102,11 @@ async fn reconcile_on(
         return Ok(ReconcileResult::await_change());
     }
     let spec = parse_spec(&request)?;
+    let mut submitted = false;
     let reported = match platform.get(&entity.key, ctx.fence()?).await? {
         Some(reported) if reported.job.generation >= entity.generation => reported,
         _ => {
+            submitted = true;
             platform
                 .put(&entity.key, entity.generation, &spec, ctx.fence()?)
                 .await?
@@ -117,8 +121,40 @@ async fn reconcile_on(
         JobState::Failed => (RuntimeStatus::Failed, ReconcileResult::await_change()),
     };
     let mut status = request.new_runtime_status(ResourceStatus::Active, runtime);
+    if submitted {
+        // An operator's own event, kept in the resource's history beside the orchestrator's.
+        status.add_event(HistoryEvent::normal(
+            "JobSubmitted",
+            format!(
+                "job of generation {} submitted to the platform",
+                entity.generation
+            ),
+            entity.generation,
+        ));
+    }
+    set_conditions(&request, &mut status, reported.job.message.as_deref());
     status.message = reported.job.message;
     status.details = reported.json;
     report(&request, &ctx, status).await?;
     Ok(result)
+}
+
+/// `Succeeded` from the job's state (the job's message when it failed) and `Synced`: this
+/// reconcile reached the platform.
+fn set_conditions(request: &ReconcileRequest, status: &mut EntityStatus, message: Option<&str>) {
+    let (state, reason) = match status.runtime {
+        Some(RuntimeStatus::Succeeded) => (ConditionStatus::True, "JobSucceeded"),
+        Some(RuntimeStatus::Failed) => (ConditionStatus::False, "JobFailed"),
+        Some(RuntimeStatus::Cancelled) => (ConditionStatus::False, "JobCancelled"),
+        _ => (ConditionStatus::Unknown, "JobRunning"),
+    };
+    let message = message.unwrap_or_default().to_string();
+    request.set_condition(status, SUCCEEDED, state, reason, message);
+    request.set_condition(
+        status,
+        SYNCED,
+        ConditionStatus::True,
+        "ReconcileSucceeded",
+        "",
+    );
 }

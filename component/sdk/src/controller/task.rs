@@ -64,6 +64,7 @@ pub(crate) async fn reconcile(task: ReconcileTask) -> Outcome {
     cause.adopt(&span);
     // What the error policy needs once the request has been handed over.
     let mut report = request.new_status(ResourceStatus::Deleted);
+    let previous = request.status.clone();
     let deleting = entity.deleting;
     let command = entity.last_command;
     let began = Instant::now();
@@ -115,8 +116,19 @@ pub(crate) async fn reconcile(task: ReconcileTask) -> Outcome {
             Err(ReconcileError::Terminal(reason)) => {
                 warn!(error = %reason, "reconcile failed for good; waiting for a new spec");
                 report.status = ResourceStatus::Error;
-                report.message = Some(reason);
                 report.updated_at = Utc::now();
+                // What the operator said before stays; Synced says the reconcile failed and why.
+                if let Some(previous) = previous.as_ref() {
+                    report.conditions = previous.conditions.clone();
+                }
+                report.set_condition(
+                    previous.as_ref(),
+                    operator_contract::condition::SYNCED,
+                    operator_contract::ConditionStatus::False,
+                    "ReconcileFailed",
+                    reason.clone(),
+                );
+                report.message = Some(reason);
                 error_status_reported(&controller, report).await
             }
         }

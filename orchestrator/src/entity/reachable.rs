@@ -1,0 +1,169 @@
+//! `ComponentReachable`, the condition the orchestrator sets itself: `False` when a command
+//! sent to the operator's component has had no status in answer for longer than
+//! [`ANSWER_BOUND`] (so a stale status is not shown as fresh), `True` again with the next
+//! status event. The decisions are pure functions; the handler stores what they return.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use operator_contract::condition::{self, Condition, COMPONENT_REACHABLE};
+use operator_contract::ConditionStatus;
+use tracing::warn;
+use uuid::Uuid;
+
+use super::{state, ResourceEntity};
+use crate::records::Record;
+use crate::store::{Bucket, StoreError};
+
+/// How long a sent command may go unanswered before the component counts as unreachable.
+pub const ANSWER_BOUND: Duration = Duration::from_secs(10);
+
+/// Checks, one bound after a command was sent, whether anything answered it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct ReachabilityTick {
+    pub command: Uuid,
+}
+
+/// The record with `ComponentReachable=False`, when the command `command` is still the last one
+/// and unanswered; `None` when nothing is to change.
+pub fn mark_unreachable(record: &Record, command: Uuid, now: DateTime<Utc>) -> Option<Record> {
+    let current = record.last_command.as_ref().map(|c| c.id) == Some(command);
+    if !current || !state::command_unconfirmed(record) {
+        return None;
+    }
+    let already = condition::find(&record.conditions, COMPONENT_REACHABLE)
+        .is_some_and(|c| c.status == ConditionStatus::False);
+    if already {
+        return None;
+    }
+    let last_event = record
+        .status
+        .as_ref()
+        .map(|s| format!("the last status event was at {}", s.updated_at.to_rfc3339()))
+        .unwrap_or_else(|| "no status event was ever received".to_string());
+    let mut changed = record.clone();
+    let previous = record.conditions.clone();
+    condition::set_condition(
+        &mut changed.conditions,
+        &previous,
+        Condition {
+            kind: COMPONENT_REACHABLE.into(),
+            status: ConditionStatus::False,
+            reason: "NoReplicaAnswered".into(),
+            message: format!(
+                "no replica of the component answered generation {} within {} s; {last_event}: the status shown may be stale",
+                record.generation,
+                ANSWER_BOUND.as_secs()
+            ),
+            last_transition_time: now,
+            observed_generation: record.generation,
+        },
+        now,
+    );
+    Some(changed)
+}
+
+/// Sets `ComponentReachable=True`: a status event just arrived.
+pub fn mark_reachable(record: &mut Record, now: DateTime<Utc>) {
+    let previous = record.conditions.clone();
+    let observed = record
+        .status
+        .as_ref()
+        .map(|s| s.observed_generation)
+        .unwrap_or_default();
+    condition::set_condition(
+        &mut record.conditions,
+        &previous,
+        Condition {
+            kind: COMPONENT_REACHABLE.into(),
+            status: ConditionStatus::True,
+            reason: "StatusReceived".into(),
+            message: String::new(),
+            last_transition_time: now,
+            observed_generation: observed,
+        },
+        now,
+    );
+}
+
+impl Handler<ReachabilityTick> for ResourceEntity {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: ReachabilityTick, _ctx: &mut Self::Context) -> Self::Result {
+        let changed = self.stored.as_ref().and_then(|(record, revision)| {
+            mark_unreachable(record, msg.command, Utc::now()).map(|r| (r, *revision))
+        });
+        let Some((record, revision)) = changed else {
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        };
+        let (store, kv_key) = (self.store.clone(), self.kv_key.clone());
+        let write = async move {
+            let rev = store
+                .update(Bucket::Resources, &kv_key, &record, revision)
+                .await?;
+            Ok::<_, StoreError>((record, rev))
+        };
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, _| {
+            match result {
+                Ok(stored) => {
+                    warn!(entity.key = %act.key, "component unreachable: a command went unanswered");
+                    if let Some((before, _)) = &act.stored {
+                        act.history.record(&act.key, crate::history::status_events(before, &stored.0));
+                    }
+                    act.stored = Some(stored);
+                }
+                Err(e) => warn!(entity.key = %act.key, error = %e, "unreachable component not recorded"),
+            }
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use operator_contract::{EntityKey, Manifest};
+
+    fn record_with_command() -> Record {
+        let manifest = Manifest::parse_all(
+            "name: r\nversion: v1\ntype: resource\nresource: {operator: demo, type: job, spec: {}}\n",
+        )
+        .expect("parses")
+        .remove(0);
+        let key = EntityKey::new("public", "r").expect("key");
+        match state::plan_apply(None, manifest, &key).expect("plan") {
+            state::ApplyPlan::Create(record) => record,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unanswered_command_marks_the_component_unreachable_once() {
+        let record = record_with_command();
+        let id = record.last_command.as_ref().map(|c| c.id).expect("command");
+        let now = Utc::now();
+        let marked = mark_unreachable(&record, id, now).expect("marked");
+        let found = condition::find(&marked.conditions, COMPONENT_REACHABLE).expect("set");
+        assert_eq!(found.status, ConditionStatus::False);
+        assert_eq!(found.reason, "NoReplicaAnswered");
+        assert!(found.message.contains("no status event was ever received"));
+        assert_eq!(mark_unreachable(&marked, id, now), None, "already marked");
+        assert_eq!(
+            mark_unreachable(&record, Uuid::nil(), now),
+            None,
+            "an older command"
+        );
+    }
+
+    #[test]
+    fn a_status_event_makes_it_reachable_again() {
+        let record = record_with_command();
+        let id = record.last_command.as_ref().map(|c| c.id).expect("command");
+        let mut marked = mark_unreachable(&record, id, Utc::now()).expect("marked");
+        mark_reachable(&mut marked, Utc::now());
+        let found = condition::find(&marked.conditions, COMPONENT_REACHABLE).expect("set");
+        assert_eq!(found.status, ConditionStatus::True);
+        assert_eq!(marked.conditions.len(), 1);
+    }
+}
