@@ -83,6 +83,30 @@ async fn a_failing_pipeline_ends_failed_naming_the_failing_activity_with_a_monit
         "{record}"
     );
     assert!(!message.contains("Lookup day"), "{record}");
+    // The conditions say the same: Succeeded=False with the failing activity's error.
+    let conditions = record["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let succeeded = conditions
+        .iter()
+        .find(|c| c["type"] == "Succeeded")
+        .unwrap_or_else(|| panic!("no Succeeded condition: {record}"));
+    assert_eq!(succeeded["status"], "False", "{record}");
+    assert_eq!(succeeded["reason"], "PipelineRunFailed", "{record}");
+    assert!(
+        succeeded["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Copy day: 2200: the blob input/day.csv is missing"),
+        "{record}"
+    );
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c["type"] == "Synced" && c["status"] == "True"),
+        "{record}"
+    );
     let run_id = adf.runs().await?[0]["runId"]
         .as_str()
         .unwrap_or_default()

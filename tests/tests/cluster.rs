@@ -76,6 +76,22 @@ fn apply_until_taken(opctl: &Opctl, name: &str, deadline: Instant) -> anyhow::Re
     }
 }
 
+/// Reads `key`, again while JetStream is still settling after a partition healed (it answers
+/// "temporarily unavailable" until its groups have their leaders back).
+async fn read_settled(
+    kv: &jetstream::kv::Store,
+    key: &str,
+) -> anyhow::Result<Option<bytes::Bytes>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match kv.get(key).await {
+            Ok(value) => return Ok(value),
+            Err(e) if Instant::now() > deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_stream_and_bucket_on_a_three_node_cluster_has_three_replicas_read_through_its_leader(
 ) -> anyhow::Result<()> {
@@ -256,8 +272,10 @@ async fn a_node_cut_off_from_its_peers_takes_no_write_the_majority_does_not_hold
     let kv = jetstream::new(majority)
         .get_key_value("orchestrator-resources")
         .await?;
-    assert!(kv.get("public.before").await?.is_some());
-    let held = kv.get("public.during-partition").await?.is_some();
+    assert!(read_settled(&kv, "public.before").await?.is_some());
+    let held = read_settled(&kv, "public.during-partition")
+        .await?
+        .is_some();
     if during.code == 0 {
         assert!(
             held,
