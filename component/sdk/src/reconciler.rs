@@ -12,8 +12,8 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::future::BoxFuture;
+use operator_contract::condition::{SUCCEEDED, SYNCED};
 use operator_contract::{ConditionStatus, Entity, EntityStatus, ResourceStatus, RuntimeStatus};
 use thiserror::Error;
 
@@ -43,18 +43,11 @@ pub struct ReconcileRequest {
 impl ReconcileRequest {
     /// A new status of this entity at its generation, with no runtime, message or details.
     pub fn new_status(&self, status: ResourceStatus) -> EntityStatus {
+        let entity = &self.entity;
         EntityStatus {
-            key: self.entity.key.clone(),
-            operator: self.entity.operator.clone(),
-            resource_type: self.entity.resource_type.clone(),
-            observed_generation: self.entity.generation,
+            observed_generation: entity.generation,
             status,
-            runtime: None,
-            message: None,
-            details: serde_json::Map::new(),
-            conditions: Vec::new(),
-            events: Vec::new(),
-            updated_at: Utc::now(),
+            ..EntityStatus::pending(entity.key.clone(), &entity.operator, &entity.resource_type)
         }
     }
 
@@ -71,6 +64,33 @@ impl ReconcileRequest {
         message: impl Into<String>,
     ) {
         status.set_condition(self.status.as_ref(), kind, condition, reason, message);
+    }
+
+    /// Sets the conditions of a run-to-completion resource from `status.runtime`: `Succeeded`
+    /// (True; False with `status.message`, which should say why; Unknown while pending or
+    /// running), reasons `<subject>Succeeded|Failed|Cancelled|Running|Pending`; and `Synced`
+    /// True: this reconcile reached the platform.
+    pub fn set_run_conditions(&self, status: &mut EntityStatus, subject: &str) {
+        let (state, outcome) = match status.runtime {
+            Some(RuntimeStatus::Succeeded) => (ConditionStatus::True, "Succeeded"),
+            Some(RuntimeStatus::Failed) => (ConditionStatus::False, "Failed"),
+            Some(RuntimeStatus::Cancelled) => (ConditionStatus::False, "Cancelled"),
+            Some(RuntimeStatus::InProgress) => (ConditionStatus::Unknown, "Running"),
+            Some(RuntimeStatus::Pending) | None => (ConditionStatus::Unknown, "Pending"),
+        };
+        let message = match state {
+            ConditionStatus::False => status.message.clone().unwrap_or_default(),
+            _ => String::new(),
+        };
+        let reason = format!("{subject}{outcome}");
+        self.set_condition(status, SUCCEEDED, state, &reason, message);
+        self.set_condition(
+            status,
+            SYNCED,
+            ConditionStatus::True,
+            "ReconcileSucceeded",
+            "",
+        );
     }
 
     /// A new status of this entity at its generation with a runtime status.
@@ -348,7 +368,7 @@ mod tests {
         assert!(!request.status_unchanged(&status));
         request.status = Some(status.clone());
         let mut again = status.clone();
-        again.updated_at = Utc::now() + chrono::Duration::seconds(5);
+        again.updated_at = chrono::Utc::now() + chrono::Duration::seconds(5);
         assert!(request.status_unchanged(&again));
         again.runtime = Some(RuntimeStatus::Succeeded);
         assert!(!request.status_unchanged(&again));

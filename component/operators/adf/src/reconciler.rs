@@ -34,9 +34,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use operator_sdk::{
-    ConditionStatus, ControllerError, EntityStatus, ReconcileContext, ReconcileError,
-    ReconcileRequest, ReconcileResult, Reconciler, ResourceStatus, RuntimeStatus, SUCCEEDED,
-    SYNCED,
+    ControllerError, EntityStatus, ReconcileContext, ReconcileError, ReconcileRequest,
+    ReconcileResult, Reconciler, ResourceStatus,
 };
 use thiserror::Error;
 use tokio::time::Instant;
@@ -138,35 +137,12 @@ impl Reporter<'_> {
 
     /// Stores and publishes `status` with its conditions, returning once it is durable.
     async fn record(&mut self, mut status: EntityStatus) -> Result<(), ControllerError> {
-        set_conditions(&self.request, &mut status);
+        // Succeeded=False carries the status message: the failing activities and their errors.
+        self.request.set_run_conditions(&mut status, "PipelineRun");
         self.ctx.update_status(status.clone()).await?;
         self.request.status = Some(status);
         Ok(())
     }
-}
-
-/// `Succeeded` from the run's state — on failure with the status message, which names the
-/// failing activities and their errors — and `Synced`: this reconcile reached Azure.
-fn set_conditions(request: &ReconcileRequest, status: &mut EntityStatus) {
-    let (state, reason) = match status.runtime {
-        Some(RuntimeStatus::Succeeded) => (ConditionStatus::True, "PipelineRunSucceeded"),
-        Some(RuntimeStatus::Failed) => (ConditionStatus::False, "PipelineRunFailed"),
-        Some(RuntimeStatus::Cancelled) => (ConditionStatus::False, "PipelineRunCancelled"),
-        Some(RuntimeStatus::InProgress) => (ConditionStatus::Unknown, "PipelineRunInProgress"),
-        _ => (ConditionStatus::Unknown, "PipelineRunPending"),
-    };
-    let message = match state {
-        ConditionStatus::False => status.message.clone().unwrap_or_default(),
-        _ => String::new(),
-    };
-    request.set_condition(status, SUCCEEDED, state, reason, message);
-    request.set_condition(
-        status,
-        SYNCED,
-        ConditionStatus::True,
-        "ReconcileSucceeded",
-        "",
-    );
 }
 
 /// The reconciler of `pipeline-run` entities.

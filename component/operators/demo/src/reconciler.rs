@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use operator_sdk::prelude::*;
-use operator_sdk::{HistoryEvent, SUCCEEDED, SYNCED};
+use operator_sdk::HistoryEvent;
 
 use crate::job::{JobSpec, JobState};
 use crate::platform::HttpPlatform;
@@ -84,7 +84,7 @@ async fn reconcile_instantly(
     }
     parse_spec(&request)?;
     let mut status = request.new_runtime_status(ResourceStatus::Active, RuntimeStatus::Succeeded);
-    set_conditions(&request, &mut status, None);
+    request.set_run_conditions(&mut status, "Job");
     report(&request, &ctx, status).await?;
     Ok(ReconcileResult::await_change())
 }
@@ -132,29 +132,10 @@ async fn reconcile_on(
             entity.generation,
         ));
     }
-    set_conditions(&request, &mut status, reported.job.message.as_deref());
     status.message = reported.job.message;
+    // Succeeded=False carries the job's message.
+    request.set_run_conditions(&mut status, "Job");
     status.details = reported.json;
     report(&request, &ctx, status).await?;
     Ok(result)
-}
-
-/// `Succeeded` from the job's state (the job's message when it failed) and `Synced`: this
-/// reconcile reached the platform.
-fn set_conditions(request: &ReconcileRequest, status: &mut EntityStatus, message: Option<&str>) {
-    let (state, reason) = match status.runtime {
-        Some(RuntimeStatus::Succeeded) => (ConditionStatus::True, "JobSucceeded"),
-        Some(RuntimeStatus::Failed) => (ConditionStatus::False, "JobFailed"),
-        Some(RuntimeStatus::Cancelled) => (ConditionStatus::False, "JobCancelled"),
-        _ => (ConditionStatus::Unknown, "JobRunning"),
-    };
-    let message = message.unwrap_or_default().to_string();
-    request.set_condition(status, SUCCEEDED, state, reason, message);
-    request.set_condition(
-        status,
-        SYNCED,
-        ConditionStatus::True,
-        "ReconcileSucceeded",
-        "",
-    );
 }
