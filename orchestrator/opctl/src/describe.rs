@@ -122,10 +122,46 @@ pub fn render(record: &Value) -> String {
         out.push_str("\nLeader election (by component):\n");
         object(&mut out, "  ", election);
     }
+    if let Some(streams) = record.pointer("/details/streams").and_then(Value::as_array) {
+        out.push_str("\nStreams (JetStream: replicas and the node leading each):\n");
+        out.push_str(&streams_table(streams));
+    }
     if let Some(reason) = record.get("detailsError").and_then(Value::as_str) {
         out.push_str(&format!("\nLive details unavailable: {reason}\n"));
     }
     out
+}
+
+/// The operator's streams as a table: NAME, REPLICAS, LEADER, CURRENT FOLLOWERS, MESSAGES,
+/// and ERROR for a stream that could not be read.
+fn streams_table(streams: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = streams
+        .iter()
+        .map(|s| {
+            [
+                "name",
+                "replicas",
+                "leader",
+                "followersCurrent",
+                "messages",
+                "error",
+            ]
+            .iter()
+            .map(|key| s.get(*key).map(scalar).unwrap_or_default())
+            .collect()
+        })
+        .collect();
+    table::render(
+        &[
+            "NAME",
+            "REPLICAS",
+            "LEADER",
+            "CURRENT FOLLOWERS",
+            "MESSAGES",
+            "ERROR",
+        ],
+        &rows,
+    )
 }
 
 /// The conditions as a table: TYPE, STATUS, REASON, SINCE (lastTransitionTime), MESSAGE.
@@ -408,6 +444,25 @@ mod tests {
             text.contains("Live details unavailable: no component is listening on x.query"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_operator_shows_each_stream_with_its_replicas_and_leader() {
+        let record = json!({"name": "demo", "type": "operator",
+        "details": {"resourceTypes": {}, "streams": [
+            {"name": "operator-demo", "replicas": 3, "leader": "n2", "followersCurrent": 2,
+             "messages": 0},
+            {"name": "KV_entities-demo", "error": "stream not found"}
+        ]}});
+        let text = render(&record);
+        assert!(text.contains("Streams (JetStream"), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.contains("operator-demo"))
+            .expect("a row for the command stream");
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells, ["operator-demo", "3", "n2", "2", "0", ""], "{text}");
+        assert!(text.contains("stream not found"), "{text}");
     }
 
     #[test]
