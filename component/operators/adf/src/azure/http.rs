@@ -93,11 +93,7 @@ pub async fn exchange(client: &Client, x: Exchange<'_>) -> Outcome {
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
-                failed(if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "transport"
-                });
+                failed(transport_failure(&e));
                 return Outcome::Unreachable {
                     sent: !(e.is_connect() || e.is_builder()),
                     reason: without_url(e),
@@ -117,11 +113,7 @@ pub async fn exchange(client: &Client, x: Exchange<'_>) -> Outcome {
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(e) => {
-                failed(if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "transport"
-                });
+                failed(transport_failure(&e));
                 return Outcome::Unreachable {
                     sent: true,
                     reason: without_url(e),
@@ -162,4 +154,13 @@ fn without_url(e: reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The `error.type` of a request that got no answer: it timed out, or the transport failed.
+fn transport_failure(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else {
+        "transport"
+    }
 }
