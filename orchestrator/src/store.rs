@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
-use operator_nats_cluster::ensure_replication;
+use operator_nats_cluster::open_or_create_bucket;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{info, warn};
@@ -279,31 +279,16 @@ pub(crate) async fn open_bucket(
     bucket: &'static str,
     replicas: usize,
 ) -> Result<kv::Store, StoreError> {
-    let failed = |reason: String| StoreError::OpenFailed { bucket, reason };
-    if js.get_key_value(bucket).await.is_err() {
-        let created = js
-            .create_key_value(kv::Config {
-                bucket: bucket.to_string(),
-                history: 1,
-                storage: jetstream::stream::StorageType::File,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await;
-        // Another orchestrator may have created it meanwhile.
-        if let Err(e) = created {
-            if js.get_key_value(bucket).await.is_err() {
-                return Err(failed(e.to_string()));
-            }
-        }
-    }
-    ensure_replication(js, &format!("KV_{bucket}"), replicas)
+    let config = kv::Config {
+        bucket: bucket.to_string(),
+        history: 1,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    open_or_create_bucket(js, config)
         .await
-        .map_err(|e| failed(e.to_string()))?;
-    // Read again: the store chooses direct or leader gets from the stream's configuration.
-    js.get_key_value(bucket)
-        .await
-        .map_err(|e| failed(e.to_string()))
+        .map_err(|reason| StoreError::OpenFailed { bucket, reason })
 }
 
 impl Store {

@@ -128,6 +128,33 @@ pub fn apply_replication(config: &mut stream::Config, replicas: usize) {
     }
 }
 
+/// Opens the KV bucket `config` names, creating it when absent (or taking the one another
+/// process has just created), with at least `config.num_replicas` replicas and, replicated, gets
+/// served by the stream leader. Errors are the server's words.
+pub async fn open_or_create_bucket(
+    js: &jetstream::Context,
+    config: jetstream::kv::Config,
+) -> Result<jetstream::kv::Store, String> {
+    let bucket = config.bucket.clone();
+    let replicas = config.num_replicas.max(1);
+    if js.get_key_value(&bucket).await.is_err() {
+        match js.create_key_value(config).await {
+            Ok(_) => info!(bucket = %bucket, replicas, "KV bucket created"),
+            // Another process may have created it in the meantime.
+            Err(create_error) => {
+                if js.get_key_value(&bucket).await.is_err() {
+                    return Err(create_error.to_string());
+                }
+            }
+        }
+    }
+    ensure_replication(js, &format!("KV_{bucket}"), replicas)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Read again: the store decides between direct and leader gets from the stream's config.
+    js.get_key_value(&bucket).await.map_err(|e| e.to_string())
+}
+
 /// The replication factor to create or update `stream_name` with: `wanted`, or what the stream
 /// has when that is more (a factor is raised, never lowered).
 pub async fn replicas_to_keep(js: &jetstream::Context, stream_name: &str, wanted: usize) -> usize {

@@ -11,11 +11,11 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::{StreamExt, TryStreamExt};
 use operator_contract::election::FENCE_KEY;
-use operator_nats_cluster::ensure_replication;
+pub(crate) use operator_nats_cluster::open_or_create_bucket as open_or_create;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::super::{MemoryStore, StoreError};
 use super::{decode_into, StoreEvent};
@@ -74,33 +74,6 @@ pub(crate) async fn open(
             bucket: bucket.to_string(),
             reason,
         })
-}
-
-/// Opens the KV bucket `config` names, creating it when absent (or when another process has
-/// just created it), with at least `config.num_replicas` replicas and, replicated, gets served
-/// by the stream leader (see `operator_nats_cluster`).
-pub(crate) async fn open_or_create(
-    js: &jetstream::Context,
-    config: kv::Config,
-) -> Result<kv::Store, String> {
-    let bucket = config.bucket.clone();
-    let replicas = config.num_replicas.max(1);
-    if js.get_key_value(&bucket).await.is_err() {
-        match js.create_key_value(config).await {
-            Ok(_) => info!(bucket = %bucket, replicas, "KV bucket created"),
-            // Another replica may have created it in the meantime.
-            Err(create_error) => {
-                if js.get_key_value(&bucket).await.is_err() {
-                    return Err(create_error.to_string());
-                }
-            }
-        }
-    }
-    ensure_replication(js, &format!("KV_{bucket}"), replicas)
-        .await
-        .map_err(|e| e.to_string())?;
-    // Read again: the store decides between direct and leader gets from the stream's config.
-    js.get_key_value(&bucket).await.map_err(|e| e.to_string())
 }
 
 /// Reads every entity and status of the bucket with its revision.
