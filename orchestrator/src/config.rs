@@ -70,6 +70,10 @@ pub struct Config {
     #[arg(long, env = "ORCHESTRATOR_ADMIN_APIKEY_FILE")]
     pub admin_apikey_file: Option<std::path::PathBuf>,
 
+    /// Replicas of the orchestrator, and which of them leads.
+    #[command(flatten)]
+    pub replication: ReplicationConfig,
+
     /// How operators' components are run.
     #[command(flatten)]
     pub components: ComponentsConfig,
@@ -81,6 +85,36 @@ pub struct Config {
     /// The keys that seal secret values at rest.
     #[command(flatten)]
     pub secret_keys: crate::secret_keys::SecretKeysConfig,
+}
+
+/// Several orchestrators on one NATS: one leads (a fenced lease), the others stand by and
+/// forward the API to it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplicationConfig {
+    /// This orchestrator's name among its replicas. Set, the orchestrator runs as one of
+    /// several: it leads only while it holds the lease, and forwards the API to the leader
+    /// otherwise. Unset, it is the only one and leads at once.
+    #[arg(long = "replica-name", env = "ORCHESTRATOR_REPLICA_NAME")]
+    pub replica_name: Option<String>,
+
+    /// The URL the other replicas forward API requests to while this one leads [default:
+    /// `http://` and the address the API listens on, with the host name for an unspecified
+    /// address].
+    #[arg(long = "advertise-url", env = "ORCHESTRATOR_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// How long the leader's lease lasts without a renewal (ms): a dead leader is replaced
+    /// within it.
+    #[arg(long = "lease-ttl-ms", env = "ORCHESTRATOR_LEASE_TTL_MS", default_value_t = 5000)]
+    pub lease_ttl_ms: u64,
+
+    /// How often the leader renews its lease (ms); at most half the TTL.
+    #[arg(
+        long = "lease-renew-ms",
+        env = "ORCHESTRATOR_LEASE_RENEW_MS",
+        default_value_t = 1000
+    )]
+    pub lease_renew_ms: u64,
 }
 
 /// How the orchestrator runs the components of the operators applied to it.

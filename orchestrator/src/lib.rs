@@ -13,6 +13,7 @@ pub mod manager;
 pub mod metrics;
 pub mod nats_auth;
 pub mod records;
+pub mod replication;
 pub mod replicas;
 pub mod runtime;
 pub mod secret_keys;

@@ -1,5 +1,6 @@
 //! The orchestrator daemon: connects to NATS, rebuilds the actor tree from the store, serves
-//! the HTTP API.
+//! the HTTP API. With replicas (`ORCHESTRATOR_REPLICA_NAME`), it does so only while it leads,
+//! and forwards the API to the leader otherwise (see `replication`).
 //!
 //! ```text
 //! System
@@ -11,11 +12,17 @@
 //!                               kubernetes or external), restarts them, scales them
 //! ```
 
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpServer};
+use actix::Actor as _;
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::{bail, Context as _};
+use async_nats::jetstream;
 use clap::Parser;
+use operator_contract::election::election_bucket;
+use operator_election::{LeaderElection, Resign, Subscribe};
 use operator_nats_cluster::{
     parse_server_list, replicas_for, COMPONENT_JETSTREAM_REPLICAS_ENV, JETSTREAM_REPLICAS_ENV,
 };
@@ -23,6 +30,9 @@ use tracing::{info, warn};
 
 use operator_orchestrator::config::Config;
 use operator_orchestrator::manager::OperatorManager;
+use operator_orchestrator::replication::forward::{forward, Forwarder};
+use operator_orchestrator::replication::role::ReplicaRole;
+use operator_orchestrator::replication::{Directory, ReplicaSettings, ORCHESTRATOR_CLUSTER};
 use operator_orchestrator::store::Store;
 use operator_orchestrator::supervisor::SupervisorSetup;
 use operator_orchestrator::{admission, api, auth, manager, metrics, secret_keys};
@@ -72,50 +82,202 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     let store = Store::open(&js, keyring, replicas)
         .await
         .context("cannot open the orchestrator's KV buckets (is JetStream enabled on the NATS server? start it with -js)")?;
-    let components = SupervisorSetup::connect(&config.components, config.component_nats_url())
+    // Bound once: a replica serves the follower's API, then the leader's, on the same socket.
+    let listener = TcpListener::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listening = listener.local_addr()?;
+    let replica = config.replication.replica(listening)?;
+    let parts = Parts {
+        client,
+        js,
+        replicas,
+        listener,
+    };
+    match replica {
+        None => run_alone(config, store, parts).await,
+        Some(replica) => run_replica(config, store, parts, replica).await,
+    }
+}
+
+/// What both ways of running share.
+struct Parts {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    replicas: usize,
+    listener: TcpListener,
+}
+
+/// The only orchestrator: leads at once; stops its components when it stops.
+async fn run_alone(config: Config, store: Store, parts: Parts) -> anyhow::Result<()> {
+    let leader = Leader::start(&config, store, &parts).await?;
+    let manager = leader.manager.clone();
+    let server = leader.server(&config, &parts.listener)?;
+    announce_listening(&config, &parts.listener)?;
+    server.await?;
+    manager
+        .send(manager::StopAllComponents)
         .await
-        .map_err(|reason| {
-            anyhow::anyhow!("component runtime {}: {reason}", config.components.runtime)
-        })?
-        .with_nats_signer(config.nats_auth.account_signer()?);
-    info!(runtime = %components.runtime(), "components runtime chosen");
-    let manager = OperatorManager::restore(store, client, config.query_timeout())
-        .await?
-        .with_components(components);
-    let users = auth::Users::open(&js, replicas).await?;
-    users
-        .bootstrap_admin(config.admin_apikey_file.as_deref())
-        .await?;
-    let admission = admission::Admission::new(config.max_in_flight);
-    let manager = actix::Actor::start(manager);
-    let stopping = manager.clone();
-    let server = HttpServer::new(move || {
-        // The last wrapped runs first: trace and count, then admit, then authenticate.
+        .context("cannot stop the components")?;
+    info!("orchestrator stopped");
+    Ok(())
+}
+
+/// One of several orchestrators: forwards the API until it leads, then leads until it stops
+/// (or loses the lease, which ends the process: see `replication::role`).
+async fn run_replica(
+    config: Config,
+    store: Store,
+    parts: Parts,
+    replica: ReplicaSettings,
+) -> anyhow::Result<()> {
+    let name = replica.election.replica.clone();
+    let (election, fence) = LeaderElection::start(&parts.js, replica.election, parts.replicas)
+        .await
+        .context("cannot join the orchestrators' election")?;
+    let bucket = parts
+        .js
+        .get_key_value(election_bucket(ORCHESTRATOR_CLUSTER))
+        .await
+        .context("cannot open the orchestrators' election bucket")?;
+    let directory = Directory::new(bucket);
+    directory.publish(&name, &replica.advertise_url).await?;
+    let forwarder = Forwarder::new(directory, name.clone())
+        .context("cannot build the client that forwards the API")?;
+    let follower = HttpServer::new(move || {
         App::new()
-            .wrap(actix_web::middleware::from_fn(auth::authenticate))
-            .wrap(actix_web::middleware::from_fn(admission::admit))
-            .wrap(actix_web::middleware::from_fn(metrics::observe_request))
-            .app_data(web::Data::new(manager.clone()))
-            .app_data(web::Data::new(users.clone()))
-            .app_data(web::Data::new(admission.clone()))
+            .app_data(web::Data::new(forwarder.clone()))
+            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
+            .route("/readyz", web::get().to(follower_ready))
             .route("/metrics", web::get().to(metrics::scrape))
-            .configure(api::configure)
+            .default_service(web::to(forward))
     })
     .workers(config.http_workers)
-    .bind(config.listen)
-    .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let listening = server.addrs().first().copied().unwrap_or(config.listen);
+    .listen(parts.listener.try_clone()?)?
+    .run();
+    let follower_handle = follower.handle();
+    announce_listening(&config, &parts.listener)?;
+    info!(replica = %name, advertise_url = %replica.advertise_url, "orchestrator replica following");
+    let (role, mut terms) = ReplicaRole::new();
+    let role = role.start();
+    election
+        .send(Subscribe {
+            acquired: role.clone().recipient(),
+            lost: role.recipient(),
+        })
+        .await
+        .context("cannot join the orchestrators' election")?;
+    tokio::pin!(follower);
+    let term = tokio::select! {
+        stopped = &mut follower => {
+            let _ = election.send(Resign).await;
+            stopped?;
+            info!("orchestrator stopped");
+            return Ok(());
+        }
+        term = terms.recv() => term.context("the election ended")?,
+    };
+    let started = Instant::now();
+    // Fenced first, then read: whatever a predecessor wrote before the fence is in the store,
+    // and nothing it writes after is accepted.
+    let store = store
+        .lead(parts.js.clone(), term, &name, fence)
+        .await
+        .context("cannot fence the store")?;
+    let leader = Leader::start(&config, store, &parts).await?;
+    let server = leader.server(&config, &parts.listener)?;
+    follower_handle.stop(false).await;
+    info!(
+        replica = %name,
+        term,
+        took_ms = started.elapsed().as_millis() as u64,
+        "orchestrator replica leads"
+    );
+    server.await?;
+    // The successor takes over at once, and adopts the components this one ran (the
+    // process runtime's children end with this process).
+    let _ = election.send(Resign).await;
+    info!("orchestrator stopped");
+    Ok(())
+}
+
+/// A follower is alive but takes no writes itself: a load balancer that routes writes sends
+/// them elsewhere (it would forward them all the same).
+async fn follower_ready() -> HttpResponse {
+    HttpResponse::ServiceUnavailable().json(serde_json::json!({
+        "ready": false,
+        "role": "follower",
+    }))
+}
+
+/// The leader's actor tree and what its API needs.
+struct Leader {
+    manager: actix::Addr<OperatorManager>,
+    users: auth::Users,
+    admission: admission::Admission,
+}
+
+impl Leader {
+    /// Restores the actor tree from the store and starts it, with the component runtime.
+    async fn start(config: &Config, store: Store, parts: &Parts) -> anyhow::Result<Self> {
+        let components =
+            SupervisorSetup::connect(&config.components, config.component_nats_url())
+                .await
+                .map_err(|reason| {
+                    anyhow::anyhow!("component runtime {}: {reason}", config.components.runtime)
+                })?
+                .with_nats_signer(config.nats_auth.account_signer()?);
+        info!(runtime = %components.runtime(), "components runtime chosen");
+        let manager = OperatorManager::restore(store, parts.client.clone(), config.query_timeout())
+            .await?
+            .with_components(components);
+        let users = auth::Users::open(&parts.js, parts.replicas).await?;
+        users
+            .bootstrap_admin(config.admin_apikey_file.as_deref())
+            .await?;
+        Ok(Self {
+            manager: actix::Actor::start(manager),
+            users,
+            admission: admission::Admission::new(config.max_in_flight),
+        })
+    }
+
+    /// The API server of the leader, on `listener`.
+    fn server(&self, config: &Config, listener: &TcpListener) -> anyhow::Result<Server> {
+        let manager = self.manager.clone();
+        let users = self.users.clone();
+        let admission = self.admission.clone();
+        let server = HttpServer::new(move || {
+            // The last wrapped runs first: trace and count, then admit, then authenticate.
+            App::new()
+                .wrap(actix_web::middleware::from_fn(auth::authenticate))
+                .wrap(actix_web::middleware::from_fn(admission::admit))
+                .wrap(actix_web::middleware::from_fn(metrics::observe_request))
+                .app_data(web::Data::new(manager.clone()))
+                .app_data(web::Data::new(users.clone()))
+                .app_data(web::Data::new(admission.clone()))
+                .route("/metrics", web::get().to(metrics::scrape))
+                .route("/readyz", web::get().to(leader_ready))
+                .configure(api::configure)
+        })
+        .workers(config.http_workers)
+        .listen(listener.try_clone()?)?;
+        Ok(server.run())
+    }
+}
+
+/// The leader takes writes.
+async fn leader_ready() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "ready": true, "role": "leader" }))
+}
+
+/// Logs the API's address and writes it to `ORCHESTRATOR_LISTEN_ADDR_FILE`.
+fn announce_listening(config: &Config, listener: &TcpListener) -> anyhow::Result<()> {
+    let listening = listener.local_addr()?;
     info!(listen = %listening, "orchestrator API listening");
     if let Some(file) = &config.listen_addr_file {
         std::fs::write(file, listening.to_string())
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
-    server.run().await?;
-    stopping
-        .send(manager::StopAllComponents)
-        .await
-        .context("cannot stop the components")?;
-    info!("orchestrator stopped");
     Ok(())
 }
 

@@ -2,11 +2,20 @@
 //! secrets. Writes are compare-and-set on the revision the writer last saw, so a stale writer
 //! cannot overwrite a newer record. Secret records are stored sealed (`secret_keys`), never as
 //! plaintext.
+//!
+//! With replicas (`ORCHESTRATOR_REPLICA_NAME`), only the leader writes, and its writes are
+//! fenced instead ([`Store::lead`]): it writes the fence key of each bucket when it takes the
+//! lead, and JetStream refuses every later write of its term once a successor has written its
+//! own fence, so a deposed leader (paused, cut off) changes nothing.
 
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
+use operator_contract::election::FENCE_KEY;
+use operator_election::{
+    fenced_write, write_fence, Fence, FencedOperation, FencedWriteError, WriteFence,
+};
 use operator_nats_cluster::open_or_create_bucket;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -37,6 +46,14 @@ pub enum StoreError {
     /// An update found a newer revision than the writer's: someone else wrote since.
     #[error("{key} in {bucket} was changed by another writer")]
     WrongRevision { bucket: &'static str, key: String },
+    /// The write was refused: this orchestrator no longer leads (a successor fenced the
+    /// bucket, or its own lease lapsed).
+    #[error("store write of {key} in {bucket} refused: this orchestrator no longer leads ({reason})")]
+    Fenced {
+        bucket: &'static str,
+        key: String,
+        reason: String,
+    },
     /// Reading, writing or decoding failed.
     #[error("store {operation} of {key} in {bucket} failed: {reason}")]
     Failed {
@@ -82,6 +99,17 @@ pub struct Store {
     /// Seals and opens secret records; read-only once loaded.
     keyring: Arc<SecretKeyring>,
     replicas: usize,
+    /// Set while this replica leads: its writes are fenced.
+    leading: Option<Arc<Leading>>,
+}
+
+/// A leader's fences: one per bucket, and its lease's.
+struct Leading {
+    js: jetstream::Context,
+    lease: Fence,
+    operators: WriteFence,
+    resources: WriteFence,
+    secrets: WriteFence,
 }
 
 /// A secret record as stored: nothing but the sealed JSON of the record.
@@ -110,7 +138,59 @@ impl Store {
             secrets: open_bucket(js, SECRETS_BUCKET, replicas).await?,
             keyring: Arc::new(keyring),
             replicas,
+            leading: None,
         })
+    }
+
+    /// Takes the lead in `term`: writes the fence of every bucket, after which every write of
+    /// this store is fenced on it and on `lease` (checked before each write, so a leader paused
+    /// past its lease writes nothing). Read the buckets only after this: any write of an
+    /// earlier leader that landed is then in them.
+    pub async fn lead(
+        mut self,
+        js: jetstream::Context,
+        term: u64,
+        replica: &str,
+        lease: Fence,
+    ) -> Result<Self, StoreError> {
+        let mut fences = Vec::with_capacity(3);
+        for bucket in [Bucket::Operators, Bucket::Resources, Bucket::Secrets] {
+            let sequence = write_fence(self.kv(bucket), term, replica)
+                .await
+                .map_err(|e| fence_error(bucket, FENCE_KEY, e))?;
+            fences.push(WriteFence { term, sequence });
+        }
+        self.leading = Some(Arc::new(Leading {
+            js,
+            lease,
+            operators: fences[0],
+            resources: fences[1],
+            secrets: fences[2],
+        }));
+        Ok(self)
+    }
+
+    /// A write of the leader, fenced; returns the key's new revision.
+    async fn fenced(
+        &self,
+        leading: &Leading,
+        bucket: Bucket,
+        key: &str,
+        operation: FencedOperation,
+    ) -> Result<u64, StoreError> {
+        leading.lease.check().map_err(|e| StoreError::Fenced {
+            bucket: bucket.name(),
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        let fence = match bucket {
+            Bucket::Operators => leading.operators,
+            Bucket::Resources => leading.resources,
+            Bucket::Secrets => leading.secrets,
+        };
+        fenced_write(&leading.js, self.kv(bucket), key, operation, fence)
+            .await
+            .map_err(|e| fence_error(bucket, key, e))
     }
 
     /// The replication factor of everything the orchestrator creates in JetStream.
@@ -151,7 +231,7 @@ impl Store {
             .map_err(|e| fail("watch", e.to_string()))?;
         while let Some(entry) = watch.next().await {
             let entry = entry.map_err(|e| fail("watch", e.to_string()))?;
-            if entry.operation == kv::Operation::Put {
+            if entry.operation == kv::Operation::Put && entry.key != FENCE_KEY {
                 let decoded = self.decode(bucket, &entry.key, &entry.value)?;
                 if decoded.stale {
                     stale.push(out.len());
@@ -216,8 +296,15 @@ impl Store {
         key: &str,
         record: &Record,
     ) -> Result<u64, StoreError> {
+        let value = self.encode(bucket, key, record)?;
+        if let Some(leading) = &self.leading {
+            // The leader alone writes, and its copy says the key is new.
+            return self
+                .fenced(leading, bucket, key, FencedOperation::Put(value.into()))
+                .await;
+        }
         self.kv(bucket)
-            .create(key, self.encode(bucket, key, record).into())
+            .create(key, value.into())
             .await
             .map_err(|e| match e.kind() {
                 kv::CreateErrorKind::AlreadyExists => StoreError::AlreadyExists {
@@ -241,8 +328,15 @@ impl Store {
         record: &Record,
         revision: u64,
     ) -> Result<u64, StoreError> {
+        let value = self.encode(bucket, key, record)?;
+        if let Some(leading) = &self.leading {
+            // Fenced instead of compare-and-set: only the leader writes.
+            return self
+                .fenced(leading, bucket, key, FencedOperation::Put(value.into()))
+                .await;
+        }
         self.kv(bucket)
-            .update(key, self.encode(bucket, key, record).into(), revision)
+            .update(key, value.into(), revision)
             .await
             .map_err(|e| match e.kind() {
                 kv::UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision {
@@ -260,6 +354,12 @@ impl Store {
 
     /// Removes a record if it is still at `revision`.
     pub async fn delete(&self, bucket: Bucket, key: &str, revision: u64) -> Result<(), StoreError> {
+        if let Some(leading) = &self.leading {
+            return self
+                .fenced(leading, bucket, key, FencedOperation::Purge)
+                .await
+                .map(|_| ());
+        }
         self.kv(bucket)
             .purge_expect_revision(key, Some(revision))
             .await
@@ -291,18 +391,40 @@ pub(crate) async fn open_bucket(
         .map_err(|reason| StoreError::OpenFailed { bucket, reason })
 }
 
+/// A refused or failed fenced write as a store error.
+fn fence_error(bucket: Bucket, key: &str, error: FencedWriteError) -> StoreError {
+    match error {
+        FencedWriteError::Fenced { reason } => StoreError::Fenced {
+            bucket: bucket.name(),
+            key: key.to_string(),
+            reason,
+        },
+        FencedWriteError::Unavailable { reason } => StoreError::Failed {
+            operation: "write",
+            bucket: bucket.name(),
+            key: key.to_string(),
+            reason,
+        },
+    }
+}
+
 impl Store {
     /// The bytes stored for `record`: its JSON, sealed in the secrets bucket.
-    fn encode(&self, bucket: Bucket, key: &str, record: &Record) -> Vec<u8> {
-        // A record is plain data with string keys; serializing it cannot fail.
-        let json = serde_json::to_vec(record).unwrap_or_default();
+    fn encode(&self, bucket: Bucket, key: &str, record: &Record) -> Result<Vec<u8>, StoreError> {
+        let failed = |e: serde_json::Error| StoreError::Failed {
+            operation: "encode",
+            bucket: bucket.name(),
+            key: key.to_string(),
+            reason: e.to_string(),
+        };
+        let json = serde_json::to_vec(record).map_err(failed)?;
         if bucket != Bucket::Secrets {
-            return json;
+            return Ok(json);
         }
         let sealed = SealedRecord {
             sealed: self.keyring.seal(&json, &seal_context(bucket, key)),
         };
-        serde_json::to_vec(&sealed).unwrap_or_default()
+        serde_json::to_vec(&sealed).map_err(failed)
     }
 
     /// Reads stored bytes back. Errors on secret records give positions, never serde's text,

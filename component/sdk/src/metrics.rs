@@ -42,10 +42,7 @@ pub const COMMANDS_IN_FLIGHT: &str = "operator_commands_in_flight";
 pub const COMMANDS_TOTAL: &str = "operator_commands_total";
 /// Status events published, by `operator` and `type`.
 pub const STATUS_EVENTS_TOTAL: &str = "operator_status_events_total";
-/// 1 while this replica leads, by `operator` and `replica`.
-pub const LEADER: &str = "operator_leader";
-/// The term of this replica's latest leadership, by `operator` and `replica`.
-pub const LEADER_TERM: &str = "operator_leader_term";
+pub use operator_election::metrics::{LEADER, LEADER_TERM};
 /// Connections to NATS re-established after a loss, by `operator`.
 pub const NATS_RECONNECTS_TOTAL: &str = "operator_nats_reconnects_total";
 
@@ -196,14 +193,6 @@ impl ComponentMetrics {
             "type" => resource_type.to_string(),
         )
         .increment(1);
-    }
-
-    /// `replica` leads in `term`, or (`leading` false) no longer does.
-    pub fn leadership(&self, replica: &str, leading: bool, term: u64) {
-        gauge!(LEADER, "operator" => self.operator(), "replica" => replica.to_string())
-            .set(if leading { 1.0 } else { 0.0 });
-        gauge!(LEADER_TERM, "operator" => self.operator(), "replica" => replica.to_string())
-            .set(term as f64);
     }
 
     /// The NATS connection came back after a loss.

@@ -5,19 +5,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, Operation};
 use async_nats::jetstream::{self, stream::StorageType};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use futures::stream::{StreamExt, TryStreamExt};
 use operator_contract::election::FENCE_KEY;
 pub(crate) use operator_nats_cluster::open_or_create_bucket as open_or_create;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::super::{MemoryStore, StoreError};
+use crate::election::FencedWriteError;
 use super::{decode_into, StoreEvent};
 
 /// How many values are read at once when a snapshot is taken.
@@ -43,15 +42,6 @@ pub(crate) struct Change {
     pub key: String,
     pub revision: u64,
     pub value: Option<Bytes>,
-}
-
-/// The value of the fence key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FenceRecord {
-    term: u64,
-    replica: String,
-    written_at: DateTime<Utc>,
 }
 
 /// Opens (or creates) `bucket` with `replicas`.
@@ -173,46 +163,17 @@ pub(crate) fn watch(
     })
 }
 
-/// Writes the fence of `term`: refused when the fence already holds this term or a later one,
-/// or when another leader wrote it meanwhile. Returns the fence's new sequence.
+/// Writes the fence of `term` (see `operator_election::write_fence`). Returns the fence's new
+/// sequence.
 pub(crate) async fn write_fence(
     kv: &kv::Store,
     term: u64,
     replica: &str,
 ) -> Result<u64, StoreError> {
-    let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable {
-        reason: e.to_string(),
-    };
-    let current = kv.entry(FENCE_KEY).await.map_err(|e| unavailable(&e))?;
-    let expected = match &current {
-        None => 0,
-        Some(entry) => {
-            if entry.operation == Operation::Put {
-                if let Ok(prior) = serde_json::from_slice::<FenceRecord>(&entry.value) {
-                    if prior.term >= term {
-                        return Err(StoreError::Fenced {
-                            reason: format!(
-                                "the store is fenced by term {} of {}, not below this term {term}",
-                                prior.term, prior.replica
-                            ),
-                        });
-                    }
-                }
-            }
-            entry.revision
-        }
-    };
-    let record = FenceRecord {
-        term,
-        replica: replica.to_string(),
-        written_at: Utc::now(),
-    };
-    let value = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
-    match kv.update(FENCE_KEY, value, expected).await {
-        Ok(sequence) => Ok(sequence),
-        Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(StoreError::Fenced {
-            reason: "another leader wrote the fence first".into(),
-        }),
-        Err(e) => Err(unavailable(&e)),
-    }
+    crate::election::write_fence(kv, term, replica)
+        .await
+        .map_err(|e| match e {
+            FencedWriteError::Fenced { reason } => StoreError::Fenced { reason },
+            FencedWriteError::Unavailable { reason } => StoreError::Unavailable { reason },
+        })
 }

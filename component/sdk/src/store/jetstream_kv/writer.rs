@@ -6,37 +6,21 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, kv};
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use operator_contract::election::{
-    EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER, EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT_HEADER,
-    FENCE_KEY, TERM_HEADER,
-};
-use operator_contract::subject::kv_subject;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::write_queue::{Completion, WriteQueue, WriteStart};
 use super::StoreEvent;
 use crate::backoff::Backoff;
-use crate::election::Fence;
+pub(crate) use crate::election::WriteFence;
+use crate::election::{fenced_write, Fence, FencedOperation, FencedWriteError};
 use crate::store::StoreError;
 
 /// The delays between retries of a failed write.
 const WRITE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-/// The header that makes a KV message a deletion, and its value.
-const KV_OPERATION_HEADER: &str = "KV-Operation";
-const KV_OPERATION_DELETE: &str = "DEL";
-
-/// The fence a leader's writes carry: its term and the fence key's sequence it wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct WriteFence {
-    pub term: u64,
-    pub sequence: u64,
-}
 
 /// What to write under a key: a value or a deletion, fenced or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,37 +239,18 @@ async fn unfenced(kv: &kv::Store, key: &str, value: Option<Bytes>) -> Outcome {
 
 /// A write that JetStream accepts only while the fence key is still at `fence.sequence`.
 async fn fenced(target: &Target, key: &str, value: Option<Bytes>, fence: WriteFence) -> Outcome {
-    let kv = &target.kv;
-    let prefix = kv.put_prefix.as_deref().unwrap_or(&kv.prefix);
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER,
-        fence.sequence.to_string().as_str(),
-    );
-    headers.insert(
-        EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT_HEADER,
-        kv_subject(&kv.prefix, FENCE_KEY).as_str(),
-    );
-    headers.insert(TERM_HEADER, fence.term.to_string().as_str());
-    if value.is_none() {
-        headers.insert(KV_OPERATION_HEADER, KV_OPERATION_DELETE);
-    }
-    let published = target
-        .js
-        .publish_with_headers(kv_subject(prefix, key), headers, value.unwrap_or_default())
-        .await;
-    let acked = match published {
-        Ok(ack) => ack.await,
-        Err(e) => Err(e),
+    let operation = match value {
+        Some(value) => FencedOperation::Put(value),
+        None => FencedOperation::Delete,
     };
-    match acked {
+    match fenced_write(&target.js, &target.kv, key, operation, fence).await {
         Ok(_) => Outcome::Durable,
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Outcome::Refused {
+        Err(FencedWriteError::Fenced { reason }) => Outcome::Refused {
             sequence: fence.sequence,
-            reason: format!("a newer leader fenced the store ({e})"),
+            reason,
         },
-        Err(e) => {
-            debug!(kv.key = %key, error = %e, "write failed");
+        Err(FencedWriteError::Unavailable { reason }) => {
+            debug!(kv.key = %key, error = %reason, "write failed");
             Outcome::Failed
         }
     }

@@ -24,7 +24,7 @@ use super::messages::{
 };
 use super::state::{Campaign, LossReason, Step, Transition};
 use super::{ElectionError, ElectionSettings};
-use crate::metrics::ComponentMetrics;
+use crate::metrics;
 
 /// How long `Resign` waits for the release before answering anyway.
 const RESIGN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,7 +52,6 @@ pub struct LeaderElection {
     resigning: Vec<oneshot::Sender<()>>,
     /// `Resign` arrived: no more heartbeats.
     leaving: bool,
-    metrics: ComponentMetrics,
     /// The resignation is being finished (heartbeat removal under way).
     finishing: bool,
 }
@@ -68,8 +67,7 @@ impl LeaderElection {
         let kv = lease::open_bucket(js, &election_bucket(&settings.cluster), replicas).await?;
         let (fence_tx, fence) = Fence::channel();
         let now = Utc::now();
-        let metrics = ComponentMetrics::new(&settings.operator);
-        metrics.leadership(&settings.replica, false, 0);
+        metrics::leadership(&settings.operator, &settings.replica, false, 0);
         let actor = Self {
             lease_key: lease_key(&settings.operator),
             replica_key: replica_key(&settings.operator, &settings.replica),
@@ -87,7 +85,6 @@ impl LeaderElection {
             renew_failures: 0,
             resigning: Vec::new(),
             leaving: false,
-            metrics,
             finishing: false,
             settings,
             kv,
@@ -258,7 +255,7 @@ impl LeaderElection {
         match transition {
             Transition::Acquired { term } => {
                 self.acquired_at = self.role_since;
-                self.metrics.leadership(&self.settings.replica, true, term);
+                metrics::leadership(&self.settings.operator, &self.settings.replica, true, term);
                 info!(term, cluster = %self.settings.cluster, "leadership acquired");
                 self.journal
                     .record(JournalEvent::Acquired, Some(term), None);
@@ -270,7 +267,7 @@ impl LeaderElection {
                 }
             }
             Transition::Lost { term, reason } => {
-                self.metrics.leadership(&self.settings.replica, false, term);
+                metrics::leadership(&self.settings.operator, &self.settings.replica, false, term);
                 let event = if reason == LossReason::Released {
                     info!(term, "leadership released");
                     JournalEvent::Released

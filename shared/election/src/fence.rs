@@ -13,7 +13,7 @@ pub type Term = u64;
 
 /// What the election actor publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FenceState {
+pub enum FenceState {
     /// No election: the only replica, always allowed, term 0.
     Unelected,
     /// Leading in `term` until `valid_until` unless renewed.
@@ -52,7 +52,7 @@ impl Fence {
     }
 
     /// A fence and the sender the election actor publishes on.
-    pub(crate) fn channel() -> (watch::Sender<FenceState>, Self) {
+    pub fn channel() -> (watch::Sender<FenceState>, Self) {
         let (tx, state) = watch::channel(FenceState::Following);
         (tx, Self { state })
     }

@@ -11,7 +11,7 @@ use operator_contract::election::{LeaseRecord, ReplicaHeartbeat};
 
 use super::state::Observation;
 use super::ElectionError;
-use crate::store::open_or_create;
+use operator_nats_cluster::open_or_create_bucket as open_or_create;
 
 /// How long dead replicas' heartbeats (and a lease nobody renewed) stay in the bucket.
 const BUCKET_MAX_AGE: Duration = Duration::from_secs(3600);

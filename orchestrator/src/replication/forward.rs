@@ -1,0 +1,123 @@
+//! A follower's API: every request but the health checks is forwarded to the leader, and its
+//! answer (streamed, for watches) sent back as it comes. Forwarding rather than redirecting:
+//! clients keep one address, HTTP clients drop the API key on a redirect to another host, and
+//! the leader is often not reachable from the client at all (a pod address).
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::BytesMut;
+use futures::StreamExt;
+use serde_json::json;
+use tracing::{debug, warn};
+
+use super::{Directory, Leader};
+
+/// The largest request body forwarded.
+const MAX_FORWARDED_BODY: usize = 64 * 1024 * 1024;
+
+/// Headers that belong to one connection, not to the request (RFC 9110, 7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// What a follower needs to forward.
+#[derive(Clone)]
+pub struct Forwarder {
+    pub directory: Directory,
+    pub client: reqwest::Client,
+    /// This replica's name: never forward to itself.
+    pub replica: String,
+}
+
+impl Forwarder {
+    pub fn new(directory: Directory, replica: String) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            directory,
+            client: reqwest::Client::builder().http1_only().build()?,
+            replica,
+        })
+    }
+}
+
+/// `503` with `Retry-After`, for a request that cannot reach a leader now.
+fn unavailable(reason: String) -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header(("Retry-After", "1"))
+        .json(json!({ "error": reason }))
+}
+
+/// Forwards one request to the leader.
+pub async fn forward(
+    request: HttpRequest,
+    mut body: web::Payload,
+    forwarder: web::Data<Forwarder>,
+) -> HttpResponse {
+    let leader = match forwarder.directory.leader().await {
+        Ok(Leader::At { replica, url }) if replica != forwarder.replica => url,
+        Ok(_) => return unavailable("no orchestrator leads at the moment; retry".into()),
+        Err(e) => return unavailable(format!("cannot find the leading orchestrator: {e}")),
+    };
+    let mut bytes = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) if bytes.len() + chunk.len() <= MAX_FORWARDED_BODY => {
+                bytes.extend_from_slice(&chunk)
+            }
+            Ok(_) => {
+                return HttpResponse::PayloadTooLarge().json(json!({
+                    "error": format!("request body larger than {MAX_FORWARDED_BODY} bytes")
+                }))
+            }
+            Err(e) => {
+                return HttpResponse::BadRequest()
+                    .json(json!({ "error": format!("cannot read the request body: {e}") }))
+            }
+        }
+    }
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let url = format!("{leader}{path}");
+    let Ok(method) = reqwest::Method::from_bytes(request.method().as_str().as_bytes()) else {
+        return HttpResponse::MethodNotAllowed().finish();
+    };
+    let mut outgoing = forwarder.client.request(method, &url);
+    for (name, value) in request.headers() {
+        if !HOP_BY_HOP.contains(&name.as_str()) && name.as_str() != "host" {
+            outgoing = outgoing.header(name.as_str(), value.as_bytes());
+        }
+    }
+    debug!(leader = %leader, path = %path, "api.forward");
+    let answer = match outgoing.body(bytes.freeze()).send().await {
+        Ok(answer) => answer,
+        Err(e) => {
+            warn!(leader = %leader, error = %e, "cannot reach the leading orchestrator");
+            return unavailable(format!("cannot reach the leading orchestrator at {leader}: {e}"));
+        }
+    };
+    let status =
+        StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = HttpResponse::build(status);
+    for (name, value) in answer.headers() {
+        if HOP_BY_HOP.contains(&name.as_str()) || name.as_str() == "content-length" {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            response.append_header((name, value));
+        }
+    }
+    response.streaming(answer.bytes_stream())
+}
