@@ -105,7 +105,11 @@ pub struct ReplicationConfig {
 
     /// How long the leader's lease lasts without a renewal (ms): a dead leader is replaced
     /// within it.
-    #[arg(long = "lease-ttl-ms", env = "ORCHESTRATOR_LEASE_TTL_MS", default_value_t = 5000)]
+    #[arg(
+        long = "lease-ttl-ms",
+        env = "ORCHESTRATOR_LEASE_TTL_MS",
+        default_value_t = 5000
+    )]
     pub lease_ttl_ms: u64,
 
     /// How often the leader renews its lease (ms); at most half the TTL.

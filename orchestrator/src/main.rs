@@ -146,7 +146,10 @@ async fn run_replica(
     let follower = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(forwarder.clone()))
-            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
+            .route(
+                "/healthz",
+                web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+            )
             .route("/readyz", web::get().to(follower_ready))
             .route("/metrics", web::get().to(metrics::scrape))
             .default_service(web::to(forward))
@@ -155,6 +158,8 @@ async fn run_replica(
     .listen(parts.listener.try_clone()?)?
     .run();
     let follower_handle = follower.handle();
+    // Spawned: it must keep serving (and answer `stop`) while this task goes on.
+    let mut follower = actix_web::rt::spawn(follower);
     announce_listening(&config, &parts.listener)?;
     info!(replica = %name, advertise_url = %replica.advertise_url, "orchestrator replica following");
     let (role, mut terms) = ReplicaRole::new();
@@ -166,11 +171,10 @@ async fn run_replica(
         })
         .await
         .context("cannot join the orchestrators' election")?;
-    tokio::pin!(follower);
     let term = tokio::select! {
         stopped = &mut follower => {
             let _ = election.send(Resign).await;
-            stopped?;
+            stopped??;
             info!("orchestrator stopped");
             return Ok(());
         }
@@ -184,7 +188,7 @@ async fn run_replica(
         .await
         .context("cannot fence the store")?;
     let leader = Leader::start(&config, store, &parts).await?;
-    let server = leader.server(&config, &parts.listener)?;
+    let server = actix_web::rt::spawn(leader.server(&config, &parts.listener)?);
     follower_handle.stop(false).await;
     info!(
         replica = %name,
@@ -192,7 +196,7 @@ async fn run_replica(
         took_ms = started.elapsed().as_millis() as u64,
         "orchestrator replica leads"
     );
-    server.await?;
+    server.await??;
     // The successor takes over at once, and adopts the components this one ran (the
     // process runtime's children end with this process).
     let _ = election.send(Resign).await;
@@ -219,13 +223,12 @@ struct Leader {
 impl Leader {
     /// Restores the actor tree from the store and starts it, with the component runtime.
     async fn start(config: &Config, store: Store, parts: &Parts) -> anyhow::Result<Self> {
-        let components =
-            SupervisorSetup::connect(&config.components, config.component_nats_url())
-                .await
-                .map_err(|reason| {
-                    anyhow::anyhow!("component runtime {}: {reason}", config.components.runtime)
-                })?
-                .with_nats_signer(config.nats_auth.account_signer()?);
+        let components = SupervisorSetup::connect(&config.components, config.component_nats_url())
+            .await
+            .map_err(|reason| {
+                anyhow::anyhow!("component runtime {}: {reason}", config.components.runtime)
+            })?
+            .with_nats_signer(config.nats_auth.account_signer()?);
         info!(runtime = %components.runtime(), "components runtime chosen");
         let manager = OperatorManager::restore(store, parts.client.clone(), config.query_timeout())
             .await?

@@ -226,7 +226,10 @@ mod tests {
     #[test]
     fn bad_replica_settings_are_refused_with_their_reason() {
         let name = replication(&["--replica-name", "a.b"]).replica(listening());
-        assert!(matches!(name, Err(ReplicationError::Name { .. })), "{name:?}");
+        assert!(
+            matches!(name, Err(ReplicationError::Name { .. })),
+            "{name:?}"
+        );
         let timing = replication(&[
             "--replica-name",
             "a",
@@ -236,9 +239,15 @@ mod tests {
             "800",
         ])
         .replica(listening());
-        assert!(matches!(timing, Err(ReplicationError::Timing { .. })), "{timing:?}");
+        assert!(
+            matches!(timing, Err(ReplicationError::Timing { .. })),
+            "{timing:?}"
+        );
         let url = replication(&["--replica-name", "a", "--advertise-url", "ftp://x"])
             .replica(listening());
-        assert!(matches!(url, Err(ReplicationError::AdvertiseUrl { .. })), "{url:?}");
+        assert!(
+            matches!(url, Err(ReplicationError::AdvertiseUrl { .. })),
+            "{url:?}"
+        );
     }
 }

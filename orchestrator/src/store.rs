@@ -48,7 +48,9 @@ pub enum StoreError {
     WrongRevision { bucket: &'static str, key: String },
     /// The write was refused: this orchestrator no longer leads (a successor fenced the
     /// bucket, or its own lease lapsed).
-    #[error("store write of {key} in {bucket} refused: this orchestrator no longer leads ({reason})")]
+    #[error(
+        "store write of {key} in {bucket} refused: this orchestrator no longer leads ({reason})"
+    )]
     Fenced {
         bucket: &'static str,
         key: String,

@@ -20,6 +20,7 @@ use crate::error::ControlError;
 use crate::manager::{GetRecord, ListRecords, OpenWatch, OperatorManager};
 use crate::records::{Record, RecordView};
 use crate::store::{workspaced_key, OPERATORS_BUCKET, RESOURCES_BUCKET};
+use operator_contract::election::FENCE_KEY;
 
 /// How long a stream stays silent before it says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -196,6 +197,10 @@ fn entry_event(
     filter: &Filter,
     shown: &mut HashSet<(Option<String>, String)>,
 ) -> Option<WatchEvent> {
+    if entry.key == FENCE_KEY {
+        // A leading replica's fence (see `store`), not a record.
+        return None;
+    }
     match entry.operation {
         kv::Operation::Put => {
             let record: Record = match serde_json::from_slice(&entry.value) {

@@ -14,6 +14,18 @@ pub(crate) fn kill(child: &mut Child) {
 }
 
 /// Sends SIGTERM to `child` and waits until it exits, for `timeout` at most.
+/// `kill -SIGNAL pid`.
+fn send_signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        bail!("kill -{signal} {pid} failed: {status}");
+    }
+    Ok(())
+}
+
 fn terminate(child: &mut Child, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
     let status = Command::new("kill")
         .arg("-TERM")
@@ -307,6 +319,35 @@ impl OrchestratorProcess {
         self.spawn()
     }
 
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the daemon.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .map(|c| c.id())
+            .context("orchestrator not running")?;
+        send_signal(pid, signal)
+    }
+
+    /// Waits up to `timeout` for the daemon to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let child = self.child.as_mut().context("orchestrator not running")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "orchestrator still running after {timeout:?}; its log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything the daemon logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.logs.path().join("orchestrator.log")).unwrap_or_default()
@@ -411,14 +452,7 @@ impl ComponentProcess {
     /// Sends `signal` (`TERM`, `STOP`, `CONT`, …) to the component.
     pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let pid = self.pid().context("component not running")?;
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()?;
-        if !status.success() {
-            bail!("kill -{signal} {pid} failed: {status}");
-        }
-        Ok(())
+        send_signal(pid, signal)
     }
 
     /// Kills the component with SIGKILL.

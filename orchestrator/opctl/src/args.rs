@@ -25,13 +25,42 @@ pub const CONFIG_ENV: &str = "OPCTL_CONFIG";
 /// The environment variable read for `-o/--output`.
 pub const OUTPUT_ENV: &str = "OPCTL_OUTPUT";
 
+/// One or more orchestrator URLs, in the order they are tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerList(pub Vec<Url>);
+
+impl std::str::FromStr for ServerList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let urls = text
+            .split(',')
+            .map(str::trim)
+            .enumerate()
+            .map(|(index, entry)| {
+                let url = Url::parse(entry)
+                    .map_err(|e| format!("server {} ('{entry}'): {e}", index + 1))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(format!(
+                        "server {} ('{entry}'): an http:// or https:// URL is expected",
+                        index + 1
+                    ));
+                }
+                Ok(url)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self(urls))
+    }
+}
+
 /// Applies, lists, shows and deletes operators, resources and secrets on an orchestrator.
 #[derive(Debug, Parser)]
 #[command(name = "opctl", version, about, propagate_version = true)]
 pub struct Cli {
-    /// The orchestrator's base URL.
+    /// The orchestrator's base URL, or a comma-separated list of its replicas' URLs: the next
+    /// is tried when one cannot be reached.
     #[arg(long, global = true, env = SERVER_ENV, default_value = DEFAULT_SERVER)]
-    pub server: Url,
+    pub server: ServerList,
 
     /// Your API key [default: `apikey` in the config file, ~/.config/opctl/config.yaml or
     /// $OPCTL_CONFIG, which must be readable by you alone].
@@ -540,8 +569,14 @@ mod tests {
     #[test]
     fn the_server_defaults_to_the_local_orchestrator() {
         let cli = parse("opctl get -t operator").expect("parses");
-        assert_eq!(cli.server.as_str(), "http://127.0.0.1:7700/");
+        assert_eq!(cli.server.0[0].as_str(), "http://127.0.0.1:7700/");
         let cli = parse("opctl get -t operator --server http://orch:8080").expect("parses");
-        assert_eq!(cli.server.as_str(), "http://orch:8080/");
+        assert_eq!(cli.server.0[0].as_str(), "http://orch:8080/");
+        let cli = parse("opctl get -t operator --server http://a:1,http://b:2").expect("parses");
+        assert_eq!(cli.server.0.len(), 2);
+        assert_eq!(cli.server.0[1].as_str(), "http://b:2/");
+        let refused = parse("opctl get -t operator --server http://a:1,ftp://b").map(|_| ());
+        let message = refused.expect_err("refused").to_string();
+        assert!(message.contains("server 2 ('ftp://b')"), "{message}");
     }
 }

@@ -2,6 +2,7 @@
 //! JSON answers, and every non-2xx answer turned into an [`ApiError`] with the server's reason.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -77,6 +78,19 @@ enum Sent {
     Busy(Duration),
 }
 
+/// `url`, built on `base`, moved onto `server` (same path below them, same query).
+fn rebase(url: &mut Url, base: &Url, server: &Url) {
+    if base == server {
+        return;
+    }
+    let base = base.as_str().trim_end_matches('/');
+    if let Some(rest) = url.as_str().strip_prefix(base) {
+        if let Ok(moved) = Url::parse(&format!("{}{rest}", server.as_str().trim_end_matches('/'))) {
+            *url = moved;
+        }
+    }
+}
+
 /// Whether an error is the orchestrator's "not found".
 pub fn is_not_found(error: &anyhow::Error) -> bool {
     error
@@ -89,14 +103,25 @@ pub struct OrchestratorClient {
     http: reqwest::Client,
     /// For streams of changes, which last as long as the user wants: no whole-request timeout.
     stream_http: reqwest::Client,
-    server: Url,
+    /// The replicas' URLs; requests are built on the first and sent to the one that answered
+    /// last.
+    servers: Vec<Url>,
+    /// The index in `servers` of the one that answered last.
+    current: AtomicUsize,
     apikey: Option<String>,
 }
 
 impl OrchestratorClient {
-    /// A client of the orchestrator at `server`, an `http://` or `https://` URL.
-    pub fn new(server: Url, apikey: Option<String>) -> Result<Self> {
-        if !matches!(server.scheme(), "http" | "https") {
+    /// A client of the orchestrator at `servers` (its replicas, tried in turn), `http://` or
+    /// `https://` URLs.
+    pub fn new(servers: Vec<Url>, apikey: Option<String>) -> Result<Self> {
+        if servers.is_empty() {
+            anyhow::bail!("--server names no orchestrator");
+        }
+        if let Some(server) = servers
+            .iter()
+            .find(|s| !matches!(s.scheme(), "http" | "https"))
+        {
             anyhow::bail!("--server must be an http:// or https:// URL, not {server}");
         }
         // reqwest is built without a default TLS provider; installing it twice is harmless.
@@ -113,7 +138,8 @@ impl OrchestratorClient {
         Ok(Self {
             http,
             stream_http,
-            server,
+            servers,
+            current: AtomicUsize::new(0),
             apikey,
         })
     }
@@ -253,7 +279,7 @@ impl OrchestratorClient {
     }
 
     fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.server.clone();
+        let mut url = self.servers[0].clone();
         url.set_query(None);
         url.set_fragment(None);
         if let Ok(mut path) = url.path_segments_mut() {
@@ -314,8 +340,7 @@ impl OrchestratorClient {
             }
         }
         let response = self
-            .http
-            .execute(request)
+            .execute(&self.http, request)
             .instrument(span.clone())
             .await
             .map_err(|e| {
@@ -327,7 +352,13 @@ impl OrchestratorClient {
         if status.is_server_error() {
             span.record("otel.status_code", "ERROR");
         }
-        if status == StatusCode::TOO_MANY_REQUESTS && retry_busy {
+        // 429: too busy; 503 with Retry-After: no replica leads at the moment (a failover).
+        let busy = status == StatusCode::TOO_MANY_REQUESTS
+            || (status == StatusCode::SERVICE_UNAVAILABLE
+                && response
+                    .headers()
+                    .contains_key(reqwest::header::RETRY_AFTER));
+        if busy && retry_busy {
             let wait = response
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
@@ -349,9 +380,41 @@ impl OrchestratorClient {
 
     /// The server URL as the user typed it, without the `/` the URL parser adds.
     fn shown_server(&self) -> &str {
-        self.server.as_str().trim_end_matches('/')
+        self.servers[self.current.load(Ordering::Relaxed)]
+            .as_str()
+            .trim_end_matches('/')
     }
 
+    /// Sends `request` (built on the first server) to the server that answered last, and on to
+    /// the next ones while a server cannot be reached.
+    async fn execute(
+        &self,
+        http: &reqwest::Client,
+        mut request: reqwest::Request,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let first = self.current.load(Ordering::Relaxed);
+        let mut tried = 0;
+        loop {
+            let index = (first + tried) % self.servers.len();
+            rebase(request.url_mut(), &self.servers[0], &self.servers[index]);
+            let spare = (tried + 1 < self.servers.len())
+                .then(|| request.try_clone())
+                .flatten();
+            match (http.execute(request).await, spare) {
+                (Err(e), Some(next)) if e.is_connect() => {
+                    tracing::debug!(server = %self.servers[index], error = %e, "server unreachable; trying the next");
+                    tried += 1;
+                    request = next;
+                }
+                (result, _) => {
+                    if result.is_ok() {
+                        self.current.store(index, Ordering::Relaxed);
+                    }
+                    return result;
+                }
+            }
+        }
+    }
     fn transport_error(&self, error: &reqwest::Error) -> anyhow::Error {
         let reason = innermost_reason(error);
         if error.is_connect() {
@@ -412,7 +475,26 @@ mod tests {
     use super::*;
 
     fn client(server: &str) -> OrchestratorClient {
-        OrchestratorClient::new(server.parse().expect("url"), None).expect("client")
+        OrchestratorClient::new(vec![server.parse().expect("url")], None).expect("client")
+    }
+
+    #[test]
+    fn a_request_built_on_the_first_server_moves_onto_another_with_its_path_and_query() {
+        let first: Url = "http://a:1".parse().expect("url");
+        let second: Url = "https://b:2/prefix/".parse().expect("url");
+        let mut url: Url = "http://a:1/api/v1/resources?workspace=w"
+            .parse()
+            .expect("url");
+        rebase(&mut url, &first, &second);
+        assert_eq!(
+            url.as_str(),
+            "https://b:2/prefix/api/v1/resources?workspace=w"
+        );
+        rebase(&mut url, &second, &second);
+        assert_eq!(
+            url.as_str(),
+            "https://b:2/prefix/api/v1/resources?workspace=w"
+        );
     }
 
     #[test]

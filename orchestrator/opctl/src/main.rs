@@ -82,7 +82,7 @@ async fn run(cli: Cli, console: &Console) -> Result<u8> {
             None => None,
         },
     };
-    let client = OrchestratorClient::new(cli.server, apikey)?;
+    let client = OrchestratorClient::new(cli.server.0, apikey)?;
     let verb = cli.command.verb();
     let span = tracing::info_span!("opctl", otel.name = %format!("opctl {verb}"), command = verb);
     let result = async {

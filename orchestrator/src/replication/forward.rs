@@ -102,11 +102,12 @@ pub async fn forward(
         Ok(answer) => answer,
         Err(e) => {
             warn!(leader = %leader, error = %e, "cannot reach the leading orchestrator");
-            return unavailable(format!("cannot reach the leading orchestrator at {leader}: {e}"));
+            return unavailable(format!(
+                "cannot reach the leading orchestrator at {leader}: {e}"
+            ));
         }
     };
-    let status =
-        StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
     for (name, value) in answer.headers() {
         if HOP_BY_HOP.contains(&name.as_str()) || name.as_str() == "content-length" {

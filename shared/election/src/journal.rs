@@ -102,9 +102,8 @@ mod tests {
 
     #[test]
     fn transitions_are_appended_one_json_line_each_and_survive_a_reopen() {
-        let dir = std::env::temp_dir().join(format!("journal-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("election.log");
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("election.log");
         let mut journal = Journal::open(Some(&path), "r1");
         journal.record(JournalEvent::Started, None, None);
         journal.record(JournalEvent::Acquired, Some(7), None);
@@ -123,7 +122,6 @@ mod tests {
         );
         assert_eq!(entries[2].reason.as_deref(), Some("lapsed"));
         assert!(entries.iter().all(|e| e.replica == "r1"));
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -35,9 +35,7 @@ use thiserror::Error;
 
 pub use actor::LeaderElection;
 pub use fence::{Fence, FenceState, Fenced, Term};
-pub use fencing::{
-    fenced_write, write_fence, FencedOperation, FencedWriteError, WriteFence,
-};
+pub use fencing::{fenced_write, write_fence, FencedOperation, FencedWriteError, WriteFence};
 pub use messages::{LeadershipAcquired, LeadershipLost, Resign, StepDown, Subscribe};
 
 use state::Timing;

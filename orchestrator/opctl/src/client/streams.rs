@@ -53,7 +53,11 @@ impl OrchestratorClient {
         if let Some(key) = &self.apikey {
             request = request.bearer_auth(key);
         }
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let request = request.build().map_err(|e| self.transport_error(&e))?;
+        let response = self
+            .execute(&self.stream_http, request)
+            .await
+            .map_err(|e| self.transport_error(&e))?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();

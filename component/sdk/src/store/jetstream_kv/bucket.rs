@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::super::{MemoryStore, StoreError};
-use crate::election::FencedWriteError;
 use super::{decode_into, StoreEvent};
+use crate::election::FencedWriteError;
 
 /// How many values are read at once when a snapshot is taken.
 const LOAD_CONCURRENCY: usize = 64;

@@ -1,0 +1,298 @@
+//! Orchestrator replicas end to end: two orchestrators on one nats-server, one leading. A
+//! follower forwards the API; the leader's kill hands the lead (and the writes) to the other;
+//! a leader paused past its lease writes nothing once it resumes, and exits.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use operator_tests::platform::Platform;
+use operator_tests::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+const LEASE_TTL_MS: u64 = 2000;
+
+/// A replica named `name`, sharing the secret keys of `keys` with the others.
+fn replica(
+    nats: &NatsServer,
+    name: &str,
+    keys: &std::path::Path,
+) -> anyhow::Result<OrchestratorProcess> {
+    OrchestratorProcess::start_with_env(
+        &nats.url(),
+        &[
+            ("ORCHESTRATOR_REPLICA_NAME", name),
+            ("ORCHESTRATOR_LEASE_TTL_MS", &LEASE_TTL_MS.to_string()),
+            ("ORCHESTRATOR_LEASE_RENEW_MS", "500"),
+            ("ORCHESTRATOR_SECRET_KEYS_FILE", &keys.display().to_string()),
+        ],
+    )
+}
+
+/// `/readyz` of `orchestrator`: 200 while it leads, 503 while it follows.
+async fn ready(orchestrator: &OrchestratorProcess) -> anyhow::Result<u16> {
+    let answer = operator_tests::process::admin_http_client()?
+        .get(format!("{}/readyz", orchestrator.url()))
+        .send()
+        .await?;
+    Ok(answer.status().as_u16())
+}
+
+/// Waits until `orchestrator` says it leads.
+async fn wait_leading(orchestrator: &OrchestratorProcess) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    while ready(orchestrator).await.unwrap_or(0) != 200 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the replica did not lead within {WAIT:?}; its log:\n{}",
+            orchestrator.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// `opctl` sent to these replicas, in this order.
+fn opctl_of(replicas: &[&OrchestratorProcess]) -> Opctl {
+    let mut opctl = replicas[0].opctl();
+    opctl.server = replicas
+        .iter()
+        .map(|r| r.url())
+        .collect::<Vec<_>>()
+        .join(",");
+    opctl
+}
+
+#[tokio::test]
+async fn a_follower_forwards_and_takes_over_when_the_leader_is_killed() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let client = nats.client().await?;
+    let platform = Platform::start()?;
+    let keys = tempfile::tempdir()?;
+    let keys = keys.path().join("secret-keys");
+    let mut first = replica(&nats, "first", &keys)?;
+    wait_leading(&first).await?;
+    let second = replica(&nats, "second", &keys)?;
+    assert_eq!(
+        ready(&second).await?,
+        503,
+        "a follower is not ready for writes"
+    );
+
+    // Through the follower: forwarded to the leader.
+    let through_second = opctl_of(&[&second]);
+    through_second.apply(&example("demo-operator.yaml"), None)?;
+    let _component = ComponentProcess::start(
+        &nats.url(),
+        "demo",
+        &[
+            ("DEMO_PLATFORM_URL", platform.url.as_str()),
+            ("OPERATOR_STATE_STORE_TYPE", "memory"),
+        ],
+    )?;
+    through_second.apply(
+        &TestSystem::job("before", "{durationMs: 0}"),
+        Some("public"),
+    )?;
+    wait_for_resource(&client, "public", "before", WAIT, |r| {
+        runtime_of(r) == Some("succeeded")
+    })
+    .await?;
+    let listed = through_second.run(&["get", "-t", "resource", "-w", "public", "-a"])?;
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(listed.stdout.contains("before"), "{}", listed.stdout);
+
+    // The leader dies; the same opctl, given both addresses, carries on through the other.
+    let both = opctl_of(&[&first, &second]);
+    first.kill9();
+    let killed = Instant::now();
+    let deadline = killed + WAIT;
+    let taken_after = loop {
+        let run = both.run_with_stdin(
+            &["apply", "-f", "-", "-w", "public"],
+            Some(&TestSystem::job("after", "{durationMs: 0}")),
+        )?;
+        if run.code == 0 {
+            break killed.elapsed();
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no write accepted within {WAIT:?} of the leader's kill: {run:?}\nsecond's log:\n{}",
+            second.log()
+        );
+    };
+    println!("leader killed -> write accepted through the other replica after {taken_after:?} (lease TTL {LEASE_TTL_MS} ms)");
+    assert!(
+        taken_after < Duration::from_millis(LEASE_TTL_MS) + Duration::from_secs(1),
+        "took {taken_after:?}; second's log:\n{}",
+        second.log()
+    );
+    assert_eq!(ready(&second).await?, 200);
+    wait_for_resource(&client, "public", "after", WAIT, |r| {
+        runtime_of(r) == Some("succeeded")
+    })
+    .await?;
+    // Nothing acknowledged before the kill was lost.
+    let shown = both.run(&[
+        "get", "-t", "resource", "-w", "public", "-n", "before", "-o", "json",
+    ])?;
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    assert!(shown.stdout.contains("succeeded"), "{}", shown.stdout);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_leader_paused_past_its_lease_writes_nothing_and_exits() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let client = nats.client().await?;
+    let keys = tempfile::tempdir()?;
+    let keys = keys.path().join("secret-keys");
+    let mut first = replica(&nats, "first", &keys)?;
+    wait_leading(&first).await?;
+    let second = replica(&nats, "second", &keys)?;
+    opctl_of(&[&first]).apply(&example("demo-operator.yaml"), None)?;
+
+    first.signal("STOP")?;
+    wait_leading(&second).await?;
+    // A write sent to the paused leader: the kernel accepts the connection and the request
+    // into the socket's buffers; the process reads it once it resumes.
+    let mut stale_write = tokio::net::TcpStream::connect(("127.0.0.1", first.port)).await?;
+    let body = TestSystem::job("from-the-deposed", "{durationMs: 0}");
+    let request = format!(
+        "POST /api/v1/apply?workspace=public HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        operator_tests::process::ADMIN_APIKEY,
+        body.len()
+    );
+    stale_write.write_all(request.as_bytes()).await?;
+    first.signal("CONT")?;
+    let mut answer = String::new();
+    // The answer is a refusal, or nothing at all when the process exits first.
+    let _ = stale_write.read_to_string(&mut answer).await;
+    println!(
+        "the deposed leader answered: {}",
+        answer.lines().next().unwrap_or("nothing (it exited first)")
+    );
+    assert!(
+        !answer.starts_with("HTTP/1.1 2"),
+        "the deposed leader accepted a write: {answer}"
+    );
+    let status = first.wait_exit(WAIT)?;
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "a deposed leader exits with 75; its log:\n{}",
+        first.log()
+    );
+
+    // The write never landed: the new leader, and the bucket itself, do not have it.
+    let js = async_nats::jetstream::new(client);
+    let resources = js.get_key_value("orchestrator-resources").await?;
+    assert!(
+        resources.get("public.from-the-deposed").await?.is_none(),
+        "the deposed leader's write landed; its log:\n{}",
+        first.log()
+    );
+    let shown = opctl_of(&[&second]).run(&[
+        "get",
+        "-t",
+        "resource",
+        "-w",
+        "public",
+        "-n",
+        "from-the-deposed",
+    ])?;
+    assert_ne!(shown.code, 0, "{shown:?}");
+    // The new leader takes writes.
+    opctl_of(&[&second]).apply(
+        &TestSystem::job("from-the-leader", "{durationMs: 0}"),
+        Some("public"),
+    )?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn jetstream_refuses_the_store_writes_of_a_leader_once_a_successor_fenced_the_store(
+) -> anyhow::Result<()> {
+    use operator_election::{Fence, FenceState};
+    use operator_orchestrator::records::Record;
+    use operator_orchestrator::secret_keys::SecretKeyring;
+    use operator_orchestrator::store::{Bucket, Store, StoreError};
+
+    let nats = NatsServer::start()?;
+    let js = async_nats::jetstream::new(nats.client().await?);
+    let keys = tempfile::tempdir()?;
+    let keyring = || SecretKeyring::from_file(&keys.path().join("secret-keys"));
+    let leading = |term| {
+        let (state, fence) = Fence::channel();
+        let _ = state.send(FenceState::Leading {
+            term,
+            valid_until: tokio::time::Instant::now() + WAIT,
+        });
+        (state, fence)
+    };
+    let manifest = |spec: &str| {
+        operator_contract::Manifest::parse_one(&TestSystem::job("x", spec)).expect("a manifest")
+    };
+    let (_lease_1, fence_1) = leading(1);
+    let first = Store::open(&js, keyring()?, 1)
+        .await?
+        .lead(js.clone(), 1, "first", fence_1)
+        .await?;
+    let record = Record::new(manifest("{durationMs: 1}"), Some("public".into()));
+    let revision = first.create(Bucket::Resources, "public.x", &record).await?;
+
+    let (_lease_2, fence_2) = leading(2);
+    let second = Store::open(&js, keyring()?, 1)
+        .await?
+        .lead(js.clone(), 2, "second", fence_2)
+        .await?;
+    let stale = Record::new(manifest("{durationMs: 2}"), Some("public".into()));
+    let refused = first
+        .update(Bucket::Resources, "public.x", &stale, revision)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "the deposed leader's write: {refused:?}"
+    );
+    let refused = first.delete(Bucket::Resources, "public.x", revision).await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    let stored = second
+        .get(Bucket::Resources, "public.x")
+        .await?
+        .expect("kept");
+    assert_eq!(
+        stored.record.manifest, record.manifest,
+        "the first leader's record stands"
+    );
+    second
+        .update(Bucket::Resources, "public.x", &stale, stored.revision)
+        .await?;
+
+    // A leader of an older term cannot fence the store back.
+    let (_lease_old, fence_old) = leading(1);
+    let late = Store::open(&js, keyring()?, 1)
+        .await?
+        .lead(js.clone(), 1, "late", fence_old)
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::Fenced { .. })),
+        "{:?}",
+        late.err()
+    );
+    // Nor write once its own lease has lapsed, even before any successor.
+    let (lapsing, fence_3) = leading(3);
+    let third = Store::open(&js, keyring()?, 1)
+        .await?
+        .lead(js.clone(), 3, "third", fence_3)
+        .await?;
+    lapsing.send(FenceState::Following)?;
+    let refused = third.create(Bucket::Resources, "public.y", &record).await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    Ok(())
+}
