@@ -4,7 +4,9 @@
 # own, applies the seed's secret, operator and pipeline run with opctl and sees the run go
 # active then succeeded, scales the ADF component from 2 to 3 replicas, kills the replica that
 # leads while a second run is in progress and sees that run complete exactly once, then
-# `compose down` and checks that nothing is left.
+# `compose down` and checks that nothing is left. Then the cluster (deploy/compose.cluster.yaml:
+# three NATS nodes, two orchestrator replicas): a pipeline run in progress survives the kill of a
+# NATS node and of the leading orchestrator, and runs exactly once.
 #
 #   bash tests/containers.sh
 #
@@ -14,7 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-COMPOSE_FILE=deploy/compose.yaml
+COMPOSE_FILE=${COMPOSE_FILE:-deploy/compose.yaml}
+CLUSTER_COMPOSE_FILE=deploy/compose.cluster.yaml
 if docker compose version >/dev/null 2>&1; then
   COMPOSE=(docker compose)
 else
@@ -28,7 +31,7 @@ free_port() {
 }
 
 # --- the steps, run bounded in time by the outer part below -----------------------------------
-if [ "${1:-}" = "--steps" ]; then
+if [ "${1:-}" = "--steps" ] || [ "${1:-}" = "--cluster-steps" ]; then
   PASSED=0
   check() { # description command... : the command must succeed
     local what=$1; shift
@@ -95,7 +98,67 @@ if [ "${1:-}" = "--steps" ]; then
     done
     return 1
   }
+  # A stand-in pipeline that runs `ms` milliseconds, and a run of it named `name`.
+  long_run() { # name pipeline ms
+    curl -fsS -X PUT -H 'content-type: application/json' \
+      -d "{\"outcome\": \"succeed\", \"runMs\": $3}" \
+      "http://127.0.0.1:$ADF_STANDIN_PORT/_standin/pipelines/$2" -o /dev/null &&
+      sed -e "s/^name: pipeline-run-1$/name: $1/" \
+        -e "s/pipelineName: ArmtemplateSampleCopyPipeline/pipelineName: $2/" \
+        deploy/examples/adf-pipeline-run.yaml >"$WORK/$1.yaml"
+  }
+fi
 
+if [ "${1:-}" = "--cluster-steps" ]; then
+  started=$SECONDS
+  say "cluster: compose up (project $PROJECT)"
+  compose up -d
+  export OPCTL_SERVER="http://127.0.0.1:$OPERATOR_API_PORT,http://127.0.0.1:$OPERATOR_API_PORT_2"
+  admin_key() { compose exec -T orchestrator-1 cat /var/lib/orchestrator/admin.apikey 2>/dev/null; }
+  wait_until 120 "orchestrator-1 has made the admin's key" admin_key
+  OPCTL_APIKEY=$(admin_key | tr -d '[:space:]')
+  export OPCTL_APIKEY
+  # The replica whose /readyz answers 200.
+  leading_orchestrator() {
+    if curl -fsS "http://127.0.0.1:$OPERATOR_API_PORT/readyz" >/dev/null 2>&1; then
+      echo orchestrator-1
+    elif curl -fsS "http://127.0.0.1:$OPERATOR_API_PORT_2/readyz" >/dev/null 2>&1; then
+      echo orchestrator-2
+    else
+      return 1
+    fi
+  }
+  follower_answers() { curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$OPERATOR_API_PORT_2/readyz" | grep -qx 503; }
+  wait_until 120 "orchestrator-1 leads" curl -fsS "http://127.0.0.1:$OPERATOR_API_PORT/readyz"
+  wait_until 120 "orchestrator-2 follows" follower_answers
+  check "a request to the follower is forwarded to the leader" \
+    target/release/opctl --server "http://127.0.0.1:$OPERATOR_API_PORT_2" get -t operator
+
+  check "the seed's secret is applied" opctl apply -f deploy/examples/adf-secret.yaml -w user-system
+  check "the seed's operator is applied" opctl apply -f deploy/examples/adf-operator.yaml
+  wait_until 180 "the leader runs 2 ADF replicas as containers" running_replicas 2
+  check "the stand-in runs ClusterCopyPipeline for 30 s" long_run pipeline-run-3 ClusterCopyPipeline 30000
+  check "pipeline-run-3 is applied" opctl apply -f "$WORK/pipeline-run-3.yaml" -w public
+  wait_until 120 "pipeline-run-3 is in progress" runtime_is pipeline-run-3 inprogress
+  leader=$(leading_orchestrator) || { say "FAILED: no orchestrator leads"; exit 1; }
+  check "a NATS node (nats-2) is killed mid-run" compose kill nats-2
+  check "the leading orchestrator ($leader) is killed mid-run" compose kill "$leader"
+  wait_until 240 "pipeline-run-3 succeeded after a NATS node and the leading orchestrator died" \
+    runtime_is pipeline-run-3 succeeded
+  check "Azure (the stand-in) ran pipeline-run-3 exactly once" [ "$(standin_runs ClusterCopyPipeline)" -eq 1 ]
+  survivor=orchestrator-1
+  [ "$leader" = orchestrator-1 ] && survivor=orchestrator-2
+  check "the other orchestrator ($survivor) leads" [ "$(leading_orchestrator)" = "$survivor" ]
+  opctl get -t operator -n adf-operator -d >&2
+  check "compose down" compose down --volumes --timeout 60
+  docker rm -f $(docker ps -aq --filter "label=io.operator.orchestrator=$PROJECT") >/dev/null 2>&1 || true
+  check "no compose container is left" [ -z "$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")" ]
+  say "cluster passed in $((SECONDS - started))s"
+  echo "containers (cluster): $PASSED passed, 0 failed"
+  exit 0
+fi
+
+if [ "${1:-}" = "--steps" ]; then
   started=$SECONDS
   if [ "${SKIP_IMAGE_BUILD:-}" != 1 ]; then
     bash deploy/build-images.sh
@@ -122,12 +185,7 @@ if [ "${1:-}" = "--steps" ]; then
   wait_until 120 "3 ADF replicas run" running_replicas 3
 
   # A run long enough to kill its leader in the middle of it.
-  check "the stand-in runs LongCopyPipeline for 20 s" curl -fsS -X PUT -H 'content-type: application/json' \
-    -d '{"outcome": "succeed", "runMs": 20000}' \
-    "http://127.0.0.1:$ADF_STANDIN_PORT/_standin/pipelines/LongCopyPipeline" -o /dev/null
-  sed -e 's/^name: pipeline-run-1$/name: pipeline-run-2/' \
-    -e 's/pipelineName: ArmtemplateSampleCopyPipeline/pipelineName: LongCopyPipeline/' \
-    deploy/examples/adf-pipeline-run.yaml >"$WORK/pipeline-run-2.yaml"
+  check "the stand-in runs LongCopyPipeline for 20 s" long_run pipeline-run-2 LongCopyPipeline 20000
   check "pipeline-run-2 is applied" opctl apply -f "$WORK/pipeline-run-2.yaml" -w public
   wait_until 60 "pipeline-run-2 is in progress" runtime_is pipeline-run-2 inprogress
   leader=$(leader_of LongCopyPipeline) || { say "FAILED: no replica leads"; exit 1; }
@@ -157,6 +215,7 @@ export PROJECT=opr-e2e-$$
 export COMPOSE_PROJECT_NAME=$PROJECT
 export OPERATOR_NETWORK=$PROJECT-net OPERATOR_PREFIX=$PROJECT
 export OPERATOR_API_PORT=${OPERATOR_API_PORT:-$(free_port)}
+export OPERATOR_API_PORT_2=${OPERATOR_API_PORT_2:-$(free_port)}
 export ADF_STANDIN_PORT=${ADF_STANDIN_PORT:-$(free_port)}
 export ADF_STANDIN_RUN_MS=${ADF_STANDIN_RUN_MS:-2000}
 export WORK
@@ -168,12 +227,15 @@ cleanup() {
     say "failed; what was running:"
     "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" ps >&2 || true
     "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" logs --tail 60 orchestrator >&2 || true
+    "${COMPOSE[@]}" -p "$PROJECT" -f "$CLUSTER_COMPOSE_FILE" logs --tail 60 orchestrator-1 orchestrator-2 >&2 || true
     for c in $(docker ps -aq --filter "label=io.operator.orchestrator=$PROJECT"); do
       say "--- $(docker inspect -f '{{.Name}}' "$c")"
       docker logs --tail 30 "$c" >&2 || true
     done
   fi
-  "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1 || true
+  for file in "$COMPOSE_FILE" "$CLUSTER_COMPOSE_FILE"; do
+    "${COMPOSE[@]}" -p "$PROJECT" -f "$file" down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1 || true
+  done
   local left
   left=$(docker ps -aq --filter "label=io.operator.orchestrator=$PROJECT")
   if [ -n "$left" ]; then
@@ -191,3 +253,5 @@ trap cleanup EXIT
 
 # `timeout` signals the whole process group of the steps (compose, opctl, curl) when time is up.
 timeout --kill-after=20 "${CONTAINER_TEST_TIMEOUT_S:-1500}" bash "$0" --steps
+COMPOSE_FILE=$CLUSTER_COMPOSE_FILE timeout --kill-after=20 "${CONTAINER_TEST_TIMEOUT_S:-1500}" \
+  bash "$0" --cluster-steps
