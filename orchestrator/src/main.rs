@@ -228,7 +228,8 @@ impl Leader {
             .map_err(|reason| {
                 anyhow::anyhow!("component runtime {}: {reason}", config.components.runtime)
             })?
-            .with_nats_signer(config.nats_auth.account_signer()?);
+            .with_nats_signer(config.nats_auth.account_signer()?)
+            .with_instance(config.replication.replica_name.clone());
         info!(runtime = %components.runtime(), "components runtime chosen");
         let manager = OperatorManager::restore(store, parts.client.clone(), config.query_timeout())
             .await?

@@ -135,6 +135,15 @@ impl SupervisorSetup {
         }
     }
 
+    /// Run by orchestrator replica `instance` (one of several): local processes are named after
+    /// it.
+    pub fn with_instance(mut self, instance: Option<String>) -> Self {
+        if let Launcher::Process(launcher) = self.launcher {
+            self.launcher = Launcher::Process(launcher.with_instance(instance));
+        }
+        self
+    }
+
     /// With a signer, every component started gets its own NATS user (NATS isolation).
     pub fn with_nats_signer(
         mut self,

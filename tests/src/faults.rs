@@ -2,7 +2,9 @@
 //! again and again (and started again on the same store) while resources are applied, updated
 //! and deleted through `opctl`; then the invariants are checked. With `cluster`, NATS is three
 //! clustered nodes (every stream R3): a node is killed, or cut off from the others and from its
-//! clients for a while (a real partition, by DROP rules on its loopback address).
+//! clients for a while (a real partition, by DROP rules on its loopback address), and two
+//! orchestrator replicas run: the leading one is killed, or paused (SIGSTOP) past its lease and
+//! resumed, when it must exit without having written anything.
 //!
 //! The components run under the orchestrator's `process` runtime, as deployed by default: a
 //! killed orchestrator takes its replicas with it (they get SIGTERM) and runs them again once
@@ -12,7 +14,10 @@
 //! operations imply (absent when the last one was a delete); every resource converges to what
 //! its spec asks (`succeeded`, `failed` or `inprogress` on the jobs platform); the platform
 //! started no job twice for the same key and generation, deleted no job of a resource that
-//! exists, and holds exactly the jobs of the resources that exist, each at its generation.
+//! exists, and holds exactly the jobs of the resources that exist, each at its generation. With
+//! orchestrator replicas: every record written after the current leader fenced the store carries
+//! that leader's term (no write of a deposed leader landed), and a paused leader exits on
+//! resuming.
 //!
 //! Victims and operations come from a seeded RNG, so a run's choices can be replayed; the moments
 //! at which processes die and come back are the machine's.
@@ -98,7 +103,10 @@ impl Default for FaultConfig {
 /// Which process a cycle kills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Victim {
+    /// The orchestrator, or with replicas (a cluster run) the leading one.
     Orchestrator,
+    /// With orchestrator replicas: the leader paused (SIGSTOP) past its lease, then resumed.
+    OrchestratorPause,
     Replica,
     /// The one nats-server, or with a cluster one of its nodes.
     NatsServer,
@@ -109,8 +117,9 @@ pub enum Victim {
 impl Victim {
     pub const ALL: [Victim; 3] = [Victim::Orchestrator, Victim::Replica, Victim::NatsServer];
     /// Every victim a cluster run may have.
-    pub const CLUSTER: [Victim; 4] = [
+    pub const CLUSTER: [Victim; 5] = [
         Victim::Orchestrator,
+        Victim::OrchestratorPause,
         Victim::Replica,
         Victim::NatsServer,
         Victim::NatsPartition,
@@ -119,6 +128,7 @@ impl Victim {
     pub fn name(self) -> &'static str {
         match self {
             Victim::Orchestrator => "orchestrator",
+            Victim::OrchestratorPause => "orchestrator (paused)",
             Victim::Replica => "component replica",
             Victim::NatsServer => "nats-server",
             Victim::NatsPartition => "nats node (partitioned)",
@@ -145,6 +155,8 @@ pub struct FaultReport {
     pub convergence: BTreeMap<Victim, Vec<Duration>>,
     /// Times the orchestrator gave up restarting a replica and the operator was applied again.
     pub operator_reapplied: usize,
+    /// Orchestrator replicas that exited by themselves (a lost lease) and were started again.
+    pub orchestrators_revived: usize,
     pub platform_starts: u32,
     pub platform_deletes: u32,
     pub platform_fenced: u32,
@@ -158,10 +170,11 @@ impl FaultReport {
         let mut out = String::new();
         let kills = |v: Victim| self.kills.get(&v).copied().unwrap_or(0);
         out += &format!(
-            "cycles done: {} (seed {})\nkills: orchestrator {}, component replica {} (the leader {} times), nats-server {}, nats node partitioned {}\n",
+            "cycles done: {} (seed {})\nkills: orchestrator {} (paused past its lease {}), component replica {} (the leader {} times), nats-server {}, nats node partitioned {}\n",
             self.cycles_done,
             self.seed,
             kills(Victim::Orchestrator),
+            kills(Victim::OrchestratorPause),
             kills(Victim::Replica),
             self.leader_kills,
             kills(Victim::NatsServer),
@@ -186,8 +199,8 @@ impl FaultReport {
             );
         }
         out += &format!(
-            "platform: {} job starts, {} delete calls, {} stale calls refused; operator applied again after the supervisor gave up: {}\n",
-            self.platform_starts, self.platform_deletes, self.platform_fenced, self.operator_reapplied
+            "platform: {} job starts, {} delete calls, {} stale calls refused; operator applied again after the supervisor gave up: {}; orchestrator replicas started again after exiting: {}\n",
+            self.platform_starts, self.platform_deletes, self.platform_fenced, self.operator_reapplied, self.orchestrators_revived
         );
         out += &format!("violations: {}\n", self.violations.len());
         for violation in &self.violations {
@@ -420,10 +433,13 @@ struct ReplicaSeen {
     pid: Option<u32>,
 }
 
-/// The processes of one run. The orchestrator goes first, while NATS is still there for its
+/// The processes of one run. The orchestrators go first, while NATS is still there for their
 /// replicas to stop cleanly.
 struct FaultSystem {
-    orchestrator: OrchestratorProcess,
+    /// One orchestrator, or (a cluster run) two replicas of it.
+    orchestrators: Vec<OrchestratorProcess>,
+    /// The secret keys the orchestrator replicas share.
+    _keys: tempfile::TempDir,
     nats: Nats,
     platform: Platform,
     resources: async_nats::jetstream::kv::Store,
@@ -431,12 +447,17 @@ struct FaultSystem {
     opctl: Opctl,
     /// Every replica process seen, to make sure none outlives the run.
     replica_pids: BTreeSet<u32>,
+    /// Orchestrator replicas that exited by themselves and were started again.
+    orchestrators_revived: usize,
 }
 
 impl Drop for FaultSystem {
     fn drop(&mut self) {
         // The replicas get SIGTERM when the orchestrator dies; any that lingers is killed.
-        self.orchestrator.kill9();
+        for orchestrator in &mut self.orchestrators {
+            let _ = orchestrator.signal("CONT");
+            orchestrator.kill9();
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.replica_pids.iter().any(|pid| alive(*pid)) && Instant::now() < deadline {
             std::thread::sleep(POLL);
@@ -493,17 +514,34 @@ impl Nats {
 }
 
 impl FaultSystem {
-    async fn start(cluster: bool) -> anyhow::Result<Self> {
+    async fn start(cluster: bool, config: &FaultConfig) -> anyhow::Result<Self> {
         let nats = Nats::start(cluster).await?;
-        let orchestrator = OrchestratorProcess::start_with_env(
-            &nats.url(),
-            &[
+        let keys = tempfile::tempdir()?;
+        let keys_file = keys.path().join("secret-keys").display().to_string();
+        let ttl_ms = config.lease_ttl.as_millis().to_string();
+        let renew_ms = config.renew_interval.as_millis().to_string();
+        let mut orchestrators = Vec::new();
+        for name in if cluster {
+            &["orchestrator-1", "orchestrator-2"][..]
+        } else {
+            &[""][..]
+        } {
+            let mut env = vec![
                 ("ORCHESTRATOR_COMPONENT_RUNTIME", "process"),
                 ("ORCHESTRATOR_RESTART_BACKOFF_MS", "100"),
                 ("ORCHESTRATOR_RESTART_BACKOFF_MAX_MS", "400"),
                 ("ORCHESTRATOR_STOP_GRACE_S", "5"),
-            ],
-        )?;
+            ];
+            if cluster {
+                env.extend([
+                    ("ORCHESTRATOR_REPLICA_NAME", *name),
+                    ("ORCHESTRATOR_SECRET_KEYS_FILE", keys_file.as_str()),
+                    ("ORCHESTRATOR_LEASE_TTL_MS", ttl_ms.as_str()),
+                    ("ORCHESTRATOR_LEASE_RENEW_MS", renew_ms.as_str()),
+                ]);
+            }
+            orchestrators.push(OrchestratorProcess::start_with_env(&nats.url(), &env)?);
+        }
         let platform = Platform::start()?;
         let client = nats.client().await?;
         let js = async_nats::jetstream::new(client);
@@ -512,15 +550,22 @@ impl FaultSystem {
             .await
             .context("the orchestrator made no resource bucket")?;
         let js_for_diagnosis = js.clone();
-        let opctl = orchestrator.opctl();
+        let mut opctl = orchestrators[0].opctl();
+        opctl.server = orchestrators
+            .iter()
+            .map(OrchestratorProcess::url)
+            .collect::<Vec<_>>()
+            .join(",");
         Ok(Self {
-            orchestrator,
+            orchestrators,
+            _keys: keys,
             nats,
             platform,
             resources,
             js: js_for_diagnosis,
             opctl,
             replica_pids: BTreeSet::new(),
+            orchestrators_revived: 0,
         })
     }
 
@@ -572,6 +617,7 @@ impl FaultSystem {
         let deadline = Instant::now() + config.converge_timeout;
         let mut last;
         loop {
+            self.revive_orchestrators();
             match self.replicas() {
                 Ok((seen, leader)) => {
                     self.replica_pids.extend(seen.iter().filter_map(|r| r.pid));
@@ -652,7 +698,7 @@ impl FaultSystem {
 
     /// Waits until nothing differs; marks the deleted resources seen gone.
     async fn wait_converged(
-        &self,
+        &mut self,
         model: &mut BTreeMap<String, Tracked>,
         timeout: Duration,
     ) -> Result<(), Vec<String>> {
@@ -660,6 +706,7 @@ impl FaultSystem {
         let deadline = began + timeout;
         let mut told = false;
         loop {
+            self.revive_orchestrators();
             let off = self.divergence(model).await;
             if !told && !off.is_empty() && began.elapsed() > SLOW_CONVERGENCE {
                 println!(
@@ -689,6 +736,7 @@ impl FaultSystem {
         replica_pid: Option<u32>,
         node: usize,
         partition_for: Duration,
+        lease_ttl: Duration,
     ) -> anyhow::Result<Instant> {
         match (victim, &mut self.nats) {
             (Victim::NatsServer, Nats::Cluster(nodes)) => {
@@ -712,10 +760,32 @@ impl FaultSystem {
         }
         match victim {
             Victim::Orchestrator => {
-                self.orchestrator.kill9();
+                let leader = self.leading_orchestrator()?;
+                let orchestrator = &mut self.orchestrators[leader];
+                orchestrator.kill9();
                 let killed = Instant::now();
-                self.orchestrator.restart()?;
+                orchestrator.restart()?;
                 Ok(killed)
+            }
+            Victim::OrchestratorPause => {
+                if self.orchestrators.len() < 2 {
+                    bail!("a pause needs orchestrator replicas (--cluster)");
+                }
+                let leader = self.leading_orchestrator()?;
+                let orchestrator = &mut self.orchestrators[leader];
+                orchestrator.signal("STOP")?;
+                let paused = Instant::now();
+                std::thread::sleep(lease_ttl + Duration::from_secs(1));
+                orchestrator.signal("CONT")?;
+                // A leader that finds its lease gone exits at once (75), its writes refused.
+                let status = orchestrator.wait_exit(Duration::from_secs(30))?;
+                if status.code() != Some(75) {
+                    bail!(
+                        "the paused orchestrator leader ended with {status}, not 75 (lease lost)"
+                    );
+                }
+                orchestrator.restart()?;
+                Ok(paused)
             }
             Victim::NatsServer => {
                 let killed = Instant::now();
@@ -735,6 +805,81 @@ impl FaultSystem {
                 }
                 Ok(Instant::now())
             }
+        }
+    }
+
+    /// The records written after the current leader fenced the resources' bucket by another
+    /// term than the leader's: what a deposed leader managed to write (none, if fencing holds).
+    async fn writes_after_the_fence(&self) -> anyhow::Result<Vec<String>> {
+        const TERM_HEADER: &str = "Operator-Term";
+        let fence = self
+            .resources
+            .entry("_fence")
+            .await?
+            .context("no fence in the resources' bucket")?;
+        let term: u64 = serde_json::from_slice::<Value>(&fence.value)?["term"]
+            .as_u64()
+            .context("the fence has no term")?;
+        let mut stream = self.js.get_stream("KV_orchestrator-resources").await?;
+        let last = stream.info().await?.state.last_sequence;
+        let mut stale = Vec::new();
+        for sequence in fence.revision + 1..=last {
+            // Superseded and purged messages are gone: only what stands is checked.
+            let Ok(message) = stream.get_raw_message(sequence).await else {
+                continue;
+            };
+            let written_in = message
+                .headers
+                .get(TERM_HEADER)
+                .and_then(|v| v.as_str().parse::<u64>().ok());
+            if written_in != Some(term) {
+                stale.push(format!(
+                    "{} at sequence {sequence} in term {written_in:?}, after the fence of term {term}",
+                    message.subject
+                ));
+            }
+        }
+        Ok(stale)
+    }
+
+    /// Starts again every orchestrator replica that exited by itself (one that lost its lease
+    /// exits), as its supervisor (Kubernetes, compose) would.
+    fn revive_orchestrators(&mut self) {
+        for orchestrator in &mut self.orchestrators {
+            if let Some(status) = orchestrator.exited() {
+                println!("  orchestrator replica exited ({status}); started again");
+                if let Err(e) = orchestrator.restart() {
+                    println!("  cannot start the orchestrator replica again: {e:#}");
+                } else {
+                    self.orchestrators_revived += 1;
+                }
+            }
+        }
+    }
+
+    /// The index of the orchestrator that leads: the only one, or the replica whose `/readyz`
+    /// answers 200 (waited for while a failover is under way).
+    fn leading_orchestrator(&self) -> anyhow::Result<usize> {
+        if self.orchestrators.len() == 1 {
+            return Ok(0);
+        }
+        let client = crate::process::admin_http_client()?;
+        let runtime = tokio::runtime::Handle::current();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for (index, orchestrator) in self.orchestrators.iter().enumerate() {
+                let readyz = client.get(format!("{}/readyz", orchestrator.url())).send();
+                let ready = runtime
+                    .block_on(readyz)
+                    .is_ok_and(|answer| answer.status().is_success());
+                if ready {
+                    return Ok(index);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no orchestrator replica leads");
+            }
+            std::thread::sleep(POLL);
         }
     }
 
@@ -788,8 +933,9 @@ impl FaultSystem {
     }
 
     /// The resources, every owner's, as `opctl get -t resource -w public -a -o json` lists them.
-    fn listed_resources(&self, deadline: Instant) -> anyhow::Result<BTreeMap<String, Value>> {
+    fn listed_resources(&mut self, deadline: Instant) -> anyhow::Result<BTreeMap<String, Value>> {
         loop {
+            self.revive_orchestrators();
             let run = self
                 .opctl
                 .run(&["get", "-t", "resource", "-w", WORKSPACE, "-a", "-o", "json"])?;
@@ -972,7 +1118,10 @@ pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
     if !config.cluster && config.victims.contains(&Victim::NatsPartition) {
         bail!("a partition needs a cluster (--cluster)");
     }
-    let mut system = FaultSystem::start(config.cluster).await?;
+    if !config.cluster && config.victims.contains(&Victim::OrchestratorPause) {
+        bail!("a pause of the leading orchestrator needs orchestrator replicas (--cluster)");
+    }
+    let mut system = FaultSystem::start(config.cluster, config).await?;
     let operator = fault_operator(config, &system.platform.url)?;
     system.opctl.apply(&operator, None)?;
     system.wait_ready(config, &operator, &mut report).await?;
@@ -1043,7 +1192,13 @@ pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
         let workload = spawn_workload(&system.opctl, operations, config.converge_timeout);
         tokio::time::sleep(delay).await;
         let killed = tokio::task::block_in_place(|| {
-            system.kill(victim, replica_pid, node, config.partition_for)
+            system.kill(
+                victim,
+                replica_pid,
+                node,
+                config.partition_for,
+                config.lease_ttl,
+            )
         })
         .with_context(|| format!("{context}: restarting the {}", victim.name()))?;
         *report.kills.entry(victim).or_default() += 1;
@@ -1107,8 +1262,14 @@ pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
     report.platform_starts = calls.starts.values().sum();
     report.platform_deletes = calls.deletes.values().sum();
     report.platform_fenced = calls.fenced.values().sum();
+    report.orchestrators_revived = system.orchestrators_revived;
     if !report.violations.is_empty() {
-        let log = system.orchestrator.log();
+        let log = system
+            .orchestrators
+            .iter()
+            .map(OrchestratorProcess::log)
+            .collect::<Vec<_>>()
+            .join("\n");
         let tail: Vec<&str> = log.lines().rev().take(40).collect();
         eprintln!(
             "faults: the orchestrator's last log lines:\n{}",
@@ -1178,6 +1339,19 @@ async fn final_checks(
         Err(e) => report
             .violations
             .push(format!("{context}: cannot list the resources: {e:#}")),
+    }
+
+    if system.orchestrators.len() > 1 {
+        match system.writes_after_the_fence().await {
+            Ok(stale) => {
+                report.violations.extend(stale.into_iter().map(|write| {
+                    format!("{context}: a deposed orchestrator's write landed: {write}")
+                }))
+            }
+            Err(e) => report.violations.push(format!(
+                "{context}: cannot read the resources' stream: {e:#}"
+            )),
+        }
     }
 
     // What reached the platform: no job of a key and generation started twice, no job of a

@@ -329,6 +329,11 @@ impl OrchestratorProcess {
         send_signal(pid, signal)
     }
 
+    /// How the daemon ended, if it has exited (a kill by this harness does not count).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// Waits up to `timeout` for the daemon to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let child = self.child.as_mut().context("orchestrator not running")?;

@@ -28,6 +28,10 @@ pub struct ProcessLauncher {
     grace: Duration,
     /// `setpriv`, when found: it makes the kernel send SIGTERM to a replica whose parent died.
     setpriv: Option<PathBuf>,
+    /// The orchestrator replica starting the processes, when there are several: it prefixes
+    /// the replicas' names, since a paused leader's children still run when its successor
+    /// starts its own, and two replicas of one name would confuse their election.
+    instance: Option<String>,
 }
 
 /// A running replica: the way to ask its watcher to stop it.
@@ -42,7 +46,17 @@ impl ProcessLauncher {
         if setpriv.is_none() {
             warn!("setpriv not found: component processes outlive an orchestrator killed with SIGKILL");
         }
-        Self { grace, setpriv }
+        Self {
+            grace,
+            setpriv,
+            instance: None,
+        }
+    }
+
+    /// Names the replicas started by orchestrator replica `instance` after it.
+    pub fn with_instance(mut self, instance: Option<String>) -> Self {
+        self.instance = instance;
+        self
     }
 
     /// Starts one replica; its output and its exit are sent to `supervisor`. Returns its
@@ -58,7 +72,11 @@ impl ProcessLauncher {
         let Some(program) = argv.first() else {
             return Err("the component has no command to run".into());
         };
-        let mut env = spec.replica_env(&format!("{}-{id}", spec.operator));
+        let name = match &self.instance {
+            Some(instance) => format!("{instance}-{}-{id}", spec.operator),
+            None => format!("{}-{id}", spec.operator),
+        };
+        let mut env = spec.replica_env(&name);
         offset_metric_port(&mut env, id.index);
         let search_path = env
             .get("PATH")
