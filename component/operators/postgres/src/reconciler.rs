@@ -361,7 +361,7 @@ impl<S: Server> PostgresReconciler<S> {
                     "passwordSecretKey {key}: the component has no such Secret key (add the Secret holding it to the component's secrets)"
                 );
                 (
-                    ReconcileError::retryable(&message),
+                    ReconcileError::retryable_after(&message, MISSING_KEY_RETRY),
                     "PasswordSecretKeyMissing",
                     message,
                 )
