@@ -459,3 +459,6 @@ fn describe(differences: &[Difference]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+#[cfg(test)]
+mod tests;
