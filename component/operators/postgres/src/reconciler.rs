@@ -82,7 +82,7 @@ impl<S: Server> Reconciler for PostgresReconciler<S> {
                     Err(_) => Ok(ReconcileResult::await_change()),
                 };
             }
-            let spec = parsed.map_err(ReconcileError::terminal)?;
+            let spec = parsed.map_err(|e| refused(&request, "SpecInvalid", e))?;
             match self.apply(&request, &ctx, &spec).await {
                 Ok(result) => Ok(result),
                 Err(error) => self.report_failure(&request, &ctx, error).await,
@@ -208,9 +208,13 @@ impl<S: Server> PostgresReconciler<S> {
         let entity = &request.entity;
         let applied = Applied::of(request);
         if let Some(previous) = applied.name.as_deref().filter(|n| *n != spec.name()) {
-            return Err(ReconcileError::terminal(format!(
-                "name cannot change (it was {previous:?}): delete this resource and create another"
-            ))
+            return Err(refused(
+                request,
+                "NameChanged",
+                format!(
+                    "name cannot change (it was {previous:?}): delete this resource and create another"
+                ),
+            )
             .into());
         }
         let password = match spec {
@@ -347,7 +351,9 @@ impl<S: Server> PostgresReconciler<S> {
     ) -> Result<ReconcileResult, ReconcileError> {
         let (error, reason, message) = match failure {
             Failure::Sdk(e) => return Err(e),
-            Failure::Server(e) if e.is_terminal() => return Err(ReconcileError::terminal(e)),
+            Failure::Server(e) if e.is_terminal() => {
+                return Err(refused(request, "StatementRefused", e))
+            }
             Failure::Server(e) => {
                 let message = e.to_string();
                 (
@@ -429,6 +435,21 @@ impl<S: Server> PostgresReconciler<S> {
             }
         }
     }
+}
+
+/// A terminal error that keeps the details last reported (what the server held, the applied
+/// generation and the name), so the next spec is still compared with them.
+fn refused(
+    request: &ReconcileRequest,
+    reason: &str,
+    message: impl std::fmt::Display,
+) -> ReconcileError {
+    let details = request
+        .status
+        .as_ref()
+        .map(|s| s.details.clone())
+        .unwrap_or_default();
+    ReconcileError::terminal_with(reason, message, details)
 }
 
 fn kind(spec: &ObjectSpec) -> &'static str {

@@ -329,11 +329,17 @@ fn a_renamed_spec_is_refused() {
             .await;
         let run = h.reconcile(DATABASE, "public/orders").await;
         assert_eq!(run.next, Next::WaitForNewSpec);
-        let message = run
-            .last()
-            .and_then(|s| s.message.clone())
-            .unwrap_or_default();
+        let status = run.last().expect("error status");
+        let message = status.message.clone().unwrap_or_default();
         assert!(message.contains("name cannot change"), "{message}");
+        assert_eq!(status.details["name"], json!("orders"), "details kept");
+        let synced = operator_sdk::condition::find(&status.conditions, SYNCED).expect("Synced");
+        assert_eq!(synced.reason, "NameChanged");
+        // Still refused at the next try: the name it was is not forgotten.
+        h.apply(DATABASE, "public/orders", json!({"name": "orders3"}))
+            .await;
+        let run = h.reconcile(DATABASE, "public/orders").await;
+        assert_eq!(run.next, Next::WaitForNewSpec);
     });
 }
 
