@@ -2,7 +2,7 @@
 # Builds every image of the system with no registry: a Debian bookworm base made locally
 # (debootstrap into a folder, then `docker import`), the binaries built on this host in release
 # mode (the host is Debian bookworm too, so they run on that base), and one image each for
-# NATS, the orchestrator, the ADF operator and the ADF stand-in.
+# NATS, the orchestrator, the ADF operator, the PostgreSQL operator and the ADF stand-in.
 #
 #   bash deploy/build-images.sh              build (the base image is reused when present)
 #   bash deploy/build-images.sh --base       make the base image again first
@@ -11,11 +11,13 @@
 #   BASE_IMAGE      the image every Dockerfile starts FROM (default operator-base:bookworm,
 #                   made here); with a registry, e.g. BASE_IMAGE=debian:bookworm-slim
 #   DEBIAN_MIRROR   where debootstrap fetches from (default http://deb.debian.org/debian)
-#   IMAGE_TAG       the tag of the orchestrator, adf-operator and adf-standin images (latest)
+#   IMAGE_TAG       the tag of the orchestrator, adf-operator, postgres-operator and adf-standin
+#                   images (latest)
 #   SKIP_CARGO_BUILD=1   use the release binaries already in target/release
 #
-# Images: operator-nats:2.15.1 (and :latest), operator-orchestrator, adf-operator and
-# adf-standin (each :IMAGE_TAG). The seed's operator manifest runs `adf-operator:latest`.
+# Images: operator-nats:2.15.1 (and :latest), operator-orchestrator, adf-operator,
+# postgres-operator and adf-standin (each :IMAGE_TAG). The seed's operator manifest runs
+# `adf-operator:latest`, deploy/examples/postgres-operator.yaml `postgres-operator:latest`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,12 +81,12 @@ fi
 
 if [ "${SKIP_CARGO_BUILD:-}" != 1 ]; then
   say "building the release binaries"
-  cargo build --release --bins -p operator-orchestrator -p opctl -p adf-operator -p adf-standin -p demo-operator
+  cargo build --release --bins -p operator-orchestrator -p opctl -p adf-operator -p adf-standin -p demo-operator -p postgres-operator
 fi
 
 rm -rf "$CONTEXT"
 mkdir -p "$CONTEXT/bin"
-for bin in orchestrator opctl adf-operator adf-standin; do
+for bin in orchestrator opctl adf-operator postgres-operator adf-standin; do
   cp "target/release/$bin" "$CONTEXT/bin/$bin"
 done
 cp deploy/docker/nats.conf "$CONTEXT/nats.conf"
@@ -105,7 +107,8 @@ build() { # dockerfile image...
 build nats.Dockerfile "operator-nats:$NATS_VERSION" operator-nats:latest
 build orchestrator.Dockerfile "operator-orchestrator:$IMAGE_TAG"
 build adf-operator.Dockerfile "adf-operator:$IMAGE_TAG"
+build postgres-operator.Dockerfile "postgres-operator:$IMAGE_TAG"
 build adf-standin.Dockerfile "adf-standin:$IMAGE_TAG"
 # Earlier builds of these images, now untagged.
 docker image prune -f --filter label=org.opencontainers.image.revision >/dev/null
-say "done: operator-nats:$NATS_VERSION operator-orchestrator:$IMAGE_TAG adf-operator:$IMAGE_TAG adf-standin:$IMAGE_TAG (revision $REVISION)"
+say "done: operator-nats:$NATS_VERSION operator-orchestrator:$IMAGE_TAG adf-operator:$IMAGE_TAG postgres-operator:$IMAGE_TAG adf-standin:$IMAGE_TAG (revision $REVISION)"

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod faults;
 pub mod otlp;
 pub mod platform;
+pub mod postgres;
 pub mod process;
 pub mod replicas;
 

@@ -4,8 +4,8 @@
 mod actor;
 mod leadership;
 pub(crate) mod messages;
-mod state;
-mod task;
+pub(crate) mod state;
+pub(crate) mod task;
 
 use std::future::Future;
 

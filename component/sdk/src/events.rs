@@ -67,7 +67,6 @@ struct JetStreamSink {
 #[derive(Clone)]
 enum Sink {
     JetStream(Arc<JetStreamSink>),
-    #[cfg(test)]
     Channel(tokio::sync::mpsc::UnboundedSender<Envelope>),
 }
 
@@ -96,8 +95,7 @@ impl EventPublisher {
         }
     }
 
-    /// A publisher into a channel, for tests without NATS.
-    #[cfg(test)]
+    /// A publisher into a channel, for tests without NATS (and `crate::testing`).
     pub fn channel(
         metrics: ComponentMetrics,
     ) -> (Self, tokio::sync::mpsc::UnboundedReceiver<Envelope>) {
@@ -125,7 +123,6 @@ impl EventPublisher {
                 }
                 published
             }
-            #[cfg(test)]
             Sink::Channel(tx) => {
                 let _ = tx.send(envelope.clone());
                 Ok(())

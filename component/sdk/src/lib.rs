@@ -45,6 +45,7 @@ pub mod metrics;
 mod reconciler;
 pub mod shared_state;
 mod store;
+pub mod testing;
 mod trace;
 
 pub use backoff::Backoff;

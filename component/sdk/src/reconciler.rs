@@ -1,7 +1,9 @@
 //! `Reconciler`: what a component writer implements. A reconcile gets the entity and its last
 //! status, drives the platform toward the entity's spec, reports through the controller and
-//! returns an [`Action`]; errors are [`ReconcileError::Retryable`] (retried with backoff),
-//! [`ReconcileError::Terminal`] (status `error`, no retry until the spec changes) or
+//! returns an [`Action`] (for a deleting entity too: `requeue` keeps it deleting and comes
+//! back, `await_change` says the platform is clean); errors are [`ReconcileError::Retryable`]
+//! (retried with backoff, not before its Retry-After), [`ReconcileError::Terminal`] (status
+//! `error` with its reason and details, no retry until the spec changes) or
 //! [`ReconcileError::Fenced`] (this replica no longer leads: it stops, and steps down).
 //!
 //! A reconciler gates every side effect on [`ReconcileContext::fence`], and passes the term it
@@ -15,6 +17,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use operator_contract::condition::{SUCCEEDED, SYNCED};
 use operator_contract::{ConditionStatus, Entity, EntityStatus, ResourceStatus, RuntimeStatus};
+use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::controller::{Controller, ControllerError, OController};
@@ -194,13 +197,22 @@ impl From<Action> for ReconcileResult {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ReconcileError {
     /// A failure that may pass (platform unavailable, timeout): retried with per-entity
-    /// exponential backoff.
-    #[error("{0}")]
-    Retryable(String),
+    /// exponential backoff, and not before `retry_after` when the platform said when
+    /// (a `Retry-After`).
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// A failure retries will not fix (invalid spec, request refused): the status becomes
-    /// `error` with this message and the entity waits for a new spec.
-    #[error("{0}")]
-    Terminal(String),
+    /// `error` with this message, `Synced=False` with `reason` (`ReconcileFailed` when none)
+    /// and `details` as the status's details; the entity waits for a new spec.
+    #[error("{message}")]
+    Terminal {
+        message: String,
+        reason: Option<String>,
+        details: Map<String, Value>,
+    },
     /// This replica may no longer act: its lease lapsed, or the store or the platform refused
     /// its term. The reconcile stops without a status and the replica steps down; the leader
     /// reconciles the entity.
@@ -211,12 +223,43 @@ pub enum ReconcileError {
 impl ReconcileError {
     /// A failure worth retrying.
     pub fn retryable(reason: impl fmt::Display) -> Self {
-        Self::Retryable(reason.to_string())
+        Self::Retryable {
+            message: reason.to_string(),
+            retry_after: None,
+        }
+    }
+
+    /// A failure worth retrying, not before `after` (the platform's `Retry-After`; the
+    /// backoff's delay when that is longer).
+    pub fn retryable_after(reason: impl fmt::Display, after: Duration) -> Self {
+        Self::Retryable {
+            message: reason.to_string(),
+            retry_after: Some(after),
+        }
     }
 
     /// A failure not worth retrying.
     pub fn terminal(reason: impl fmt::Display) -> Self {
-        Self::Terminal(reason.to_string())
+        Self::Terminal {
+            message: reason.to_string(),
+            reason: None,
+            details: Map::new(),
+        }
+    }
+
+    /// A failure not worth retrying, with the CamelCase `reason` of the `Synced=False`
+    /// condition and the `details` the status shows (what was refused, by whom):
+    /// `ReconcileError::terminal_with("SpecRefused", e, details)`.
+    pub fn terminal_with(
+        reason: &str,
+        message: impl fmt::Display,
+        details: Map<String, Value>,
+    ) -> Self {
+        Self::Terminal {
+            message: message.to_string(),
+            reason: Some(reason.to_string()),
+            details,
+        }
     }
 
     /// This replica's term was refused (by the platform, say): step down.
@@ -226,7 +269,15 @@ impl ReconcileError {
 
     /// True for [`ReconcileError::Retryable`].
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Retryable(_))
+        matches!(self, Self::Retryable { .. })
+    }
+
+    /// When a retryable failure may be retried at the earliest, if the platform said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Retryable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 }
 
@@ -235,7 +286,7 @@ impl From<ControllerError> for ReconcileError {
         if e.is_fenced() {
             Self::Fenced(e.to_string())
         } else {
-            Self::Retryable(e.to_string())
+            Self::retryable(e)
         }
     }
 }
@@ -352,6 +403,21 @@ mod tests {
         assert_eq!(ReconcileError::terminal("bad spec").to_string(), "bad spec");
         let from_controller: ReconcileError = ControllerError::Stopped.into();
         assert!(from_controller.is_retryable());
+        let throttled = ReconcileError::retryable_after("throttled", Duration::from_secs(3));
+        assert!(throttled.is_retryable());
+        assert_eq!(throttled.retry_after(), Some(Duration::from_secs(3)));
+        assert_eq!(ReconcileError::retryable("down").retry_after(), None);
+        let mut details = serde_json::Map::new();
+        details.insert("code".into(), serde_json::json!("E1"));
+        let refused = ReconcileError::terminal_with("SpecRefused", "no", details.clone());
+        assert_eq!(
+            refused,
+            ReconcileError::Terminal {
+                message: "no".into(),
+                reason: Some("SpecRefused".into()),
+                details
+            }
+        );
         let refused: ReconcileError = ControllerError::Fenced("not the leader".into()).into();
         assert!(matches!(refused, ReconcileError::Fenced(_)));
     }

@@ -548,4 +548,4 @@ fn read<T: DeserializeOwned>(operation: &'static str, bytes: &[u8]) -> Result<T,
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -598,3 +598,6 @@ impl AdfReconciler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

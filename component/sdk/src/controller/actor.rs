@@ -122,6 +122,12 @@ impl ControllerActor {
         self
     }
 
+    /// Starts no reconcile of its own: a test harness runs them (`crate::testing`).
+    pub fn without_reconciling(mut self) -> Self {
+        self.queue.start_draining();
+        self
+    }
+
     /// Reconciles every entity again every `interval` while leading.
     pub fn with_resync(mut self, interval: Option<Duration>) -> Self {
         self.resync = interval;

@@ -16,8 +16,9 @@ use crate::store::EntityRef;
 pub(crate) enum Outcome {
     /// It succeeded; come back after the delay, or only when a command arrives.
     Reconciled { requeue_after: Option<Duration> },
-    /// It failed in a way worth retrying: back off, then retry.
-    Failed,
+    /// It failed in a way worth retrying: back off, then retry, not before `retry_after`
+    /// when the platform said when.
+    Failed { retry_after: Option<Duration> },
     /// It failed for good and the `error` status was reported: wait for a new spec.
     Settled,
     /// The entity was deleting, the platform is clean and `deleted` was published for this
@@ -105,7 +106,7 @@ impl WorkQueue {
             return None;
         }
         let failures = match outcome {
-            Outcome::Failed => {
+            Outcome::Failed { .. } => {
                 let n = self.failures.entry(entity.clone()).or_insert(0);
                 *n = n.saturating_add(1);
                 *n
@@ -124,7 +125,10 @@ impl WorkQueue {
         }
         let delay = match outcome {
             Outcome::Reconciled { requeue_after } => (*requeue_after)?,
-            Outcome::Failed => self.backoff.delay(failures, jitter),
+            Outcome::Failed { retry_after } => {
+                let backoff = self.backoff.delay(failures, jitter);
+                retry_after.map_or(backoff, |after| after.max(backoff))
+            }
             Outcome::Settled | Outcome::Deleted { .. } | Outcome::Fenced { .. } => return None,
         };
         self.next_token += 1;
@@ -271,7 +275,7 @@ mod tests {
             let work = q.next().expect("runs");
             assert_eq!(work.retries, expected_retries);
             let timer = q
-                .finish(&work.entity, &Outcome::Failed, 1.0)
+                .finish(&work.entity, &Outcome::Failed { retry_after: None }, 1.0)
                 .expect("retry armed");
             delays.push(timer.delay);
             assert!(q.timer_fired(&timer.entity, timer.token));
@@ -294,7 +298,7 @@ mod tests {
         for _ in 0..20 {
             let work = q.next().expect("runs");
             let timer = q
-                .finish(&work.entity, &Outcome::Failed, 1.0)
+                .finish(&work.entity, &Outcome::Failed { retry_after: None }, 1.0)
                 .expect("armed");
             last = timer.delay;
             q.timer_fired(&timer.entity, timer.token);
@@ -303,12 +307,31 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_after_longer_than_the_backoff_delays_the_retry_and_a_shorter_one_does_not() {
+        let first_retry = |retry_after| {
+            let mut q = queue(4);
+            q.enqueue(r("a"));
+            let work = q.next().expect("runs");
+            q.finish(&work.entity, &Outcome::Failed { retry_after }, 0.5)
+                .expect("armed")
+                .delay
+        };
+        let backoff = first_retry(None);
+        assert!(backoff < Duration::from_secs(1), "{backoff:?}");
+        assert_eq!(
+            first_retry(Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert_eq!(first_retry(Some(Duration::from_millis(1))), backoff);
+    }
+
+    #[test]
     fn a_change_supersedes_a_pending_requeue_timer() {
         let mut q = queue(4);
         q.enqueue(r("a"));
         let work = q.next().expect("runs");
         let timer = q
-            .finish(&work.entity, &Outcome::Failed, 0.0)
+            .finish(&work.entity, &Outcome::Failed { retry_after: None }, 0.0)
             .expect("retry armed");
         q.enqueue(r("a"));
         assert!(
@@ -345,14 +368,20 @@ mod tests {
         q.start_draining();
         assert_eq!(q.next(), None);
         assert!(!q.is_idle());
-        assert_eq!(q.finish(&a.entity, &Outcome::Failed, 0.0), None);
+        assert_eq!(
+            q.finish(&a.entity, &Outcome::Failed { retry_after: None }, 0.0),
+            None
+        );
         assert!(q.is_idle());
     }
 
     #[test]
     fn a_finish_for_an_entity_not_running_is_ignored() {
         let mut q = queue(4);
-        assert_eq!(q.finish(&r("a"), &Outcome::Failed, 0.0), None);
+        assert_eq!(
+            q.finish(&r("a"), &Outcome::Failed { retry_after: None }, 0.0),
+            None
+        );
         assert_eq!(q.next(), None);
     }
 

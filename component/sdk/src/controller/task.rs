@@ -89,6 +89,13 @@ pub(crate) async fn reconcile(task: ReconcileTask) -> Outcome {
             }
         };
         match result {
+            // A deleting entity whose clean-up asks to come back is still deleting.
+            Ok(result) if deleting && result.action.requeue_after().is_some() => {
+                debug!(requeue_after = ?result.action.requeue_after(), "deletion not finished; requeued");
+                Outcome::Reconciled {
+                    requeue_after: result.action.requeue_after(),
+                }
+            }
             Ok(_) if deleting => match controller.publish_status(&report, command).await {
                 Ok(()) => {
                     debug!("entity deleted");
@@ -99,7 +106,7 @@ pub(crate) async fn reconcile(task: ReconcileTask) -> Outcome {
                 Err(e) if e.is_fenced() => fenced(e.to_string()),
                 Err(e) => {
                     warn!(error = %e, "deleted status not published; retrying");
-                    Outcome::Failed
+                    Outcome::Failed { retry_after: None }
                 }
             },
             Ok(result) => {
@@ -108,15 +115,23 @@ pub(crate) async fn reconcile(task: ReconcileTask) -> Outcome {
                     requeue_after: result.action.requeue_after(),
                 }
             }
-            Err(ReconcileError::Retryable(reason)) => {
-                warn!(error = %reason, "reconcile failed; retrying with backoff");
-                Outcome::Failed
+            Err(ReconcileError::Retryable {
+                message,
+                retry_after,
+            }) => {
+                warn!(error = %message, retry_after_ms = retry_after.map(|d| d.as_millis() as u64), "reconcile failed; retrying with backoff");
+                Outcome::Failed { retry_after }
             }
             Err(ReconcileError::Fenced(reason)) => fenced(reason),
-            Err(ReconcileError::Terminal(reason)) => {
-                warn!(error = %reason, "reconcile failed for good; waiting for a new spec");
+            Err(ReconcileError::Terminal {
+                message,
+                reason,
+                details,
+            }) => {
+                warn!(error = %message, "reconcile failed for good; waiting for a new spec");
                 report.status = ResourceStatus::Error;
                 report.updated_at = Utc::now();
+                report.details = details;
                 // What the operator said before stays; Synced says the reconcile failed and why.
                 if let Some(previous) = previous.as_ref() {
                     report.conditions = previous.conditions.clone();
@@ -125,10 +140,10 @@ pub(crate) async fn reconcile(task: ReconcileTask) -> Outcome {
                     previous.as_ref(),
                     operator_contract::condition::SYNCED,
                     operator_contract::ConditionStatus::False,
-                    "ReconcileFailed",
-                    reason.clone(),
+                    reason.as_deref().unwrap_or("ReconcileFailed"),
+                    message.clone(),
                 );
-                report.message = Some(reason);
+                report.message = Some(message);
                 error_status_reported(&controller, report).await
             }
         }
@@ -149,8 +164,8 @@ pub(crate) async fn reconcile(task: ReconcileTask) -> Outcome {
 /// The `kind` of a reconciler's failure, for the errors metric; `None` for a refusal.
 fn error_kind(error: &ReconcileError) -> Option<ReconcileErrorKind> {
     match error {
-        ReconcileError::Retryable(_) => Some(ReconcileErrorKind::Retryable),
-        ReconcileError::Terminal(_) => Some(ReconcileErrorKind::Terminal),
+        ReconcileError::Retryable { .. } => Some(ReconcileErrorKind::Retryable),
+        ReconcileError::Terminal { .. } => Some(ReconcileErrorKind::Terminal),
         ReconcileError::Fenced(_) => None,
     }
 }
@@ -164,7 +179,7 @@ fn result_of(outcome: &Outcome) -> ReconcileResult {
         Outcome::Reconciled {
             requeue_after: Some(_),
         } => ReconcileResult::Requeue,
-        Outcome::Failed => ReconcileResult::Retry,
+        Outcome::Failed { .. } => ReconcileResult::Retry,
         Outcome::Settled => ReconcileResult::Terminal,
         Outcome::Fenced { .. } => ReconcileResult::Fenced,
         Outcome::Deleted { .. } => ReconcileResult::Deleted,
@@ -182,7 +197,7 @@ async fn error_status_reported(controller: &Controller, status: EntityStatus) ->
         Err(e) if e.is_fenced() => fenced(e.to_string()),
         Err(e) => {
             warn!(error = %e, "error status not reported; retrying");
-            Outcome::Failed
+            Outcome::Failed { retry_after: None }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Tests of `AdfClient` against a throwaway in-test HTTP server playing Entra ID and ARM with
-//! scripted answers.
+//! scripted answers; the reconciler's flow tests use the same server.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -16,26 +16,26 @@ const TENANT: &str = "00000000-0000-0000-0000-000000000001";
 const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000003";
 
 #[derive(Debug, Clone)]
-struct Call {
-    method: String,
-    path: String,
-    query: String,
-    body: String,
-    auth: Option<String>,
+pub(crate) struct Call {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: String,
+    pub auth: Option<String>,
 }
 
 /// A scripted answer: status, headers, body.
-type Answer = (u16, Vec<(&'static str, &'static str)>, String);
+pub(crate) type Answer = (u16, Vec<(&'static str, &'static str)>, String);
 
 #[derive(Debug, Default)]
-struct Script {
+pub(crate) struct Script {
     /// Answers to ARM calls, in order.
     answers: VecDeque<Answer>,
     calls: Vec<Call>,
     token_requests: Vec<String>,
 }
 
-type Shared = Arc<Mutex<Script>>;
+pub(crate) type Shared = Arc<Mutex<Script>>;
 
 async fn answer(req: HttpRequest, body: web::Bytes, script: web::Data<Shared>) -> HttpResponse {
     let Ok(mut script) = script.lock() else {
@@ -72,7 +72,7 @@ async fn answer(req: HttpRequest, body: web::Bytes, script: web::Data<Shared>) -
 }
 
 /// Starts the server; returns its script and a client pointed at it for both endpoints.
-fn serve(answers: Vec<Answer>) -> (Shared, AdfClient) {
+pub(crate) fn serve(answers: Vec<Answer>) -> (Shared, AdfClient) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let script: Shared = Arc::new(Mutex::new(Script {
         answers: answers.into(),
@@ -116,15 +116,15 @@ fn serve(answers: Vec<Answer>) -> (Shared, AdfClient) {
     (script, client)
 }
 
-fn ok(body: serde_json::Value) -> Answer {
+pub(crate) fn ok(body: serde_json::Value) -> Answer {
     (200, vec![], body.to_string())
 }
 
-fn status(code: u16, body: &str) -> Answer {
+pub(crate) fn status(code: u16, body: &str) -> Answer {
     (code, vec![], body.to_string())
 }
 
-fn calls(script: &Shared) -> Vec<Call> {
+pub(crate) fn calls(script: &Shared) -> Vec<Call> {
     script.lock().map(|s| s.calls.clone()).unwrap_or_default()
 }
 
@@ -136,13 +136,13 @@ fn pipeline() -> PipelineRef {
     }
 }
 
-fn base() -> String {
+pub(crate) fn base() -> String {
     format!(
         "/subscriptions/{SUBSCRIPTION}/resourceGroups/Engineering/providers/Microsoft.DataFactory/factories/factory1"
     )
 }
 
-fn run_json(status: &str) -> serde_json::Value {
+pub(crate) fn run_json(status: &str) -> serde_json::Value {
     json!({"runId": "r1", "runGroupId": "r1", "pipelineName": "Copy Pipeline", "status": status,
            "message": "", "runStart": "2026-03-01T12:00:00Z", "invokedBy": {"name": "Manual", "invokedByType": "Manual"}})
 }
