@@ -12,14 +12,11 @@ use operator_tests::*;
 const WAIT: Duration = Duration::from_secs(30);
 const LEASE_TTL_MS: u64 = 2000;
 
-/// A replica named `name`, sharing the secret keys of `keys` with the others.
-fn replica(
-    nats: &NatsServer,
-    name: &str,
-    keys: &std::path::Path,
-) -> anyhow::Result<OrchestratorProcess> {
+/// A replica named `name` on the NATS at `nats`, sharing the secret keys of `keys` with the
+/// others.
+fn replica(nats: &str, name: &str, keys: &std::path::Path) -> anyhow::Result<OrchestratorProcess> {
     OrchestratorProcess::start_with_env(
-        &nats.url(),
+        nats,
         &[
             ("ORCHESTRATOR_REPLICA_NAME", name),
             ("ORCHESTRATOR_LEASE_TTL_MS", &LEASE_TTL_MS.to_string()),
@@ -63,16 +60,18 @@ fn opctl_of(replicas: &[&OrchestratorProcess]) -> Opctl {
     opctl
 }
 
-#[tokio::test]
-async fn a_follower_forwards_and_takes_over_when_the_leader_is_killed() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_three_node_cluster_a_follower_forwards_and_takes_over_when_the_leader_is_killed(
+) -> anyhow::Result<()> {
+    let nats = NatsCluster::start(3)?;
     let client = nats.client().await?;
+    nats.wait_ready(&client, WAIT).await?;
     let platform = Platform::start()?;
     let keys = tempfile::tempdir()?;
     let keys = keys.path().join("secret-keys");
-    let mut first = replica(&nats, "first", &keys)?;
+    let mut first = replica(&nats.url(), "first", &keys)?;
     wait_leading(&first).await?;
-    let second = replica(&nats, "second", &keys)?;
+    let second = replica(&nats.url(), "second", &keys)?;
     assert_eq!(
         ready(&second).await?,
         503,
@@ -147,9 +146,9 @@ async fn a_leader_paused_past_its_lease_writes_nothing_and_exits() -> anyhow::Re
     let client = nats.client().await?;
     let keys = tempfile::tempdir()?;
     let keys = keys.path().join("secret-keys");
-    let mut first = replica(&nats, "first", &keys)?;
+    let mut first = replica(&nats.url(), "first", &keys)?;
     wait_leading(&first).await?;
-    let second = replica(&nats, "second", &keys)?;
+    let second = replica(&nats.url(), "second", &keys)?;
     opctl_of(&[&first]).apply(&example("demo-operator.yaml"), None)?;
 
     first.signal("STOP")?;
