@@ -74,7 +74,7 @@ pub async fn admit(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let exempt = matches!(request.path(), "/healthz" | "/metrics");
+    let exempt = matches!(request.path(), "/healthz" | "/readyz" | "/metrics");
     let admission = request.app_data::<web::Data<Admission>>().cloned();
     let place = match admission {
         Some(admission) if !exempt => match admission.try_enter() {

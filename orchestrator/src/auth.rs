@@ -376,9 +376,9 @@ fn presented_key(request: &ServiceRequest) -> Option<String> {
         .map(|k| k.trim().to_string())
 }
 
-/// Paths answered without a key.
+/// Paths answered without a key: the probes of a load balancer or kubelet, which carry none.
 fn is_public(path: &str) -> bool {
-    path == "/healthz"
+    matches!(path, "/healthz" | "/readyz")
 }
 
 /// Middleware: refuses (401) every request but health checks without a valid key, and puts

@@ -45,7 +45,7 @@ pub async fn observe_request(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
     // Health checks and scrapes come every few seconds: counted, not traced.
-    let traced = !matches!(route.as_str(), "/metrics" | "/healthz");
+    let traced = !matches!(route.as_str(), "/metrics" | "/healthz" | "/readyz");
     let span = if !traced {
         Span::none()
     } else {
