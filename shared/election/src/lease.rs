@@ -16,6 +16,54 @@ use operator_nats_cluster::open_or_create_bucket as open_or_create;
 /// How long dead replicas' heartbeats (and a lease nobody renewed) stay in the bucket.
 const BUCKET_MAX_AGE: Duration = Duration::from_secs(3600);
 
+/// A KV operation on the lease or a heartbeat that failed (NATS away, a timeout, a stream
+/// error); the campaign retries on its next tick.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LeaseError {
+    /// The lease key could not be read.
+    #[error("cannot read {key}: {source}")]
+    Read {
+        key: String,
+        #[source]
+        source: kv::EntryError,
+    },
+    /// Taking a free lease failed otherwise than by losing the race.
+    #[error("cannot take {key}: {source}")]
+    Take {
+        key: String,
+        #[source]
+        source: kv::CreateError,
+    },
+    /// A takeover or renewal failed otherwise than by a newer revision.
+    #[error("cannot write {key}: {source}")]
+    Update {
+        key: String,
+        #[source]
+        source: kv::UpdateError,
+    },
+    /// The lease could not be released, or a heartbeat removed.
+    #[error("cannot delete {key}: {source}")]
+    Delete {
+        key: String,
+        #[source]
+        source: kv::DeleteError,
+    },
+    /// A heartbeat could not be written.
+    #[error("cannot write the heartbeat {key}: {source}")]
+    Heartbeat {
+        key: String,
+        #[source]
+        source: kv::PutError,
+    },
+    /// A record could not be encoded.
+    #[error("cannot encode the record of {key}: {source}")]
+    Encode {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// How a take or a renewal ended.
 #[derive(Debug)]
 pub(crate) enum Write {
@@ -49,8 +97,11 @@ pub(crate) async fn open_bucket(
 }
 
 /// What the lease key holds now.
-pub(crate) async fn read(kv: &kv::Store, key: &str) -> Result<Observation, String> {
-    let entry = kv.entry(key).await.map_err(|e| e.to_string())?;
+pub(crate) async fn read(kv: &kv::Store, key: &str) -> Result<Observation, LeaseError> {
+    let entry = kv.entry(key).await.map_err(|source| LeaseError::Read {
+        key: key.to_string(),
+        source,
+    })?;
     Ok(observation(entry))
 }
 
@@ -75,12 +126,15 @@ pub(crate) async fn create(
     kv: &kv::Store,
     key: &str,
     lease: &LeaseRecord,
-) -> Result<Write, String> {
-    match kv.create(key, encode(lease)).await {
+) -> Result<Write, LeaseError> {
+    match kv.create(key, encode(key, lease)?).await {
         Ok(revision) => Ok(Write::Done(revision)),
         // Also when a create over a deleted key meets another replica's create.
         Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(Write::Conflict),
-        Err(e) => Err(e.to_string()),
+        Err(source) => Err(LeaseError::Take {
+            key: key.to_string(),
+            source,
+        }),
     }
 }
 
@@ -90,19 +144,25 @@ pub(crate) async fn update(
     key: &str,
     lease: &LeaseRecord,
     revision: u64,
-) -> Result<Write, String> {
-    match kv.update(key, encode(lease), revision).await {
+) -> Result<Write, LeaseError> {
+    match kv.update(key, encode(key, lease)?, revision).await {
         Ok(revision) => Ok(Write::Done(revision)),
         Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(Write::Conflict),
-        Err(e) => Err(e.to_string()),
+        Err(source) => Err(LeaseError::Update {
+            key: key.to_string(),
+            source,
+        }),
     }
 }
 
 /// Deletes the lease if it is still at `revision` (a lease taken over is left alone).
-pub(crate) async fn release(kv: &kv::Store, key: &str, revision: u64) -> Result<(), String> {
+pub(crate) async fn release(kv: &kv::Store, key: &str, revision: u64) -> Result<(), LeaseError> {
     kv.delete_expect_revision(key, Some(revision))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|source| LeaseError::Delete {
+            key: key.to_string(),
+            source,
+        })
 }
 
 /// Writes this replica's heartbeat.
@@ -110,19 +170,29 @@ pub(crate) async fn heartbeat(
     kv: &kv::Store,
     key: &str,
     heartbeat: &ReplicaHeartbeat,
-) -> Result<(), String> {
-    kv.put(key, encode(heartbeat))
+) -> Result<(), LeaseError> {
+    kv.put(key, encode(key, heartbeat)?)
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|source| LeaseError::Heartbeat {
+            key: key.to_string(),
+            source,
+        })
 }
 
 /// Removes this replica's heartbeat (it is stopping).
-pub(crate) async fn remove_heartbeat(kv: &kv::Store, key: &str) -> Result<(), String> {
-    kv.delete(key).await.map_err(|e| e.to_string())
+pub(crate) async fn remove_heartbeat(kv: &kv::Store, key: &str) -> Result<(), LeaseError> {
+    kv.delete(key).await.map_err(|source| LeaseError::Delete {
+        key: key.to_string(),
+        source,
+    })
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Bytes {
-    // Plain records with string keys: serializing cannot fail.
-    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+fn encode<T: serde::Serialize>(key: &str, value: &T) -> Result<Bytes, LeaseError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|source| LeaseError::Encode {
+            key: key.to_string(),
+            source,
+        })
 }

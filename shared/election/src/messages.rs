@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::fence::Term;
-use super::lease::Write;
+use super::lease::{LeaseError, Write};
 use super::state::Observation;
 
 /// This replica now leads in `term`.
@@ -58,15 +58,15 @@ pub(crate) struct LeaseObserved(pub Observation);
 /// A KV operation of the campaign ended.
 #[derive(Debug)]
 pub(crate) enum KvFinished {
-    Read(Result<Observation, String>),
+    Read(Result<Observation, LeaseError>),
     Take {
         sent_at: Instant,
-        result: Result<Write, String>,
+        result: Result<Write, LeaseError>,
     },
     Renew {
         term: Term,
         sent_at: Instant,
-        result: Result<Write, String>,
+        result: Result<Write, LeaseError>,
     },
-    Release(Result<(), String>),
+    Release(Result<(), LeaseError>),
 }
