@@ -32,8 +32,22 @@ pub use spec::{ComponentDefaults, ComponentSpec, ResolvedSecret};
 use state::{Action, AfterExit, Desired, ReplicaId, Replicas, RestartPolicy};
 
 use docker::DockerLauncher;
+pub use docker::DockerRuntimeError;
 use kubernetes::KubeLauncher;
+pub use kubernetes::KubernetesError;
+pub use process::ProcessLaunchError;
 use process::{ProcessHandle, ProcessLauncher};
+
+/// Why a replica did not start, as its runtime said.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The `process` runtime could not start it.
+    #[error(transparent)]
+    Process(#[from] ProcessLaunchError),
+    /// The `docker` runtime could not start it.
+    #[error(transparent)]
+    Docker(#[from] DockerRuntimeError),
+}
 
 /// The most lines of output kept per replica by the `process` runtime.
 const LOG_LINES_KEPT: usize = 2000;
@@ -83,7 +97,12 @@ pub struct SupervisorSetup {
 
 impl SupervisorSetup {
     /// Reaches the configured runtime (the Docker engine, a cluster) once, at start.
-    pub async fn connect(config: &ComponentsConfig, nats_url: String) -> Result<Self, String> {
+    /// Only the Docker engine can be missing at start: a missing cluster leaves the
+    /// `kubernetes` runtime rendering its objects only (and says so).
+    pub async fn connect(
+        config: &ComponentsConfig,
+        nats_url: String,
+    ) -> Result<Self, DockerRuntimeError> {
         let grace = Duration::from_secs(config.stop_grace_s);
         let launcher = match config.runtime {
             ComponentRuntime::Process => Launcher::Process(ProcessLauncher::new(grace)),
@@ -236,17 +255,19 @@ impl ComponentSupervisor {
         match &self.launcher {
             Launcher::Process(launcher) => {
                 let result = launcher.spawn(&spec, &id, launch, ctx.address());
-                let result = result.map(|(pid, handle)| {
-                    self.processes.insert(id.clone(), handle);
-                    pid.to_string()
-                });
+                let result = result
+                    .map(|(pid, handle)| {
+                        self.processes.insert(id.clone(), handle);
+                        pid.to_string()
+                    })
+                    .map_err(LaunchError::from);
                 ctx.notify(ReplicaLaunched { id, launch, result });
             }
             Launcher::Docker(docker) => {
                 let docker = docker.clone();
                 let addr = ctx.address();
                 actix::spawn(async move {
-                    let result = docker.start(&spec, &id).await;
+                    let result = docker.start(&spec, &id).await.map_err(LaunchError::from);
                     addr.do_send(ReplicaLaunched { id, launch, result });
                 });
             }
@@ -316,7 +337,7 @@ impl ComponentSupervisor {
                 Ok(()) => info!(operator = %act.operator, "components applied to kubernetes"),
                 Err(e) => {
                     warn!(operator = %act.operator, error = %e, "components not applied to kubernetes");
-                    act.kube_problem = Some(e);
+                    act.kube_problem = Some(e.to_string());
                 }
             })
             .wait(ctx);
@@ -424,8 +445,11 @@ impl Handler<ReplicaLaunched> for ComponentSupervisor {
                 // It may have been scaled away while it started.
                 self.converge(false, ctx);
             }
-            Err(reason) => {
-                let exit = state::Exit { code: None, reason };
+            Err(error) => {
+                let exit = state::Exit {
+                    code: None,
+                    reason: error.to_string(),
+                };
                 ctx.notify(ReplicaExited { id, launch, exit });
             }
         }
@@ -531,7 +555,7 @@ impl Handler<GetComponents> for ComponentSupervisor {
                 Box::pin(async move {
                     match kube.replicas(&operator).await {
                         Ok(replicas) => view.replicas = replicas,
-                        Err(e) => view.message = Some(e),
+                        Err(e) => view.message = Some(e.to_string()),
                     }
                     view
                 })
@@ -586,7 +610,7 @@ impl Handler<GetComponentLogs> for ComponentSupervisor {
                         let lines = docker
                             .logs(&name, tail)
                             .await
-                            .map_err(ControlError::Unavailable)?;
+                            .map_err(|e| ControlError::Unavailable(e.to_string()))?;
                         logs.push(ReplicaLogs {
                             component: id.component,
                             replica: id.index,
@@ -623,7 +647,7 @@ impl Handler<RenderKubernetes> for ComponentSupervisor {
         });
         kubernetes::render(&self.specs, &namespace, true)
             .to_yaml()
-            .map_err(ControlError::Internal)
+            .map_err(|e| ControlError::Internal(e.to_string()))
     }
 }
 

@@ -34,6 +34,73 @@ pub const LABEL_REPLICA: &str = "io.operator.replica";
 /// The configuration hash a container was made with.
 pub const LABEL_HASH: &str = "io.operator.config-hash";
 
+/// A Docker Engine call that failed, named after what it was for; the engine's answer is kept
+/// as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerRuntimeError {
+    /// The engine did not answer, or agreed on no API version.
+    #[error("cannot reach the Docker engine: {source}")]
+    EngineUnreachable {
+        #[source]
+        source: DockerError,
+    },
+    /// The configured network is missing or cannot be inspected.
+    #[error("docker network {network}: {source}")]
+    NetworkUnavailable {
+        network: String,
+        #[source]
+        source: DockerError,
+    },
+    /// The orchestrator's containers could not be listed.
+    #[error("cannot list containers: {source}")]
+    ListFailed {
+        #[source]
+        source: DockerError,
+    },
+    /// An operation on one container (inspect, create, start, remove) failed.
+    #[error("cannot {operation} container {name}: {source}")]
+    ContainerFailed {
+        operation: &'static str,
+        name: String,
+        #[source]
+        source: DockerError,
+    },
+    /// The image could not be inspected.
+    #[error("cannot inspect image {image}: {source}")]
+    ImageInspectFailed {
+        image: String,
+        #[source]
+        source: DockerError,
+    },
+    /// The image is absent and could not be pulled (there may be no registry).
+    #[error(
+        "image {image} is not present and cannot be pulled: {source} (build it: bash deploy/build-images.sh)"
+    )]
+    ImageUnavailable {
+        image: String,
+        #[source]
+        source: DockerError,
+    },
+    /// A container's logs could not be read.
+    #[error("cannot read the logs of {name}: {source}")]
+    LogsFailed {
+        name: String,
+        #[source]
+        source: DockerError,
+    },
+}
+
+impl DockerRuntimeError {
+    fn container(operation: &'static str, name: &str) -> impl FnOnce(DockerError) -> Self {
+        let name = name.to_string();
+        move |source| Self::ContainerFailed {
+            operation,
+            name,
+            source,
+        }
+    }
+}
+
 /// How the `docker` runtime reaches the engine and places containers.
 #[derive(Clone)]
 pub struct DockerLauncher {
@@ -50,17 +117,20 @@ impl DockerLauncher {
         network: Option<String>,
         prefix: String,
         grace: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DockerRuntimeError> {
         let docker = Docker::connect_with_defaults()
-            .map_err(|e| format!("cannot reach the Docker engine: {e}"))?
+            .map_err(|source| DockerRuntimeError::EngineUnreachable { source })?
             .negotiate_version()
             .await
-            .map_err(|e| format!("cannot reach the Docker engine: {e}"))?;
+            .map_err(|source| DockerRuntimeError::EngineUnreachable { source })?;
         if let Some(network) = &network {
             docker
                 .inspect_network(network, None)
                 .await
-                .map_err(|e| format!("docker network {network}: {e}"))?;
+                .map_err(|source| DockerRuntimeError::NetworkUnavailable {
+                    network: network.clone(),
+                    source,
+                })?;
         }
         info!(api_version = %docker.client_version(), network = ?network, "docker runtime ready");
         Ok(Self {
@@ -87,7 +157,7 @@ impl DockerLauncher {
     }
 
     /// The operator's containers that exist already, running or not.
-    pub async fn find(&self, operator: &str) -> Result<Vec<Found>, String> {
+    pub async fn find(&self, operator: &str) -> Result<Vec<Found>, DockerRuntimeError> {
         let options = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&self.labels_filter(operator))
@@ -96,7 +166,7 @@ impl DockerLauncher {
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| format!("cannot list containers: {e}"))?;
+            .map_err(|source| DockerRuntimeError::ListFailed { source })?;
         let mut found = Vec::new();
         for c in containers {
             let labels = c.labels.unwrap_or_default();
@@ -135,7 +205,11 @@ impl DockerLauncher {
 
     /// Starts a replica: its stopped container again when it has this configuration, else a
     /// new container. Returns the container's name.
-    pub async fn start(&self, spec: &ComponentSpec, id: &ReplicaId) -> Result<String, String> {
+    pub async fn start(
+        &self,
+        spec: &ComponentSpec,
+        id: &ReplicaId,
+    ) -> Result<String, DockerRuntimeError> {
         let name = self.container_name(&spec.operator, id);
         match self.docker.inspect_container(&name, None).await {
             Ok(existing) => {
@@ -156,14 +230,20 @@ impl DockerLauncher {
                         self.docker
                             .start_container(&name, None)
                             .await
-                            .map_err(|e| format!("cannot start container {name}: {e}"))?;
+                            .map_err(DockerRuntimeError::container("start", &name))?;
                         return Ok(name);
                     }
                     (false, _) => self.remove(&name).await?,
                 }
             }
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(format!("cannot inspect container {name}: {e}")),
+            Err(source) => {
+                return Err(DockerRuntimeError::ContainerFailed {
+                    operation: "inspect",
+                    name,
+                    source,
+                })
+            }
         }
         self.ensure_image(&spec.image).await?;
         let body = self.container_body(spec, id);
@@ -171,11 +251,11 @@ impl DockerLauncher {
         self.docker
             .create_container(Some(options), body)
             .await
-            .map_err(|e| format!("cannot create container {name}: {e}"))?;
+            .map_err(DockerRuntimeError::container("create", &name))?;
         self.docker
             .start_container(&name, None)
             .await
-            .map_err(|e| format!("cannot start container {name}: {e}"))?;
+            .map_err(DockerRuntimeError::container("start", &name))?;
         Ok(name)
     }
 
@@ -227,18 +307,24 @@ impl DockerLauncher {
     }
 
     /// Makes sure the image is there: pulled when it is not (which fails with no registry).
-    async fn ensure_image(&self, image: &str) -> Result<(), String> {
+    async fn ensure_image(&self, image: &str) -> Result<(), DockerRuntimeError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(()),
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(format!("cannot inspect image {image}: {e}")),
+            Err(source) => {
+                return Err(DockerRuntimeError::ImageInspectFailed {
+                    image: image.to_string(),
+                    source,
+                })
+            }
         }
         info!(image, "image not present; pulling it");
         let options = CreateImageOptionsBuilder::new().from_image(image).build();
         let mut pull = self.docker.create_image(Some(options), None, None);
         while let Some(step) = pull.next().await {
-            step.map_err(|e| {
-                format!("image {image} is not present and cannot be pulled: {e} (build it: bash deploy/build-images.sh)")
+            step.map_err(|source| DockerRuntimeError::ImageUnavailable {
+                image: image.to_string(),
+                source,
             })?;
         }
         Ok(())
@@ -277,7 +363,7 @@ impl DockerLauncher {
     }
 
     /// Stops (SIGTERM, SIGKILL after the grace period) and removes a container.
-    pub async fn stop(&self, name: &str) -> Result<(), String> {
+    pub async fn stop(&self, name: &str) -> Result<(), DockerRuntimeError> {
         let grace = i32::try_from(self.grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::new().t(grace).build();
         match self.docker.stop_container(name, Some(options)).await {
@@ -288,17 +374,21 @@ impl DockerLauncher {
         self.remove(name).await
     }
 
-    async fn remove(&self, name: &str) -> Result<(), String> {
+    async fn remove(&self, name: &str) -> Result<(), DockerRuntimeError> {
         let options = RemoveContainerOptionsBuilder::new().force(true).build();
         match self.docker.remove_container(name, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(format!("cannot remove container {name}: {e}")),
+            Err(source) => Err(DockerRuntimeError::ContainerFailed {
+                operation: "remove",
+                name: name.to_string(),
+                source,
+            }),
         }
     }
 
     /// The last `tail` lines a container wrote.
-    pub async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, String> {
+    pub async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, DockerRuntimeError> {
         let options = LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
@@ -310,7 +400,12 @@ impl DockerLauncher {
             match chunk {
                 Ok(output) => text.push_str(&output.to_string()),
                 Err(e) if is_not_found(&e) => break,
-                Err(e) => return Err(format!("cannot read the logs of {name}: {e}")),
+                Err(source) => {
+                    return Err(DockerRuntimeError::LogsFailed {
+                        name: name.to_string(),
+                        source,
+                    })
+                }
             }
         }
         Ok(text.lines().map(str::to_string).collect())

@@ -233,13 +233,50 @@ fn service(spec: &ComponentSpec, namespace: &str) -> Service {
     }
 }
 
+/// A Kubernetes object that could not be rendered, applied, listed or deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    /// An object could not be written as YAML.
+    #[error("cannot render a {kind} as YAML: {source}")]
+    RenderFailed {
+        kind: String,
+        #[source]
+        source: serde_norway::Error,
+    },
+    /// The API server refused or did not answer a call on one object.
+    #[error("cannot {operation} {kind} {name}: {source}")]
+    ObjectFailed {
+        operation: &'static str,
+        kind: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// Objects of a kind could not be listed.
+    #[error("cannot list {kind}s: {source}")]
+    ListFailed {
+        kind: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
 impl Rendered {
     /// Every object as one YAML stream, Secrets first.
-    pub fn to_yaml(&self) -> Result<String, String> {
+    pub fn to_yaml(&self) -> Result<String, KubernetesError> {
         let mut out = String::new();
-        fn push<T: Serialize>(out: &mut String, object: &T) -> Result<(), String> {
+        fn push<T: Serialize + kube::Resource<DynamicType = ()>>(
+            out: &mut String,
+            object: &T,
+        ) -> Result<(), KubernetesError> {
             out.push_str("---\n");
-            out.push_str(&serde_norway::to_string(object).map_err(|e| e.to_string())?);
+            let yaml = serde_norway::to_string(object).map_err(|source| {
+                KubernetesError::RenderFailed {
+                    kind: T::kind(&()).to_string(),
+                    source,
+                }
+            })?;
+            out.push_str(&yaml);
             Ok(())
         }
         for s in &self.secrets {
@@ -289,7 +326,11 @@ impl KubeLauncher {
     }
 
     /// Applies the operator's objects and deletes those it no longer needs.
-    pub async fn apply(&self, operator: &str, specs: &[ComponentSpec]) -> Result<(), String> {
+    pub async fn apply(
+        &self,
+        operator: &str,
+        specs: &[ComponentSpec],
+    ) -> Result<(), KubernetesError> {
         let Some(client) = &self.client else {
             return Ok(());
         };
@@ -316,7 +357,7 @@ impl KubeLauncher {
     }
 
     /// The operator's pods as replicas.
-    pub async fn replicas(&self, operator: &str) -> Result<Vec<ReplicaView>, String> {
+    pub async fn replicas(&self, operator: &str) -> Result<Vec<ReplicaView>, KubernetesError> {
         let Some(client) = &self.client else {
             return Ok(Vec::new());
         };
@@ -324,7 +365,10 @@ impl KubeLauncher {
         let list = pods
             .list(&ListParams::default().labels(&format!("{LABEL_OPERATOR}={operator}")))
             .await
-            .map_err(|e| format!("cannot list pods: {e}"))?;
+            .map_err(|source| KubernetesError::ListFailed {
+                kind: "Pod".into(),
+                source: Box::new(source),
+            })?;
         let mut views: Vec<ReplicaView> = list.items.iter().map(pod_view).collect();
         views.sort_by(|a, b| (&a.component, &a.id).cmp(&(&b.component, &b.id)));
         let mut index = BTreeMap::<String, u32>::new();
@@ -339,7 +383,7 @@ impl KubeLauncher {
 
 /// Applies the operator's objects of one kind (server-side apply), then deletes those of that
 /// kind it no longer has.
-async fn apply_all<K>(api: &Api<K>, operator: &str, objects: &[K]) -> Result<(), String>
+async fn apply_all<K>(api: &Api<K>, operator: &str, objects: &[K]) -> Result<(), KubernetesError>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -354,20 +398,33 @@ where
         let name = object.meta().name.clone().unwrap_or_default();
         api.patch(&name, &params, &Patch::Apply(object))
             .await
-            .map_err(|e| format!("{kind} {name}: {e}"))?;
+            .map_err(|source| KubernetesError::ObjectFailed {
+                operation: "apply",
+                kind: kind.to_string(),
+                name: name.clone(),
+                source: Box::new(source),
+            })?;
         keep.push(name);
     }
     let selector = format!("{LABEL_OPERATOR}={operator},{LABEL_MANAGED_BY}={MANAGED_BY}");
     let existing = api
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(|e| format!("cannot list {kind}s: {e}"))?;
+        .map_err(|source| KubernetesError::ListFailed {
+            kind: kind.to_string(),
+            source: Box::new(source),
+        })?;
     for object in existing.items {
         let name = object.meta().name.clone().unwrap_or_default();
         if !keep.contains(&name) {
             api.delete(&name, &DeleteParams::default())
                 .await
-                .map_err(|e| format!("cannot delete {kind} {name}: {e}"))?;
+                .map_err(|source| KubernetesError::ObjectFailed {
+                    operation: "delete",
+                    kind: kind.to_string(),
+                    name: name.clone(),
+                    source: Box::new(source),
+                })?;
         }
     }
     Ok(())

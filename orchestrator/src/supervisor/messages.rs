@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::spec::ComponentSpec;
 use super::state::{Exit, Found, ReplicaId, ReplicaView};
+use super::{DockerRuntimeError, LaunchError};
 use crate::error::ControlError;
 
 /// Make the running components match these specs (on apply, restore, or a secret's change).
@@ -81,7 +82,7 @@ pub struct ReplicaLogs {
 pub(super) struct ReplicaLaunched {
     pub id: ReplicaId,
     pub launch: u64,
-    pub result: Result<String, String>,
+    pub result: Result<String, LaunchError>,
 }
 
 /// A launch ended.
@@ -114,5 +115,5 @@ pub(super) struct ReplicaOutput {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) struct ReplicasFound {
-    pub found: Result<Vec<Found>, String>,
+    pub found: Result<Vec<Found>, DockerRuntimeError>,
 }

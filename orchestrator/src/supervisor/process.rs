@@ -22,6 +22,24 @@ use super::ComponentSupervisor;
 /// Variables of the orchestrator's own environment a replica inherits; nothing else leaks.
 const INHERITED_ENV: [&str; 6] = ["PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ"];
 
+/// Why a replica's process did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessLaunchError {
+    /// The component names no command.
+    #[error("the component has no command to run")]
+    NoCommand,
+    /// The command is not an executable on the replica's PATH.
+    #[error("cannot start {program}: no such executable")]
+    NotFound { program: String },
+    /// The operating system refused to start it.
+    #[error("cannot start {program}: {source}")]
+    SpawnFailed {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// How the `process` runtime starts replicas.
 #[derive(Debug, Clone)]
 pub struct ProcessLauncher {
@@ -67,10 +85,10 @@ impl ProcessLauncher {
         id: &ReplicaId,
         launch: u64,
         supervisor: Addr<ComponentSupervisor>,
-    ) -> Result<(u32, ProcessHandle), String> {
+    ) -> Result<(u32, ProcessHandle), ProcessLaunchError> {
         let argv = spec.argv();
         let Some(program) = argv.first() else {
-            return Err("the component has no command to run".into());
+            return Err(ProcessLaunchError::NoCommand);
         };
         let name = match &self.instance {
             Some(instance) => format!("{instance}-{}-{id}", spec.operator),
@@ -84,7 +102,9 @@ impl ProcessLauncher {
             .or_else(|| std::env::var("PATH").ok())
             .unwrap_or_default();
         if resolve_program(program, &search_path).is_none() {
-            return Err(format!("cannot start {program}: no such executable"));
+            return Err(ProcessLaunchError::NotFound {
+                program: program.clone(),
+            });
         }
         let mut command = match &self.setpriv {
             Some(setpriv) => {
@@ -112,7 +132,10 @@ impl ProcessLauncher {
             .kill_on_drop(true);
         let mut child = command
             .spawn()
-            .map_err(|e| format!("cannot start {program}: {e}"))?;
+            .map_err(|source| ProcessLaunchError::SpawnFailed {
+                program: program.clone(),
+                source,
+            })?;
         let pid = child.id().unwrap_or_default();
         if let Some(out) = child.stdout.take() {
             tokio::spawn(pump(out, id.clone(), launch, supervisor.clone()));
