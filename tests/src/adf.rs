@@ -55,7 +55,7 @@ impl Adf {
         standin_env: &[(&str, &str)],
         without: &[&str],
     ) -> anyhow::Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        operator_telemetry::install_tls_provider();
         let system = TestSystem::start().await?;
         let mut standin_all = vec![
             ("ADF_STANDIN_TENANT_ID", TENANT),

@@ -41,7 +41,7 @@ fn names_listed(run: &OpctlRun) -> Vec<String> {
 #[tokio::test]
 async fn requests_without_a_valid_key_are_refused_but_health_checks_answer() -> anyhow::Result<()> {
     let system = TestSystem::start().await?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    operator_telemetry::install_tls_provider();
     let anonymous = reqwest::Client::new();
     let base = system.orchestrator.url();
     let health = anonymous.get(format!("{base}/healthz")).send().await?;

@@ -17,7 +17,7 @@ const COMMAND_SUBJECT: &str = "operator.demo.job.command";
 
 /// An HTTP client with a fresh connection per request (the servers may close idle ones).
 fn http_client() -> anyhow::Result<reqwest::Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    operator_telemetry::install_tls_provider();
     Ok(reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()?)

@@ -124,8 +124,7 @@ impl OrchestratorClient {
         {
             anyhow::bail!("--server must be an http:// or https:// URL, not {server}");
         }
-        // reqwest is built without a default TLS provider; installing it twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        operator_telemetry::install_tls_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)

@@ -87,14 +87,20 @@ pub enum TelemetryError {
     Exporter(String),
 }
 
+/// Makes ring the process's TLS provider. reqwest and the OTLP exporter are built without a
+/// default one (so that one binary never carries two); every binary calls this before its
+/// first HTTP client. A second call keeps the first provider.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Installs the global subscriber (logs, and traces when an OTLP endpoint is configured) and
 /// the W3C propagator. `level` is the binary's `LOG_LEVEL` setting; `service` the name spans
 /// are exported under unless `OTEL_SERVICE_NAME` is set. The gRPC exporter needs a Tokio
 /// runtime: call this inside one. Calling it twice keeps the first set-up.
 pub fn init(service: &str, level: &str) -> Result<Telemetry, TelemetryError> {
-    // The HTTP exporter's client needs a TLS provider even for plain http://; installing the
-    // one the binaries use twice is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // The HTTP exporter's client needs a TLS provider even for plain http://.
+    install_tls_provider();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = if exporting_configured() {
         Some(tracer_provider(service)?)

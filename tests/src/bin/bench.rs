@@ -87,7 +87,7 @@ where
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    operator_telemetry::install_tls_provider();
     let nats = NatsServer::start()?;
     let client = nats.client().await?;
     let js = async_nats::jetstream::new(client.clone());

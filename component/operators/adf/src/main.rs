@@ -123,8 +123,7 @@ fn run_adf(args: OperatorArgs) -> anyhow::Result<()> {
         ),
         other => eprintln!("adf-operator: signing in to Azure with {}", other.method()),
     }
-    // reqwest is built without a crypto provider; install ring's once, before any client.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    operator_sdk::telemetry::install_tls_provider();
     let budget = Arc::new(MonitorBudget::new(
         poll.monitor_budget_per_minute,
         Some(budget_bucket(args.component.clone())),

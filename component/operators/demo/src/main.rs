@@ -48,8 +48,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    // reqwest is built without a crypto provider; install ring's once, before any client.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    operator_sdk::telemetry::install_tls_provider();
     let platform = match cli.platform_url.as_deref().map(str::trim) {
         Some(url) if !url.is_empty() => Platform::Http(
             HttpPlatform::new(url).context("cannot build the HTTP client for DEMO_PLATFORM_URL")?,

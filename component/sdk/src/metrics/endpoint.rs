@@ -94,7 +94,7 @@ mod tests {
     use super::*;
 
     async fn get(address: SocketAddr, path: &str) -> (u16, String, String) {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        operator_telemetry::install_tls_provider();
         let response = reqwest::get(format!("http://127.0.0.1:{}{path}", address.port()))
             .await
             .expect("answered");

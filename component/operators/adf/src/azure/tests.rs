@@ -73,7 +73,7 @@ async fn answer(req: HttpRequest, body: web::Bytes, script: web::Data<Shared>) -
 
 /// Starts the server; returns its script and a client pointed at it for both endpoints.
 pub(crate) fn serve(answers: Vec<Answer>) -> (Shared, AdfClient) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    operator_sdk::telemetry::install_tls_provider();
     let script: Shared = Arc::new(Mutex::new(Script {
         answers: answers.into(),
         ..Script::default()
