@@ -224,27 +224,8 @@ impl<R: Reconciler> Component<R> {
             return Ok(());
         };
         let consumer_config = bridge::consumer_config(&settings.consumer, settings.durable);
-        let (election, fence) = match &settings.election {
-            None => {
-                // Alone, the component attaches at once, so a bad consumer stops it here.
-                stream
-                    .get_or_create_consumer(&settings.consumer, consumer_config.clone())
-                    .await
-                    .map_err(|e| BridgeError::Consumer {
-                        stream: settings.command_stream.clone(),
-                        consumer: settings.consumer.clone(),
-                        reason: e.to_string(),
-                    })?;
-                (None, Fence::unelected())
-            }
-            Some(election) => {
-                if !server_enforces_fencing(&version) {
-                    return Err(ElectionError::ServerTooOld { version }.into());
-                }
-                let (addr, fence) = LeaderElection::start(&js, election.clone(), replicas).await?;
-                (Some((addr, election.replica.clone())), fence)
-            }
-        };
+        let (election, fence) =
+            attach(&settings, &js, &stream, &consumer_config, version, replicas).await?;
         let (store, store_events) = match settings.store_type {
             StateStoreType::Memory => (EntityStore::Memory(MemoryStore::default()), None),
             StateStoreType::JetStreamKv => {
@@ -318,6 +299,73 @@ impl<R: Reconciler> Component<R> {
             error!(error = %e, "component stopping");
         }
 
+        Stopping {
+            client,
+            controller,
+            queries,
+            stop,
+            election,
+        }
+        .stop(self.drain_timeout)
+        .await;
+        info!("component stopped");
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Attaches to the command stream: alone at once (so a bad consumer stops the component
+/// here), or replicated through the leader election, whose fence guards every store write.
+async fn attach(
+    settings: &Settings,
+    js: &jetstream::Context,
+    stream: &jetstream::stream::Stream,
+    consumer_config: &jetstream::consumer::pull::Config,
+    version: String,
+    replicas: usize,
+) -> Result<(Option<(actix::Addr<LeaderElection>, String)>, Fence), ComponentError> {
+    match &settings.election {
+        None => {
+            stream
+                .get_or_create_consumer(&settings.consumer, consumer_config.clone())
+                .await
+                .map_err(|e| BridgeError::Consumer {
+                    stream: settings.command_stream.clone(),
+                    consumer: settings.consumer.clone(),
+                    reason: e.to_string(),
+                })?;
+            Ok((None, Fence::unelected()))
+        }
+        Some(election) => {
+            if !server_enforces_fencing(&version) {
+                return Err(ElectionError::ServerTooOld { version }.into());
+            }
+            let (addr, fence) = LeaderElection::start(js, election.clone(), replicas).await?;
+            Ok((Some((addr, election.replica.clone())), fence))
+        }
+    }
+}
+
+/// What a serving component stops at shutdown, in order.
+struct Stopping {
+    client: async_nats::Client,
+    controller: actix::Addr<ControllerActor>,
+    queries: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    election: Option<(actix::Addr<LeaderElection>, String)>,
+}
+
+impl Stopping {
+    /// The query responder first, then the controller (it stops consuming, lets running
+    /// reconciles finish for up to `drain_timeout` and flushes the store), then the lease, then
+    /// NATS's outgoing buffer.
+    async fn stop(self, drain_timeout: Duration) {
+        let Self {
+            client,
+            controller,
+            queries,
+            stop,
+            election,
+        } = self;
         let _ = stop.send(true);
         if tokio::time::timeout(TASK_STOP_TIMEOUT, queries)
             .await
@@ -329,7 +377,7 @@ impl<R: Reconciler> Component<R> {
         // only then is the lease given up, so the next leader starts after the last write.
         let (done, drained) = oneshot::channel();
         controller.do_send(Drain { done });
-        match tokio::time::timeout(self.drain_timeout, drained).await {
+        match tokio::time::timeout(drain_timeout, drained).await {
             Ok(Ok(flush)) => match tokio::time::timeout(TASK_STOP_TIMEOUT, flush.wait()).await {
                 Ok(Ok(())) => debug!("store flushed"),
                 Ok(Err(e)) => warn!(error = %e, "store not flushed"),
@@ -337,7 +385,7 @@ impl<R: Reconciler> Component<R> {
             },
             Ok(Err(_)) => warn!("controller stopped before draining"),
             Err(_) => warn!(
-                timeout_ms = self.drain_timeout.as_millis() as u64,
+                timeout_ms = drain_timeout.as_millis() as u64,
                 "reconciles still running at shutdown"
             ),
         }
@@ -354,8 +402,6 @@ impl<R: Reconciler> Component<R> {
             Ok(Err(e)) => warn!(error = %e, "NATS flush failed at shutdown"),
             Err(_) => warn!("NATS flush timed out at shutdown (is the server gone?)"),
         }
-        info!("component stopped");
-        failure.map_or(Ok(()), Err)
     }
 }
 
