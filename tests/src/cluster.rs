@@ -3,8 +3,10 @@
 //! 10.251.R.i — with the standard ports, so the routes are known before any node starts and a
 //! killed node comes back where it was. Being hosts of their own, nodes can be partitioned for
 //! real: a node's link taken down (cut from everything), or its peers' packets dropped inside its
-//! namespace (cut from the other nodes, still reached by its clients). Everything the harness
-//! made is removed when the cluster is dropped. Needs root and iproute2 (and iptables for a
+//! namespace (cut from the other nodes, still reached by its clients). Clients may be hosts of
+//! their own on the same bridge too ([`NatsCluster::add_host`]: an orchestrator replica, say),
+//! and be cut off the same way. Everything the harness made is removed when the cluster is
+//! dropped. Needs root and iproute2 (and iptables for a
 //! partition from the peers).
 
 use std::path::PathBuf;
@@ -34,13 +36,37 @@ struct Node {
     child: Option<Child>,
 }
 
+/// A host on the cluster's bridge for something other than a node: a namespace with an
+/// address, where a process is started with `ip netns exec` (in place: same pid).
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub namespace: String,
+    /// The bridge side of its veth pair.
+    link: String,
+    pub ip: String,
+}
+
+impl Host {
+    /// `program` to be run inside this host.
+    pub fn command(&self, program: &std::path::Path) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.namespace])
+            .arg(program);
+        command
+    }
+}
+
 /// N clustered nats-server processes, each in a network namespace of its own. Dropped, it
 /// kills them first, then removes the network (its fields drop in this order).
 pub struct NatsCluster {
     nodes: Vec<Node>,
+    /// The third byte of every address: 10.251.R.x.
+    r: u8,
+    hosts: usize,
     routes: String,
     _logs: tempfile::TempDir,
-    _network: Network,
+    network: Network,
 }
 
 /// The bridge the nodes' hosts hang on, their namespaces, and the rule that lets bridged
@@ -178,9 +204,11 @@ impl NatsCluster {
         }
         let mut cluster = Self {
             nodes,
+            r,
+            hosts: 0,
             routes,
             _logs: logs,
-            _network: network,
+            network,
         };
         for i in 0..n {
             cluster.spawn(i)?;
@@ -215,6 +243,33 @@ impl NatsCluster {
         )?;
         node.child = Some(child);
         Ok(())
+    }
+
+    /// A new host on the cluster's bridge, `name` being a few letters (link names are at most
+    /// 15 characters): for a client that a test cuts off with [`NatsCluster::partition_host`].
+    pub fn add_host(&mut self, name: &str) -> anyhow::Result<Host> {
+        self.hosts += 1;
+        let r = self.r;
+        let host = Host {
+            namespace: format!("opns{r}{name}"),
+            link: format!("opv{r}{name}"),
+            ip: format!("10.251.{r}.{}", 100 + self.hosts),
+        };
+        self.network
+            .add_host(&host.namespace, &host.link, &host.ip)?;
+        Ok(host)
+    }
+
+    /// The address of this machine on the cluster's bridge: where a server that the hosts
+    /// must reach listens.
+    pub fn gateway(&self) -> String {
+        format!("10.251.{}.254", self.r)
+    }
+
+    /// Cuts `host` off from everything (the nodes, this machine) until healed: its link goes
+    /// down, its TCP connections stay open, as in a real partition.
+    pub fn partition_host(&self, host: &Host) -> anyhow::Result<Partition> {
+        link_down(&host.link)
     }
 
     /// How many nodes the cluster has.
@@ -338,17 +393,7 @@ impl NatsCluster {
     /// Cuts node `i` off from the other nodes and from every client: its link goes down (the
     /// TCP connections stay open, as in a real partition) until healed.
     pub fn partition(&self, i: usize) -> anyhow::Result<Partition> {
-        let link = &self.nodes[i].link;
-        ip(&["link", "set", link, "down"])?;
-        Ok(Partition {
-            undo: vec![vec![
-                "ip".into(),
-                "link".into(),
-                "set".into(),
-                link.clone(),
-                "up".into(),
-            ]],
-        })
+        link_down(&self.nodes[i].link)
     }
 
     /// Cuts node `i` off from the other nodes only: inside its host, packets from them are
@@ -371,6 +416,20 @@ impl NatsCluster {
         }
         Ok(partition)
     }
+}
+
+/// Takes `link` down, until the partition is healed.
+fn link_down(link: &str) -> anyhow::Result<Partition> {
+    ip(&["link", "set", link, "down"])?;
+    Ok(Partition {
+        undo: vec![vec![
+            "ip".into(),
+            "link".into(),
+            "set".into(),
+            link.to_string(),
+            "up".into(),
+        ]],
+    })
 }
 
 fn run(command: &[String]) -> anyhow::Result<()> {

@@ -107,6 +107,9 @@ pub enum Victim {
     Orchestrator,
     /// With orchestrator replicas: the leader paused (SIGSTOP) past its lease, then resumed.
     OrchestratorPause,
+    /// With orchestrator replicas: the leader's host cut off from NATS and everything else past
+    /// its lease, then healed (it must have stopped leading, and take no write).
+    OrchestratorPartition,
     Replica,
     /// The one nats-server, or with a cluster one of its nodes.
     NatsServer,
@@ -117,9 +120,10 @@ pub enum Victim {
 impl Victim {
     pub const ALL: [Victim; 3] = [Victim::Orchestrator, Victim::Replica, Victim::NatsServer];
     /// Every victim a cluster run may have.
-    pub const CLUSTER: [Victim; 5] = [
+    pub const CLUSTER: [Victim; 6] = [
         Victim::Orchestrator,
         Victim::OrchestratorPause,
+        Victim::OrchestratorPartition,
         Victim::Replica,
         Victim::NatsServer,
         Victim::NatsPartition,
@@ -129,6 +133,7 @@ impl Victim {
         match self {
             Victim::Orchestrator => "orchestrator",
             Victim::OrchestratorPause => "orchestrator (paused)",
+            Victim::OrchestratorPartition => "orchestrator (partitioned)",
             Victim::Replica => "component replica",
             Victim::NatsServer => "nats-server",
             Victim::NatsPartition => "nats node (partitioned)",
@@ -170,11 +175,12 @@ impl FaultReport {
         let mut out = String::new();
         let kills = |v: Victim| self.kills.get(&v).copied().unwrap_or(0);
         out += &format!(
-            "cycles done: {} (seed {})\nkills: orchestrator {} (paused past its lease {}), component replica {} (the leader {} times), nats-server {}, nats node partitioned {}\n",
+            "cycles done: {} (seed {})\nkills: orchestrator {} (paused past its lease {}, partitioned past it {}), component replica {} (the leader {} times), nats-server {}, nats node partitioned {}\n",
             self.cycles_done,
             self.seed,
             kills(Victim::Orchestrator),
             kills(Victim::OrchestratorPause),
+            kills(Victim::OrchestratorPartition),
             kills(Victim::Replica),
             self.leader_kills,
             kills(Victim::NatsServer),
@@ -515,16 +521,16 @@ impl Nats {
 
 impl FaultSystem {
     async fn start(cluster: bool, config: &FaultConfig) -> anyhow::Result<Self> {
-        let nats = Nats::start(cluster).await?;
+        let mut nats = Nats::start(cluster).await?;
         let keys = tempfile::tempdir()?;
         let keys_file = keys.path().join("secret-keys").display().to_string();
         let ttl_ms = config.lease_ttl.as_millis().to_string();
         let renew_ms = config.renew_interval.as_millis().to_string();
         let mut orchestrators = Vec::new();
-        for name in if cluster {
-            &["orchestrator-1", "orchestrator-2"][..]
+        for (name, host_name) in if cluster {
+            &[("orchestrator-1", "o1"), ("orchestrator-2", "o2")][..]
         } else {
-            &[""][..]
+            &[("", "")][..]
         } {
             let mut env = vec![
                 ("ORCHESTRATOR_COMPONENT_RUNTIME", "process"),
@@ -540,9 +546,18 @@ impl FaultSystem {
                     ("ORCHESTRATOR_LEASE_RENEW_MS", renew_ms.as_str()),
                 ]);
             }
-            orchestrators.push(OrchestratorProcess::start_with_env(&nats.url(), &env)?);
+            // On a cluster each replica is a host of its own on the nodes' bridge, so that a
+            // partition can cut it off; its components run there too.
+            let host = match &mut nats {
+                Nats::Cluster(nodes) => Some(nodes.add_host(host_name)?),
+                Nats::Single(_) => None,
+            };
+            orchestrators.push(OrchestratorProcess::start_on(&nats.url(), &env, host)?);
         }
-        let platform = Platform::start()?;
+        let platform = match &nats {
+            Nats::Cluster(nodes) => Platform::start_on(&nodes.gateway())?,
+            Nats::Single(_) => Platform::start()?,
+        };
         let client = nats.client().await?;
         let js = async_nats::jetstream::new(client);
         let resources = js
@@ -786,6 +801,22 @@ impl FaultSystem {
                 }
                 orchestrator.restart()?;
                 Ok(paused)
+            }
+            Victim::OrchestratorPartition => {
+                let leader = self.leading_orchestrator()?;
+                let Nats::Cluster(nodes) = &self.nats else {
+                    bail!("a partition needs a cluster (--cluster)");
+                };
+                let host = self.orchestrators[leader]
+                    .host()
+                    .context("the leading orchestrator has no host of its own to cut off")?;
+                let partition = nodes.partition_host(host)?;
+                let cut = Instant::now();
+                // Past its lease: another replica leads meanwhile, and the one cut off must
+                // find out, stop writing and exit (started again while converging).
+                std::thread::sleep(lease_ttl + Duration::from_secs(1));
+                partition.heal()?;
+                Ok(cut)
             }
             Victim::NatsServer => {
                 let killed = Instant::now();
@@ -1120,6 +1151,9 @@ pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
     }
     if !config.cluster && config.victims.contains(&Victim::OrchestratorPause) {
         bail!("a pause of the leading orchestrator needs orchestrator replicas (--cluster)");
+    }
+    if !config.cluster && config.victims.contains(&Victim::OrchestratorPartition) {
+        bail!("a partition of the leading orchestrator needs orchestrator replicas (--cluster)");
     }
     let mut system = FaultSystem::start(config.cluster, config).await?;
     let operator = fault_operator(config, &system.platform.url)?;

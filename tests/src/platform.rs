@@ -223,8 +223,14 @@ async fn delete_job(
 impl Platform {
     /// Starts the platform on a free loopback port, in its own thread.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// Starts the platform on a free port of address `ip` (a cluster's bridge, where the
+    /// components on its hosts reach it), in its own thread.
+    pub fn start_on(ip: &str) -> anyhow::Result<Self> {
         let state: Shared = Arc::default();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let listener = std::net::TcpListener::bind((ip, 0))?;
         let url = format!("http://{}", listener.local_addr()?);
         let data = web::Data::new(state.clone());
         let (tx, rx) = std::sync::mpsc::channel();

@@ -190,7 +190,7 @@ pub const ADMIN_APIKEY: &str = "opk_e2e-harness-admin-key-not-for-production";
 
 /// An HTTP client that sends [`ADMIN_APIKEY`] with every request.
 pub fn admin_http_client() -> anyhow::Result<reqwest::Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    operator_telemetry::install_tls_provider();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
@@ -208,6 +208,9 @@ pub struct OrchestratorProcess {
     nats_url: String,
     logs: tempfile::TempDir,
     extra_env: Vec<(String, String)>,
+    /// The host it runs on, when not this machine's loopback: a namespace on a cluster's
+    /// bridge, so that it can be cut off.
+    host: Option<crate::cluster::Host>,
 }
 
 impl OrchestratorProcess {
@@ -216,6 +219,15 @@ impl OrchestratorProcess {
     }
 
     pub fn start_with_env(nats_url: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_on(nats_url, env, None)
+    }
+
+    /// Starts it on `host` (a namespace on a cluster's bridge), or on this machine's loopback.
+    pub fn start_on(
+        nats_url: &str,
+        env: &[(&str, &str)],
+        host: Option<crate::cluster::Host>,
+    ) -> anyhow::Result<Self> {
         let mut orchestrator = Self {
             child: None,
             port: 0,
@@ -225,9 +237,20 @@ impl OrchestratorProcess {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            host,
         };
         orchestrator.spawn()?;
         Ok(orchestrator)
+    }
+
+    /// The host it runs on, when it has one of its own.
+    pub fn host(&self) -> Option<&crate::cluster::Host> {
+        self.host.as_ref()
+    }
+
+    /// The address it listens on: its host's, or loopback.
+    fn ip(&self) -> &str {
+        self.host.as_ref().map_or("127.0.0.1", |h| h.ip.as_str())
     }
 
     /// Starts the daemon: on the port it had (a restart), or on one it chooses and writes to
@@ -238,10 +261,18 @@ impl OrchestratorProcess {
         std::fs::write(&key_file, ADMIN_APIKEY)?;
         let addr_file = self.logs.path().join("listen-addr");
         let _ = std::fs::remove_file(&addr_file);
-        let mut child = Command::new(binary("orchestrator")?)
+        let program = binary("orchestrator")?;
+        let mut command = match &self.host {
+            Some(host) => host.command(&program),
+            None => Command::new(&program),
+        };
+        let mut child = command
             .env("ORCHESTRATOR_ADMIN_APIKEY_FILE", &key_file)
             .env("NATS_URL", &self.nats_url)
-            .env("ORCHESTRATOR_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env(
+                "ORCHESTRATOR_LISTEN",
+                format!("{}:{}", self.ip(), self.port),
+            )
             .env("ORCHESTRATOR_LISTEN_ADDR_FILE", &addr_file)
             .env("ORCHESTRATOR_HTTP_WORKERS", "1")
             .env("LOG_LEVEL", "info")
@@ -292,7 +323,7 @@ impl OrchestratorProcess {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.ip(), self.port)
     }
 
     /// Kills the daemon with SIGKILL: no chance to flush or say goodbye.

@@ -46,13 +46,14 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     converge_timeout: u64,
     /// Who may be killed, each in turn [default: orchestrator,replica,nats-server, and
-    /// orchestrator-pause and nats-partition with --cluster].
+    /// orchestrator-pause, orchestrator-partition and nats-partition with --cluster].
     #[arg(long, value_enum, value_delimiter = ',')]
     victims: Option<Vec<Victim>>,
     /// Three clustered NATS nodes (every stream R3) and two orchestrator replicas:
     /// nats-server kills one node, nats-partition cuts one off (iptables, as root) for
     /// --partition-ms, orchestrator kills the leading replica, orchestrator-pause stops it
-    /// past its lease (the orchestrators' lease is --ttl-ms too).
+    /// past its lease and orchestrator-partition cuts its host off past it (the orchestrators'
+    /// lease is --ttl-ms too).
     #[arg(long)]
     cluster: bool,
     /// How long a partitioned node stays cut off.
