@@ -29,6 +29,7 @@ fn replica(nats: &str, name: &str, keys: &std::path::Path) -> anyhow::Result<Orc
 /// `/readyz` of `orchestrator`: 200 while it leads, 503 while it follows. Asked without a key,
 /// as a load balancer's or kubelet's probe asks.
 async fn ready(orchestrator: &OrchestratorProcess) -> anyhow::Result<u16> {
+    operator_telemetry::install_tls_provider();
     let answer = reqwest::Client::new()
         .get(format!("{}/readyz", orchestrator.url()))
         .send()
