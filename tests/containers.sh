@@ -151,7 +151,9 @@ if [ "${1:-}" = "--cluster-steps" ]; then
   check "the other orchestrator ($survivor) leads" [ "$(leading_orchestrator)" = "$survivor" ]
   opctl get -t operator -n adf-operator -d >&2
   # Replicas hand their components over rather than stop them, so the components outlive
-  # every orchestrator: they go first, or the network cannot be removed.
+  # every orchestrator: they go once the orchestrators are stopped (a leader would start them
+  # again), before the network.
+  check "the orchestrators are stopped" compose stop --timeout 30 orchestrator-1 orchestrator-2
   check "the component containers are removed" bash -c \
     "docker rm -f \$(docker ps -aq --filter label=io.operator.orchestrator=$PROJECT) >/dev/null"
   check "compose down" compose down --volumes --timeout 60
