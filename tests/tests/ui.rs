@@ -116,8 +116,18 @@ async fn screenshot(browser: &Client, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The text of an element, read in one script call: a live update may replace the element
+/// between a find and a read.
 async fn text_of(browser: &Client, css: &str) -> anyhow::Result<String> {
-    Ok(browser.find(Locator::Css(css)).await?.text().await?)
+    let text = browser
+        .execute(
+            "const el = document.querySelector(arguments[0]); return el ? el.innerText : null;",
+            vec![json!(css)],
+        )
+        .await?;
+    text.as_str()
+        .map(str::to_string)
+        .with_context(|| format!("no {css} on the page"))
 }
 
 /// Waits for an element, found by XPath, to be on the page.
@@ -215,6 +225,7 @@ async fn walk_through(
     );
     screenshot(browser, "sign-in").await?;
     sign_in(browser, base, "opk_not-a-key-of-anyone").await?;
+    wait_for(browser, "//p[@id='apikey-error']").await?;
     assert_eq!(
         text_of(browser, "#apikey-error").await?,
         "apikey: the API key is not valid"
@@ -222,8 +233,8 @@ async fn walk_through(
     sign_in(browser, base, ADMIN_APIKEY).await?;
 
     // The seed's operator, with its resource types and components.
-    let operator = wait_for(browser, "//section[@id='operator-adf-operator']").await?;
-    let text = operator.text().await?;
+    wait_for(browser, "//section[@id='operator-adf-operator']").await?;
+    let text = text_of(browser, "#operator-adf-operator").await?;
     assert!(text.contains("pipeline-run"), "{text}");
     assert!(text.contains("active"), "{text}");
     screenshot(browser, "operators").await?;
@@ -249,10 +260,14 @@ async fn walk_through(
     browser.set_window_size(1280, 800).await?;
 
     // Its page follows it from inprogress to succeeded without reloading.
+    // The link as it is now (the list may be re-rendered under a click).
+    let href = text_of(browser, "tr[data-resource='pipeline-run-1'] a").await?;
+    assert_eq!(href, "pipeline-run-1");
     browser
-        .find(Locator::LinkText("pipeline-run-1"))
-        .await?
-        .click()
+        .execute(
+            "document.querySelector(\"tr[data-resource='pipeline-run-1'] a\").click(); return null;",
+            vec![],
+        )
         .await?;
     wait_for(browser, "//span[@id='resource-runtime' and .='inprogress']").await?;
     mark_page(browser).await?;
@@ -279,6 +294,7 @@ async fn walk_through(
     browser
         .goto(&format!("{base}/ui/workspaces/public/resources/hostile"))
         .await?;
+    wait_for(browser, "//p[@id='resource-description']").await?;
     assert_eq!(
         text_of(browser, "#resource-description").await?,
         "<script>window.injected = true</script><b>bold</b>"
@@ -320,16 +336,21 @@ async fn walk_through(
         .click()
         .await?;
     wait_for(browser, "//h1[starts-with(., 'Resources in')]").await?;
-    browser
-        .wait()
-        .at_most(UI_WAIT)
-        .for_element(Locator::XPath(
-            "//table[@class='resources' and not(.//tr[@data-resource='hostile'])]",
-        ))
-        .await?;
+    wait_for(
+        browser,
+        "//table[@class='resources' and not(.//tr[@data-resource='hostile']//span[.!='deleting' and contains(@class,'status') and not(contains(@class,'runtime'))])]",
+    )
+    .await?;
+    // Gone from the store once its component has cleaned up, and then from the list.
     wait_for_resource(&adf.system.client, "public", "hostile", WAIT, |r| {
         r.is_none()
     })
+    .await?;
+    browser.refresh().await?;
+    wait_for(
+        browser,
+        "//table[@class='resources' and not(.//tr[@data-resource='hostile'])]",
+    )
     .await?;
 
     // An unknown resource: a 404 page with a way back.
@@ -338,13 +359,15 @@ async fn walk_through(
             "{base}/ui/workspaces/public/resources/no-such-run"
         ))
         .await?;
-    assert_eq!(text_of(browser, "h1").await?, "Not found");
+    wait_for(browser, "//h1[.='Not found']").await?;
     browser
         .find(Locator::LinkText("Back to the resources"))
         .await?;
     screenshot(browser, "not-found").await?;
 
     // Sign out; the reader sees `public` but is refused a workspace without a role.
+    browser.goto(&format!("{base}/ui/operators")).await?;
+    wait_for(browser, "//form[@class='who']//button").await?;
     browser
         .find(Locator::Css("form.who button"))
         .await?
@@ -356,7 +379,7 @@ async fn walk_through(
     browser
         .goto(&format!("{base}/ui/workspaces/sandbox/resources"))
         .await?;
-    assert_eq!(text_of(browser, "h1").await?, "Not allowed");
+    wait_for(browser, "//h1[.='Not allowed']").await?;
     assert_eq!(
         text_of(browser, "#error-message").await?,
         "user reader has no role in workspace sandbox"

@@ -715,7 +715,10 @@ pub async fn resource(
         .as_ref()
         .map(|s| Value::Object(s.details.clone()))
         .unwrap_or(Value::Null);
-    let details = view.details.clone().unwrap_or(reported);
+    let live = view.details.clone().unwrap_or(Value::Null);
+    // The run as the component answers it now, else as it last reported it.
+    let run = run_view(&live).or_else(|| run_view(&reported));
+    let details = if live.is_null() { reported } else { live };
     let runtime = view.runtime.clone().unwrap_or_default();
     let page = ResourcePage {
         chrome: chrome(
@@ -756,7 +759,7 @@ pub async fn resource(
                 }
             })
             .collect(),
-        run: run_view(&details),
+        run,
         details_yaml: match &details {
             Value::Null => String::new(),
             Value::Object(map) if map.is_empty() => String::new(),
