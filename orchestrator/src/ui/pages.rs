@@ -275,8 +275,13 @@ fn operator_row(view: &RecordView) -> OperatorRow {
         warnings.push(message.to_string());
     }
     let components = section
-        .map(|s| s.components.iter().map(|c| c.name.clone()).collect())
-        .unwrap_or_else(Vec::<String>::new)
+        .map(|s| {
+            s.components
+                .iter()
+                .map(|c| c.name.clone())
+                .collect::<Vec<String>>()
+        })
+        .unwrap_or_default()
         .into_iter()
         .map(|name| {
             let running = replicas
