@@ -93,7 +93,8 @@ cat <<MSG
 
 The control plane is running, with an Azure Data Factory pipeline run under way. You are the
 admin (key in $ORCHESTRATOR_ADMIN_APIKEY_FILE); the examples are owned by the seed's users,
-so lists need -a. Try:
+so lists need -a. In a browser: $OPCTL_SERVER/ui/ (sign in with the admin key,
+$(cat "$ORCHESTRATOR_ADMIN_APIKEY_FILE")). Or try:
   export OPCTL_SERVER=$OPCTL_SERVER OPCTL_APIKEY=\$(cat $ORCHESTRATOR_ADMIN_APIKEY_FILE) PATH=\$PWD/$BIN:\$PATH
   opctl get -t resource -w public -a                    # RUNTIME goes inprogress → succeeded
   opctl get -t resource -w public -n pipeline-run-1 -d  # the run and its activities, live

@@ -165,7 +165,7 @@ async fn apply(
     })
 }
 
-async fn apply_one(
+pub(crate) async fn apply_one(
     manager: &Manager,
     caller: &Caller,
     mut manifest: Manifest,

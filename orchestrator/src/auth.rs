@@ -376,9 +376,10 @@ fn presented_key(request: &ServiceRequest) -> Option<String> {
         .map(|k| k.trim().to_string())
 }
 
-/// Paths answered without a key: the probes of a load balancer or kubelet, which carry none.
+/// Paths answered without a key: the probes of a load balancer or kubelet, which carry none,
+/// and the web view, which signs its users in with a session of its own (`crate::ui`).
 fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz")
+    matches!(path, "/healthz" | "/readyz") || crate::ui::is_ui_path(path)
 }
 
 /// Middleware: refuses (401) every request but health checks without a valid key, and puts

@@ -20,4 +20,5 @@ pub mod secret_keys;
 pub mod store;
 pub mod stream_view;
 pub mod supervisor;
+pub mod ui;
 pub mod watch;

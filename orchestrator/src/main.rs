@@ -35,7 +35,7 @@ use operator_orchestrator::replication::role::ReplicaRole;
 use operator_orchestrator::replication::{Directory, ReplicaSettings, ORCHESTRATOR_CLUSTER};
 use operator_orchestrator::store::Store;
 use operator_orchestrator::supervisor::SupervisorSetup;
-use operator_orchestrator::{admission, api, auth, manager, metrics, secret_keys};
+use operator_orchestrator::{admission, api, auth, manager, metrics, secret_keys, ui};
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
@@ -218,6 +218,7 @@ struct Leader {
     manager: actix::Addr<OperatorManager>,
     users: auth::Users,
     admission: admission::Admission,
+    sessions: ui::Sessions,
 }
 
 impl Leader {
@@ -238,8 +239,10 @@ impl Leader {
         users
             .bootstrap_admin(config.admin_apikey_file.as_deref())
             .await?;
+        let sessions = ui::Sessions::open(&parts.js, parts.replicas).await?;
         Ok(Self {
             manager: actix::Actor::start(manager),
+            sessions,
             users,
             admission: admission::Admission::new(config.max_in_flight),
         })
@@ -250,6 +253,7 @@ impl Leader {
         let manager = self.manager.clone();
         let users = self.users.clone();
         let admission = self.admission.clone();
+        let sessions = self.sessions.clone();
         let server = HttpServer::new(move || {
             // The last wrapped runs first: trace and count, then admit, then authenticate.
             App::new()
@@ -259,9 +263,11 @@ impl Leader {
                 .app_data(web::Data::new(manager.clone()))
                 .app_data(web::Data::new(users.clone()))
                 .app_data(web::Data::new(admission.clone()))
+                .app_data(web::Data::new(sessions.clone()))
                 .route("/metrics", web::get().to(metrics::scrape))
                 .route("/readyz", web::get().to(leader_ready))
                 .configure(api::configure)
+                .configure(ui::configure)
         })
         .workers(config.http_workers)
         .listen(listener.try_clone()?)?;
