@@ -5,6 +5,7 @@
 mod reachable;
 mod state;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -65,22 +66,27 @@ pub struct EntityGone {
 #[rtype(result = "()")]
 struct ResendTick;
 
+/// What every entity of one resource type shares, held once by its runtime: an entity keeps a
+/// reference to it, not copies of its own.
+pub struct EntityContext {
+    pub subjects: TypeSubjects,
+    pub store: Store,
+    pub bridge: Addr<NatsBridge>,
+    pub runtime: Recipient<EntityGone>,
+    /// Where events are kept.
+    pub history: History,
+}
+
 /// The entity actor.
 pub struct ResourceEntity {
     key: EntityKey,
-    kv_key: String,
-    subjects: TypeSubjects,
     /// The record and the store revision it was written at; `None` until first stored.
     stored: Option<(Record, u64)>,
-    store: Store,
-    bridge: Addr<NatsBridge>,
-    runtime: Recipient<EntityGone>,
+    shared: Arc<EntityContext>,
     resend_after: Duration,
     resend_pending: bool,
     /// What this entity adds to the gauges now, taken back when it changes.
     gauged: Option<Gauged>,
-    /// Where its events are kept.
-    history: History,
 }
 
 /// An entity's contribution to the `orchestrator_entities` and `orchestrator_commands_in_flight`
@@ -134,28 +140,24 @@ impl Gauged {
 }
 
 impl ResourceEntity {
-    pub fn new(
-        key: EntityKey,
-        subjects: TypeSubjects,
-        stored: Option<(Record, u64)>,
-        store: Store,
-        bridge: Addr<NatsBridge>,
-        runtime: Recipient<EntityGone>,
-        history: History,
-    ) -> Self {
+    pub fn new(key: EntityKey, stored: Option<(Record, u64)>, shared: Arc<EntityContext>) -> Self {
         Self {
-            kv_key: workspaced_key(&key.workspace, &key.name),
             key,
-            subjects,
             stored,
-            store,
-            bridge,
-            runtime,
+            shared,
             resend_after: FIRST_RESEND,
             resend_pending: false,
             gauged: None,
-            history,
         }
+    }
+
+    /// The record's key in the resources bucket (made when needed, not kept).
+    fn kv_key(&self) -> String {
+        workspaced_key(&self.key.workspace, &self.key.name)
+    }
+
+    fn history(&self) -> &History {
+        &self.shared.history
     }
 
     /// Moves this entity's contribution to the gauges to what its record says now.
@@ -184,9 +186,10 @@ impl ResourceEntity {
             return;
         };
         let (id, operation, generation) = (envelope.id, envelope.operation, envelope.generation);
-        let subject = self.subjects.command_subject.clone();
+        let subject = self.shared.subjects.command_subject.clone();
         debug!(entity.key = %self.key, generation = envelope.generation, "sending command");
-        self.bridge
+        self.shared
+            .bridge
             .send(PublishCommand {
                 subject,
                 envelope,
@@ -197,7 +200,7 @@ impl ResourceEntity {
                 let error = match result {
                     Ok(Ok(())) => {
                         act.resend_after = FIRST_RESEND;
-                        act.history.record(&act.key, vec![HistoryEvent::normal(
+                        act.history().record(&act.key, vec![HistoryEvent::normal(
                             "CommandSent",
                             format!("{} command sent to the component", format!("{operation:?}").to_lowercase()),
                             generation,
@@ -220,7 +223,7 @@ impl ResourceEntity {
     }
 
     fn forget(&mut self, ctx: &mut Context<Self>) {
-        self.runtime.do_send(EntityGone {
+        self.shared.runtime.do_send(EntityGone {
             key: self.key.clone(),
             entity: ctx.address(),
         });
@@ -288,8 +291,8 @@ impl Handler<ApplySpec> for ResourceEntity {
             return AtomicResponse::new(Box::pin(fut::ready(applied)));
         }
         let (store, kv_key, revision) = (
-            self.store.clone(),
-            self.kv_key.clone(),
+            self.shared.store.clone(),
+            self.kv_key(),
             self.stored.as_ref().map(|s| s.1),
         );
         let applied_by = msg.applied_by.clone();
@@ -329,7 +332,7 @@ impl Handler<ApplySpec> for ResourceEntity {
             move |result: Result<Option<(Record, u64)>, StoreError>, act, ctx| match result {
                 Ok(Some(stored)) => {
                     let applied = stored.0.applied(outcome);
-                    act.history.record(&act.key, vec![HistoryEvent::normal(
+                    act.history().record(&act.key, vec![HistoryEvent::normal(
                         "Applied",
                         format!("{outcome:?} by {applied_by}, generation {}", applied.generation).to_lowercase(),
                         applied.generation,
@@ -383,7 +386,7 @@ impl Handler<RequestDelete> for ResourceEntity {
                 current.applied(Outcome::Deleting)
             ))));
         };
-        let (store, kv_key) = (self.store.clone(), self.kv_key.clone());
+        let (store, kv_key) = (self.shared.store.clone(), self.kv_key());
         let write = async move {
             let rev = store
                 .update(Bucket::Resources, &kv_key, &record, revision)
@@ -393,7 +396,7 @@ impl Handler<RequestDelete> for ResourceEntity {
         AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, ctx| {
             let stored = result?;
             let applied = stored.0.applied(Outcome::Deleting);
-            act.history.record(&act.key, vec![HistoryEvent::normal(
+            act.history().record(&act.key, vec![HistoryEvent::normal(
                 "DeleteRequested",
                 "delete requested; the component cleans up on the platform",
                 applied.generation,
@@ -439,7 +442,7 @@ impl Handler<StatusReported> for ResourceEntity {
             )],
             StatusDecision::Stale => Vec::new(),
         };
-        let (store, kv_key, revision) = (self.store.clone(), self.kv_key.clone(), *revision);
+        let (store, kv_key, revision) = (self.shared.store.clone(), self.kv_key(), *revision);
         let write = async move {
             match decision {
                 StatusDecision::Stale => Ok(None),
@@ -458,7 +461,7 @@ impl Handler<StatusReported> for ResourceEntity {
         AtomicResponse::new(Box::pin(write.into_actor(self).map(
             |result: Result<Option<Option<(Record, u64)>>, StoreError>, act, ctx| {
                 let result = result?;
-                act.history.record(&act.key, events);
+                act.history().record(&act.key, events);
                 match result {
                     None => {}
                     Some(Some(stored)) => {
@@ -501,8 +504,8 @@ impl Handler<GetView> for ResourceEntity {
             record.generation,
             serde_json::json!({}),
         );
-        let ask = self.bridge.send(SendQuery {
-            subject: self.subjects.query_subject.clone(),
+        let ask = self.shared.bridge.send(SendQuery {
+            subject: self.shared.subjects.query_subject.clone(),
             envelope: query,
             parent: msg.span,
         });

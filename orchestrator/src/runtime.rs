@@ -3,6 +3,7 @@
 //! NATS bridge; it validates every resource applied to it before an entity sees it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -13,7 +14,7 @@ use operator_contract::{EntityKey, Manifest};
 use tracing::{debug, info};
 
 use crate::bridge::{NatsBridge, RemoveStreams, StatusReported, StreamPlan};
-use crate::entity::{ApplySpec, EntityGone, GetView, RequestDelete, ResourceEntity};
+use crate::entity::{ApplySpec, EntityContext, EntityGone, GetView, RequestDelete, ResourceEntity};
 use crate::error::ControlError;
 use crate::records::{Applied, RecordView};
 use crate::store::{Store, Stored};
@@ -185,6 +186,10 @@ pub struct OperatorRuntime {
     query_timeout: Duration,
     bridge: Option<Addr<NatsBridge>>,
     entities: HashMap<EntityKey, (String, Addr<ResourceEntity>)>,
+    /// What the entities of each resource type share, made with the first of them.
+    contexts: HashMap<String, Arc<EntityContext>>,
+    /// One handle on the history stream for all its entities.
+    history: Option<crate::history::History>,
 }
 
 impl OperatorRuntime {
@@ -201,6 +206,8 @@ impl OperatorRuntime {
             query_timeout,
             bridge: None,
             entities: HashMap::new(),
+            contexts: HashMap::new(),
+            history: None,
         }
     }
 
@@ -211,25 +218,35 @@ impl OperatorRuntime {
         stored: Option<(crate::records::Record, u64)>,
         ctx: &mut Context<Self>,
     ) -> Result<Addr<ResourceEntity>, ControlError> {
-        let (subjects, bridge) = match (self.plan.types.get(resource_type), &self.bridge) {
-            (Some(t), Some(b)) => (t.subjects.clone(), b.clone()),
-            _ => {
-                return Err(ControlError::Internal(format!(
-                    "operator {} cannot host type {resource_type}",
-                    self.plan.name
-                )))
+        let shared = match self.contexts.get(resource_type) {
+            Some(shared) => shared.clone(),
+            None => {
+                let (subjects, bridge, history) = match (
+                    self.plan.types.get(resource_type),
+                    &self.bridge,
+                    &self.history,
+                ) {
+                    (Some(t), Some(b), Some(h)) => (t.subjects.clone(), b.clone(), h.clone()),
+                    _ => {
+                        return Err(ControlError::Internal(format!(
+                            "operator {} cannot host type {resource_type}",
+                            self.plan.name
+                        )))
+                    }
+                };
+                let shared = Arc::new(EntityContext {
+                    subjects,
+                    store: self.store.clone(),
+                    bridge,
+                    runtime: ctx.address().recipient(),
+                    history,
+                });
+                self.contexts
+                    .insert(resource_type.to_string(), shared.clone());
+                shared
             }
         };
-        let entity = ResourceEntity::new(
-            key.clone(),
-            subjects,
-            stored,
-            self.store.clone(),
-            bridge,
-            ctx.address().recipient(),
-            crate::history::History::new(async_nats::jetstream::new(self.client.clone())),
-        )
-        .start();
+        let entity = ResourceEntity::new(key.clone(), stored, shared).start();
         self.entities
             .insert(key, (resource_type.to_string(), entity.clone()));
         Ok(entity)
@@ -247,6 +264,9 @@ impl Actor for OperatorRuntime {
             self.query_timeout,
         );
         self.bridge = Some(bridge.start());
+        self.history = Some(crate::history::History::new(async_nats::jetstream::new(
+            self.client.clone(),
+        )));
         info!(operator = %self.plan.name, types = self.plan.types.len(), "operator runtime started");
     }
 }
@@ -410,6 +430,8 @@ impl Handler<ReplacePlan> for OperatorRuntime {
     fn handle(&mut self, msg: ReplacePlan, _ctx: &mut Self::Context) {
         info!(operator = %self.plan.name, "operator plan replaced");
         self.plan = msg.plan;
+        // Entities started from now on take the new plan's types; running ones keep theirs.
+        self.contexts.clear();
     }
 }
 

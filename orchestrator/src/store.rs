@@ -92,9 +92,16 @@ pub struct Stored {
     pub revision: u64,
 }
 
-/// Handles to the three buckets; cheap to clone.
+/// Handles to the three buckets; a clone is one reference count, so every entity can hold
+/// one (a bucket handle carries its stream's whole info and a JetStream context: kilobytes).
 #[derive(Clone)]
 pub struct Store {
+    shared: Arc<Buckets>,
+}
+
+/// What every clone of a [`Store`] shares.
+#[derive(Clone)]
+struct Buckets {
     operators: kv::Store,
     resources: kv::Store,
     secrets: kv::Store,
@@ -135,12 +142,14 @@ impl Store {
         replicas: usize,
     ) -> Result<Self, StoreError> {
         Ok(Self {
-            operators: open_bucket(js, OPERATORS_BUCKET, replicas).await?,
-            resources: open_bucket(js, RESOURCES_BUCKET, replicas).await?,
-            secrets: open_bucket(js, SECRETS_BUCKET, replicas).await?,
-            keyring: Arc::new(keyring),
-            replicas,
-            leading: None,
+            shared: Arc::new(Buckets {
+                operators: open_bucket(js, OPERATORS_BUCKET, replicas).await?,
+                resources: open_bucket(js, RESOURCES_BUCKET, replicas).await?,
+                secrets: open_bucket(js, SECRETS_BUCKET, replicas).await?,
+                keyring: Arc::new(keyring),
+                replicas,
+                leading: None,
+            }),
         })
     }
 
@@ -149,7 +158,7 @@ impl Store {
     /// past its lease writes nothing). Read the buckets only after this: any write of an
     /// earlier leader that landed is then in them.
     pub async fn lead(
-        mut self,
+        self,
         js: jetstream::Context,
         term: u64,
         replica: &str,
@@ -162,14 +171,17 @@ impl Store {
                 .map_err(|e| fence_error(bucket, FENCE_KEY, e))?;
             fences.push(WriteFence { term, sequence });
         }
-        self.leading = Some(Arc::new(Leading {
+        let mut buckets = Buckets::clone(&self.shared);
+        buckets.leading = Some(Arc::new(Leading {
             js,
             lease,
             operators: fences[0],
             resources: fences[1],
             secrets: fences[2],
         }));
-        Ok(self)
+        Ok(Self {
+            shared: Arc::new(buckets),
+        })
     }
 
     /// A write of the leader, fenced; returns the key's new revision.
@@ -197,14 +209,14 @@ impl Store {
 
     /// The replication factor of everything the orchestrator creates in JetStream.
     pub fn replicas(&self) -> usize {
-        self.replicas
+        self.shared.replicas
     }
 
     fn kv(&self, bucket: Bucket) -> &kv::Store {
         match bucket {
-            Bucket::Operators => &self.operators,
-            Bucket::Resources => &self.resources,
-            Bucket::Secrets => &self.secrets,
+            Bucket::Operators => &self.shared.operators,
+            Bucket::Resources => &self.shared.resources,
+            Bucket::Secrets => &self.shared.secrets,
         }
     }
 
@@ -258,7 +270,7 @@ impl Store {
             {
                 Ok(revision) => {
                     stored.revision = revision;
-                    info!(bucket = bucket.name(), key = %stored.key, key_id = %self.keyring.current_id(), "secret record sealed again with the current key");
+                    info!(bucket = bucket.name(), key = %stored.key, key_id = %self.shared.keyring.current_id(), "secret record sealed again with the current key");
                 }
                 Err(e) => {
                     warn!(bucket = bucket.name(), key = %stored.key, error = %e, "secret record not sealed again; it stays readable with its key");
@@ -299,7 +311,7 @@ impl Store {
         record: &Record,
     ) -> Result<u64, StoreError> {
         let value = self.encode(bucket, key, record)?;
-        if let Some(leading) = &self.leading {
+        if let Some(leading) = &self.shared.leading {
             // The leader alone writes, and its copy says the key is new.
             return self
                 .fenced(leading, bucket, key, FencedOperation::Put(value.into()))
@@ -331,7 +343,7 @@ impl Store {
         revision: u64,
     ) -> Result<u64, StoreError> {
         let value = self.encode(bucket, key, record)?;
-        if let Some(leading) = &self.leading {
+        if let Some(leading) = &self.shared.leading {
             // Fenced instead of compare-and-set: only the leader writes.
             return self
                 .fenced(leading, bucket, key, FencedOperation::Put(value.into()))
@@ -356,7 +368,7 @@ impl Store {
 
     /// Removes a record if it is still at `revision`.
     pub async fn delete(&self, bucket: Bucket, key: &str, revision: u64) -> Result<(), StoreError> {
-        if let Some(leading) = &self.leading {
+        if let Some(leading) = &self.shared.leading {
             return self
                 .fenced(leading, bucket, key, FencedOperation::Purge)
                 .await
@@ -424,7 +436,7 @@ impl Store {
             return Ok(json);
         }
         let sealed = SealedRecord {
-            sealed: self.keyring.seal(&json, &seal_context(bucket, key)),
+            sealed: self.shared.keyring.seal(&json, &seal_context(bucket, key)),
         };
         serde_json::to_vec(&sealed).map_err(failed)
     }
@@ -455,6 +467,7 @@ impl Store {
             });
         };
         let json = self
+            .shared
             .keyring
             .open(&sealed, &seal_context(bucket, key))
             .map_err(|e| fail(e.to_string()))?;
@@ -466,7 +479,7 @@ impl Store {
         })?;
         Ok(Decoded {
             record,
-            stale: self.keyring.is_stale(&sealed.key_id),
+            stale: self.shared.keyring.is_stale(&sealed.key_id),
         })
     }
 }

@@ -350,6 +350,11 @@ impl OrchestratorProcess {
         self.spawn()
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Sends `signal` (e.g. `STOP`, `CONT`) to the daemon.
     pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let pid = self

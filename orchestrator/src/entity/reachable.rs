@@ -98,7 +98,7 @@ impl Handler<ReachabilityTick> for ResourceEntity {
         let Some((record, revision)) = changed else {
             return AtomicResponse::new(Box::pin(fut::ready(())));
         };
-        let (store, kv_key) = (self.store.clone(), self.kv_key.clone());
+        let (store, kv_key) = (self.shared.store.clone(), self.kv_key());
         let write = async move {
             let rev = store
                 .update(Bucket::Resources, &kv_key, &record, revision)
@@ -110,7 +110,7 @@ impl Handler<ReachabilityTick> for ResourceEntity {
                 Ok(stored) => {
                     warn!(entity.key = %act.key, "component unreachable: a command went unanswered");
                     if let Some((before, _)) = &act.stored {
-                        act.history.record(&act.key, crate::history::status_events(before, &stored.0));
+                        act.history().record(&act.key, crate::history::status_events(before, &stored.0));
                     }
                     act.stored = Some(stored);
                 }

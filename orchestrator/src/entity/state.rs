@@ -95,6 +95,11 @@ pub fn apply_status(current: &Record, status: EntityStatus) -> StatusDecision {
     let mut record = current.clone();
     record.status = Some(status);
     super::reachable::mark_reachable(&mut record, Utc::now());
+    // Once the component has seen the command it is never sent again: neither kept in memory
+    // nor in the store (a settled resource holds one copy of its spec, not two).
+    if !command_unconfirmed(&record) {
+        record.last_command = None;
+    }
     StatusDecision::Store(Box::new(record))
 }
 
@@ -242,6 +247,7 @@ mod tests {
             panic!("expected store");
         };
         assert!(!command_unconfirmed(&stored));
+        assert_eq!(stored.last_command, None, "a confirmed command is not kept");
         record = *stored;
         assert_eq!(apply_status(&record, older), StatusDecision::Stale);
     }

@@ -1,0 +1,251 @@
+//! Memory per resource: the resident size (VmRSS) of the orchestrator and of the demo operator's
+//! component idle, then with N resources applied through the API and reconciled (instant
+//! platform), then again once a `kill -9`ed orchestrator has restored all of them from the
+//! store; and the bytes each resource adds.
+//!
+//! `cargo build --release --workspace --bins && target/release/memory --resources 20000`
+//!
+//! `--heaptrack FILE` attaches heaptrack (`heaptrack -p`) to the orchestrator once it is idle
+//! and stops the orchestrator with SIGTERM after the N are reconciled, so `FILE` holds every
+//! allocation the N resources made; read it with `heaptrack_print --print-peaks`.
+
+use std::collections::HashSet;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use futures::StreamExt;
+use operator_tests::{example, ComponentProcess, NatsServer, OrchestratorProcess};
+
+#[derive(Parser)]
+struct Args {
+    /// Resources applied through the API.
+    #[arg(long, default_value_t = 20_000)]
+    resources: usize,
+    /// Applies in flight at once.
+    #[arg(long, default_value_t = 128)]
+    in_flight: usize,
+    /// Attach heaptrack to the idle orchestrator and write its profile here (skips the restart).
+    #[arg(long)]
+    heaptrack: Option<std::path::PathBuf>,
+}
+
+/// Resident set size of a process, in bytes (`VmRSS` of `/proc/PID/status`).
+fn rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .context("no VmRSS line")?;
+    Ok(kb * 1024)
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1_048_576.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let nats = NatsServer::start()?;
+    let client = nats.client().await?;
+    let js = async_nats::jetstream::new(client);
+    let mut orchestrator = OrchestratorProcess::start_with_env(&nats.url(), &[])?;
+    let http = operator_tests::process::admin_http_client()?;
+    let applied = http
+        .post(format!("{}/api/v1/apply", orchestrator.url()))
+        .body(example("demo-operator.yaml"))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        applied.status().is_success(),
+        "operator apply failed: {}",
+        applied.text().await?
+    );
+    let component = ComponentProcess::start(
+        &nats.url(),
+        "demo",
+        &[("OPERATOR_MAX_WORKERS", "64"), ("LOG_LEVEL", "warn")],
+    )?;
+    let orchestrator_pid = orchestrator.pid().context("orchestrator not running")?;
+    let component_pid = component.pid().context("component not running")?;
+    let idle = (rss(orchestrator_pid)?, rss(component_pid)?);
+
+    let mut heaptrack = match &args.heaptrack {
+        Some(file) => Some(attach_heaptrack(orchestrator_pid, file)?),
+        None => None,
+    };
+
+    let start = Instant::now();
+    apply_all(
+        &http,
+        &orchestrator.url(),
+        &js,
+        args.resources,
+        args.in_flight,
+    )
+    .await?;
+    let reconciled_in = start.elapsed();
+    let loaded = (rss(orchestrator_pid)?, rss(component_pid)?);
+    let n = args.resources as f64;
+
+    println!(
+        "{} resources applied and reconciled in {:.1} s",
+        args.resources,
+        reconciled_in.as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>10} {:>12} {:>16}",
+        "RSS", "idle MB", "at N MB", "bytes/resource"
+    );
+    for (name, idle, at_n) in [
+        ("orchestrator", idle.0, loaded.0),
+        ("component (demo operator)", idle.1, loaded.1),
+    ] {
+        println!(
+            "{name:<44} {:>10.1} {:>12.1} {:>16.0}",
+            mb(idle),
+            mb(at_n),
+            at_n.saturating_sub(idle) as f64 / n
+        );
+    }
+
+    if let Some(child) = heaptrack.as_mut() {
+        orchestrator.terminate(Duration::from_secs(60))?;
+        let status = child.wait()?;
+        println!(
+            "heaptrack ended ({status}); profile in {:?}",
+            args.heaptrack
+        );
+        return Ok(());
+    }
+
+    // A restart: every record read back from the store, every entity started again.
+    let start = Instant::now();
+    orchestrator.restart()?;
+    let pid = orchestrator.pid().context("orchestrator not running")?;
+    wait_restored(&http, &orchestrator.url(), args.resources).await?;
+    let restored = rss(pid)?;
+    println!(
+        "{:<44} {:>10} {:>12.1} {:>16.0}",
+        format!(
+            "orchestrator after kill -9, restored ({:.1} s)",
+            start.elapsed().as_secs_f64()
+        ),
+        "",
+        mb(restored),
+        restored.saturating_sub(idle.0) as f64 / n
+    );
+    Ok(())
+}
+
+/// Starts `heaptrack -p PID -o FILE` and waits until it says it is attached.
+fn attach_heaptrack(pid: u32, file: &std::path::Path) -> anyhow::Result<Child> {
+    let log = tempfile::NamedTempFile::new()?;
+    let child = Command::new("heaptrack")
+        .arg("-o")
+        .arg(file)
+        .arg("-p")
+        .arg(pid.to_string())
+        .stdout(log.reopen()?)
+        .stderr(log.reopen()?)
+        .spawn()
+        .context("starting heaptrack (apt-get install heaptrack)")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log.path())?;
+        if text.contains("injection finished") {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            bail!("heaptrack did not attach within 60 s:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Applies `n` small demo jobs through the API, `in_flight` at a time, and waits until the
+/// orchestrator's record of each says `succeeded` (watched on its KV bucket).
+async fn apply_all(
+    http: &reqwest::Client,
+    base: &str,
+    js: &async_nats::jetstream::Context,
+    n: usize,
+    in_flight: usize,
+) -> anyhow::Result<()> {
+    let resources_kv = js.get_key_value("orchestrator-resources").await?;
+    let mut watch = resources_kv.watch("public.*").await?;
+    let watcher = tokio::spawn(async move {
+        let mut succeeded = HashSet::new();
+        while succeeded.len() < n {
+            let Some(Ok(entry)) = watch.next().await else {
+                break;
+            };
+            let Ok(record) = serde_json::from_slice::<serde_json::Value>(&entry.value) else {
+                continue;
+            };
+            if record["status"]["runtime"] == "succeeded" {
+                succeeded.insert(entry.key);
+            }
+        }
+        succeeded.len()
+    });
+    let url = format!("{base}/api/v1/apply?workspace=public");
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let name = format!("mem-{i}");
+                let body = format!(
+                    "name: {name}\nversion: v1\ntype: resource\nresource:\n  operator: demo\n  type: job\n  spec: {{durationMs: 0}}\n"
+                );
+                let response = http.post(&url).body(body).send().await?;
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "apply {name}: {}",
+                    response.text().await?
+                );
+                Ok(())
+            }
+        })
+        .buffer_unordered(in_flight)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+    let done = tokio::time::timeout(Duration::from_secs(900), watcher)
+        .await
+        .context("resources were not all reconciled within 15 minutes")??;
+    anyhow::ensure!(done == n, "the watch ended after {done} of {n} reconciled");
+    Ok(())
+}
+
+/// Waits until the orchestrator's `orchestrator_entities` gauges add up to `n`: every
+/// resource read back and its entity started.
+async fn wait_restored(http: &reqwest::Client, base: &str, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let entities: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("orchestrator_entities{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if entities as usize >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{entities} of {n} entities restored after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
