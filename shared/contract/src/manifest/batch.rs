@@ -144,8 +144,10 @@ mod tests {
 
     #[test]
     fn a_batch_larger_than_one_manifest_reads_when_each_document_is_small() {
+        // About 250 bytes a document, as a resource with a description: 1.5 MB in all.
+        let description = format!("description: {}\n", "d".repeat(150));
         let text = (0..6_000)
-            .map(|i| resource(&format!("resource-{i}")))
+            .map(|i| resource(&format!("resource-{i}")) + &description)
             .collect::<Vec<_>>()
             .join("---\n");
         assert!(text.len() > MAX_MANIFEST_BYTES);
