@@ -18,6 +18,9 @@ use crate::manager::{
 };
 use crate::records::Applied;
 
+mod batch;
+mod list_stream;
+
 impl ResponseError for ControlError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -67,6 +70,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .route("/apply", web::post().to(apply))
+                .route("/batch", web::post().to(batch::apply))
                 .route("/whoami", web::get().to(whoami))
                 .route("/users", web::get().to(list_users))
                 .route("/users/{name}", web::put().to(put_user))
@@ -117,6 +121,9 @@ struct ListQuery {
     /// Every owner's records, not only the caller's.
     #[serde(default)]
     all: bool,
+    /// Answer JSON lines, one record a line, written as they are serialized.
+    #[serde(default)]
+    stream: bool,
 }
 
 #[derive(Deserialize)]
@@ -241,6 +248,9 @@ async fn list(
         .filter(|r| r.workspace.as_deref().is_none_or(|ws| caller.can_read(ws)))
         .filter(|r| query.all || r.owner.as_deref() == Some(caller.name.as_str()))
         .collect();
+    if query.stream {
+        return Ok(list_stream::json_lines(items));
+    }
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use operator_contract::api::{Applied, ApplyAnswer, ErrorBody};
+use operator_contract::api::{Applied, ApplyAnswer, BatchAnswer, ErrorBody};
 use operator_contract::ManifestKind;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -164,6 +164,29 @@ impl OrchestratorClient {
             .body(manifest_text);
         let answer: ApplyAnswer = self.send(request).await?;
         Ok(answer.applied)
+    }
+
+    /// Sends a manifest text as one batch (`POST /api/v1/batch`): every document applied or
+    /// refused on its own, answered in the text's order.
+    pub async fn apply_batch(
+        &self,
+        manifest_text: String,
+        workspace: Option<&str>,
+        dry_run: bool,
+    ) -> Result<BatchAnswer> {
+        let mut url = self.url(&["api", "v1", "batch"]);
+        if let Some(ws) = workspace {
+            url.query_pairs_mut().append_pair("workspace", ws);
+        }
+        if dry_run {
+            url.query_pairs_mut().append_pair("dryRun", "true");
+        }
+        let request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+            .body(manifest_text);
+        self.send(request).await
     }
 
     /// Lists the entities of one type, as the server's JSON (`{"items": [...]}`).

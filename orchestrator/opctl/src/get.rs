@@ -22,6 +22,10 @@ pub async fn run(get: Get, client: &OrchestratorClient, console: &Console) -> Re
             ));
         }
     }
+    // A whole type's list is printed as it arrives; `-d` renders the list whole.
+    if get.name.is_none() && !get.details {
+        return crate::list_stream::print(&get, client, console).await;
+    }
     let answer = match &get.name {
         Some(name) => {
             client

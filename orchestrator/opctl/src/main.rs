@@ -13,6 +13,7 @@ mod diff;
 mod events;
 mod get;
 mod lint;
+mod list_stream;
 mod logs;
 mod manifest_file;
 mod output;

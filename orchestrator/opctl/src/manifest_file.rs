@@ -4,28 +4,47 @@
 use std::io::Read;
 
 use anyhow::{Context, Result};
+use operator_contract::manifest::BatchDocument;
 use operator_contract::Manifest;
 
 /// A manifest text as read, with every document parsed.
 pub struct ManifestFile {
-    pub text: String,
     pub manifests: Vec<Manifest>,
+}
+
+/// A batch text as read, with each document parsed on its own.
+pub struct BatchFile {
+    pub text: String,
+    pub documents: Vec<BatchDocument>,
 }
 
 /// Reads `path` (`-` for standard input) and parses every document of it.
 pub fn read(path: &str) -> Result<ManifestFile> {
-    let text = if path == "-" {
+    let text = read_text(path)?;
+    let manifests = Manifest::parse_all(&text)
+        .with_context(|| format!("invalid manifest in {}", shown_name(path)))?;
+    Ok(ManifestFile { manifests })
+}
+
+/// Reads `path` as a batch: only what spoils the whole text refuses it here; a bad document
+/// is kept, with its reason, for the orchestrator to answer among the others.
+pub fn read_batch(path: &str) -> Result<BatchFile> {
+    let text = read_text(path)?;
+    let documents = Manifest::parse_batch(&text)
+        .with_context(|| format!("invalid manifest in {}", shown_name(path)))?;
+    Ok(BatchFile { text, documents })
+}
+
+fn read_text(path: &str) -> Result<String> {
+    if path == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .context("cannot read the manifest from standard input")?;
-        text
+        Ok(text)
     } else {
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
-    };
-    let manifests = Manifest::parse_all(&text)
-        .with_context(|| format!("invalid manifest in {}", shown_name(path)))?;
-    Ok(ManifestFile { text, manifests })
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))
+    }
 }
 
 fn shown_name(path: &str) -> &str {

@@ -101,6 +101,68 @@ pub fn table_text(records: &[RecordSummary]) -> String {
     format!("\n{}", table::render(&HEADERS, &rows))
 }
 
+/// A table printed a page at a time as records arrive: the columns are as wide as the first
+/// page needs and widen, never narrow, for a later page with a longer cell.
+#[derive(Default)]
+pub struct TablePages {
+    widths: Vec<usize>,
+}
+
+impl TablePages {
+    /// The text of the next page: the blank line and header before the first, then its rows.
+    pub fn page(&mut self, records: &[RecordSummary]) -> String {
+        let rows: Vec<Vec<String>> = records.iter().map(RecordSummary::cells).collect();
+        let needed = table::widths(&HEADERS, &rows);
+        if self.widths.is_empty() {
+            self.widths = needed;
+            return format!(
+                "\n{}{}",
+                table::header_line(&HEADERS, &self.widths),
+                table::row_lines(&self.widths, &rows)
+            );
+        }
+        for (width, need) in self.widths.iter_mut().zip(needed) {
+            *width = (*width).max(need);
+        }
+        table::row_lines(&self.widths, &rows)
+    }
+}
+
+/// One record of a streamed list in a machine-readable format, written so that the pieces
+/// joined read as [`document_text`] of the whole `{"items": [...]}`; `first` for the first.
+pub fn list_item_text(record: &Value, format: OutputFormat, first: bool) -> Result<String> {
+    Ok(match format {
+        OutputFormat::Json => {
+            let pretty = serde_json::to_string_pretty(record)?;
+            let indented: Vec<String> = pretty.lines().map(|l| format!("    {l}")).collect();
+            let opening = if first { "{\n  \"items\": [\n" } else { ",\n" };
+            format!("{opening}{}", indented.join("\n"))
+        }
+        OutputFormat::Yaml | OutputFormat::Table | OutputFormat::Name => {
+            let one = serde_json::json!({ "items": [record] });
+            let text = document_text(&one, OutputFormat::Yaml)?;
+            match first {
+                true => text,
+                // Every piece but the first leaves out the `items:` line.
+                false => text
+                    .split_once('\n')
+                    .map(|(_, rest)| rest.to_string())
+                    .unwrap_or_default(),
+            }
+        }
+    })
+}
+
+/// What ends a streamed list in a machine-readable format; `empty` when no record came.
+pub fn list_end_text(format: OutputFormat, empty: bool) -> String {
+    match (format, empty) {
+        (OutputFormat::Json, true) => "{\n  \"items\": []\n}\n".into(),
+        (OutputFormat::Json, false) => "\n  ]\n}\n".into(),
+        (_, true) => "items: []\n".into(),
+        (_, false) => String::new(),
+    }
+}
+
 /// One record as a row of the `get` table, without the header (a change under `--watch`).
 pub fn row_text(record: &RecordSummary) -> String {
     let text = table::render(&HEADERS, &[record.cells()]);

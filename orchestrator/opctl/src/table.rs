@@ -6,7 +6,13 @@
 /// A column is as wide as its widest header or cell, counted in characters. Rows shorter than
 /// the header get blank cells.
 pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = headers
+    let widths = widths(headers, rows);
+    header_line(headers, &widths) + &row_lines(&widths, rows)
+}
+
+/// The width of each column: its widest header or cell, in characters.
+pub fn widths(headers: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
+    headers
         .iter()
         .enumerate()
         .map(|(column, header)| {
@@ -17,8 +23,17 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
                 .max()
                 .unwrap_or_default()
         })
-        .collect();
-    let mut text = line(headers.iter().zip(&widths).map(|(h, w)| centred(h, *w)));
+        .collect()
+}
+
+/// The header line, each header centred in its column's width.
+pub fn header_line(headers: &[&str], widths: &[usize]) -> String {
+    line(headers.iter().zip(widths).map(|(h, w)| centred(h, *w)))
+}
+
+/// One line per row, each cell left-aligned in its column's width.
+pub fn row_lines(widths: &[usize], rows: &[Vec<String>]) -> String {
+    let mut text = String::new();
     for row in rows {
         text += &line(widths.iter().enumerate().map(|(column, width)| {
             left_aligned(

@@ -79,6 +79,36 @@ pub struct ApplyAnswer {
     pub dry_run: bool,
 }
 
+/// What became of one document of a batch (`POST /api/v1/batch`): applied, or refused and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentAnswer {
+    /// 1-based index of the document in the text.
+    pub document: usize,
+    /// The document's `type` and `name` as written, also when it was refused.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    /// What applying it did, when it was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Applied>,
+    /// Why it was refused (the attribute path and reason, as a single apply says it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// The answer to a batch: one entry per document, in the text's order. `200` even when some
+/// documents were refused; `failed` counts them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchAnswer {
+    pub documents: Vec<DocumentAnswer>,
+    pub failed: usize,
+    /// True when nothing was stored: `apply --dry-run`.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 /// The body of every error answer: `{"error": "...", "details": ["...", ...]}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -4,6 +4,7 @@
 //! Parsing goes YAML → JSON value → typed manifest, so that every failure names the document,
 //! the attribute path and the reason.
 
+mod batch;
 mod bounded;
 mod operator;
 mod resource;
@@ -18,6 +19,7 @@ use thiserror::Error;
 
 use crate::names::{validate_name, MAX_DNS_LABEL_LEN};
 
+pub use batch::{BatchDocument, MAX_BATCH_BYTES, MAX_BATCH_DOCUMENTS};
 pub use bounded::MAX_NESTING_DEPTH;
 pub use operator::{
     CommandApi, Component, ComponentKind, ConsumptionType, NatsApi, NatsClusterConfig,

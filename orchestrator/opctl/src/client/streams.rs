@@ -34,6 +34,28 @@ impl OrchestratorClient {
         self.open_stream(url).await
     }
 
+    /// Opens a list as JSON lines (`GET /api/v1/{collection}?stream=true`), one record a line
+    /// in workspace then name order: the answer, its body unread.
+    pub async fn open_list(
+        &self,
+        kind: ManifestKind,
+        workspace: Option<&str>,
+        all_owners: bool,
+    ) -> Result<reqwest::Response> {
+        let mut url = self.url(&["api", "v1", collection(kind)]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(ws) = workspace {
+                query.append_pair("workspace", ws);
+            }
+            if all_owners {
+                query.append_pair("all", "true");
+            }
+            query.append_pair("stream", "true");
+        }
+        self.open_stream(url).await
+    }
+
     /// A resource's history, oldest first (`{"items": [...]}`).
     pub async fn events(&self, workspace: &str, name: &str) -> Result<Value> {
         let url = self.url(&events_path(workspace, name));
