@@ -237,6 +237,7 @@ fn replica(nats: &str, name: &str, keys: &std::path::Path) -> anyhow::Result<Orc
 
 /// `/readyz` of `orchestrator`: 200 while it leads.
 async fn leads(orchestrator: &OrchestratorProcess) -> bool {
+    operator_telemetry::install_tls_provider();
     let answer = reqwest::Client::new()
         .get(format!("{}/readyz", orchestrator.url()))
         .send()
