@@ -509,7 +509,12 @@ impl Handler<GetRecord> for OperatorManager {
                             details.insert("streams".into(), streams);
                         }
                         // Replica health, from the components' election bucket.
-                        if let Some(election) = replicas::election_details(&js, &manifest).await {
+                        if let Some(mut election) = replicas::election_details(&js, &manifest).await
+                        {
+                            if let Some(published) = replicas::take_operator_details(&mut election)
+                            {
+                                details.insert("operatorDetails".into(), published);
+                            }
                             details.insert("election".into(), election);
                         }
                     }

@@ -3,7 +3,8 @@
 //! in the bucket `election-<cluster>` (see `operator_contract::election`), as the `election`
 //! details: who leads, in which term and since when, and each replica with its last heartbeat.
 //! A replica whose heartbeat is older than its lease TTL is `unresponsive`; fewer live replicas
-//! than `ELECTION_CLUSTER_SIZE` gives a warning.
+//! than `ELECTION_CLUSTER_SIZE` gives a warning. What the leading replica publishes of its
+//! operator (its heartbeat's `details`) becomes the `operatorDetails`, by component.
 
 use async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
@@ -138,6 +139,7 @@ pub fn view(
         .as_ref()
         .is_some_and(|l| age_ms(l.written_at) > l.record.ttl_ms);
     let mut alive = 0u32;
+    let mut published = None;
     let replicas: Vec<Value> = heartbeats
         .iter()
         .map(|h| {
@@ -171,6 +173,7 @@ pub fn view(
             });
             if leads {
                 row["term"] = json!(term);
+                published = h.record.details.clone();
             }
             if !message.is_empty() {
                 row["message"] = json!(message);
@@ -206,7 +209,27 @@ pub fn view(
         }
         None => view["message"] = json!("no leader: the lease is free"),
     }
+    if let Some(published) = published {
+        view[OPERATOR_DETAILS] = published;
+    }
     view
+}
+
+/// The key, in a component's election view, of what its leader publishes of the operator.
+const OPERATOR_DETAILS: &str = "operatorDetails";
+
+/// Takes each component's `operatorDetails` out of the `election` details: keyed by
+/// component, `None` when no leader published any.
+pub fn take_operator_details(election: &mut Value) -> Option<Value> {
+    let components = election.as_object_mut()?;
+    let published: Map<String, Value> = components
+        .iter_mut()
+        .filter_map(|(component, view)| {
+            let details = view.as_object_mut()?.remove(OPERATOR_DETAILS)?;
+            Some((component.clone(), details))
+        })
+        .collect();
+    (!published.is_empty()).then_some(Value::Object(published))
 }
 
 #[cfg(test)]
@@ -227,9 +250,33 @@ mod tests {
                 interval_ms: 1000,
                 ttl_ms: 5000,
                 expected_replicas: Some(3),
+                details: None,
             },
             written_at: at,
         }
+    }
+
+    #[test]
+    fn only_the_leader_s_published_details_are_the_operator_s() {
+        let now = Utc::now();
+        let mut leader = heartbeat("r1", ReplicaRole::Leader, now);
+        leader.record.details = Some(json!({"monitoringBudget": [{"factory": "rg.f"}]}));
+        let mut follower = heartbeat("r2", ReplicaRole::Follower, now);
+        follower.record.details = Some(json!({"monitoringBudget": "stale"}));
+        let view = view(
+            "azure-operators",
+            None,
+            Some(lease("r1", now)),
+            vec![leader, follower],
+            now,
+        );
+        let mut election = json!({ "adf-controller": view });
+        assert_eq!(
+            take_operator_details(&mut election),
+            Some(json!({"adf-controller": {"monitoringBudget": [{"factory": "rg.f"}]}}))
+        );
+        assert!(election["adf-controller"].get(OPERATOR_DETAILS).is_none());
+        assert_eq!(take_operator_details(&mut election), None);
     }
 
     fn lease(holder: &str, at: DateTime<Utc>) -> Lease {
@@ -274,6 +321,7 @@ mod tests {
             .map(|r| r["status"].as_str().unwrap_or_default())
             .collect();
         assert_eq!(statuses, ["leader", "follower", "unresponsive"]);
+        assert!(view.get(OPERATOR_DETAILS).is_none(), "{view}");
         assert_eq!(view["replicas"][0]["term"], 42);
         assert_eq!(view["replicas"][2]["message"], "no heartbeat for 9.0 s");
         assert_eq!(

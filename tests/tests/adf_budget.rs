@@ -1,6 +1,7 @@
 //! The ADF operator's monitoring budget end to end: many runs of one factory in flight against
 //! the stand-in stay within `ADF_MONITOR_BUDGET_PER_MINUTE`, all reach their end, none starves,
-//! and the budget's state is in the KV bucket where a new leader finds it.
+//! and the budget's state is in the KV bucket where a new leader finds it; the leader publishes
+//! each factory's use, which `opctl get -t operator -n adf-operator -d` shows.
 //!
 //! Short by default (for CI); the full version: `ADF_BUDGET_RUNS=300
 //! ADF_BUDGET_PER_MINUTE=600 ADF_BUDGET_RUN_MS=60000 cargo test -p operator-tests --test
@@ -8,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use operator_tests::adf::*;
 use operator_tests::*;
 use serde_json::{json, Value};
@@ -35,6 +37,8 @@ async fn many_runs_of_one_factory_stay_within_its_monitoring_budget_and_none_sta
             ("OPERATOR_MAX_WORKERS", "8"),
             ("ADF_POLL_MIN_MS", "200"),
             ("ADF_POLL_MAX_MS", "2000"),
+            // Elected, as the seed runs it: the leader's heartbeat carries the budget's use.
+            ("ELECTION_CLUSTER_NAME", "azure-operators"),
         ],
         &[],
         &[],
@@ -103,13 +107,51 @@ async fn many_runs_of_one_factory_stay_within_its_monitoring_budget_and_none_sta
 
     // The pacing state is where the next leader reads it.
     let js = async_nats::jetstream::new(adf.system.client.clone());
-    let kv = js.get_key_value("adf-monitor-budget").await?;
+    let kv = js.get_key_value("shared-adf-monitor-budget").await?;
     let state = kv
         .get(format!("engineering.{FACTORY}"))
         .await?
         .ok_or_else(|| anyhow::anyhow!("no budget state for the factory"))?;
     let state: Value = serde_json::from_slice(&state)?;
     assert!(state["nextFreeMs"].as_i64() > Some(0), "{state}");
+
+    // The leader's next heartbeat carries the budget's use; the operator's record shows it.
+    let election = js.get_key_value("election-azure-operators").await?;
+    let mut heartbeats = election.watch("replica.adf-operator.>").await?;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(entry) = heartbeats.next().await {
+            let heartbeat: Value = serde_json::from_slice(&entry?.value).unwrap_or_default();
+            if heartbeat
+                .pointer("/details/monitoringBudget/0/factory")
+                .is_some()
+            {
+                return anyhow::Ok(());
+            }
+        }
+        anyhow::bail!("the heartbeat watch ended")
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no heartbeat carried the budget's use within 30 s"))??;
+    let run = adf
+        .system
+        .opctl
+        .run(&["get", "-t", "operator", "-n", "adf-operator", "-d"])?;
+    assert_eq!(run.code, 0, "{run:?}");
+    let shown = run.stdout;
+    assert!(
+        shown.contains("Operator details (published by the leader of adf-controller):"),
+        "{shown}"
+    );
+    eprintln!("{shown}");
+    assert!(
+        shown.contains("FACTORY") && shown.contains("USED LAST MINUTE"),
+        "{shown}"
+    );
+    let row = shown
+        .lines()
+        .find(|line| line.contains(&format!("engineering.{FACTORY}")))
+        .ok_or_else(|| anyhow::anyhow!("no row for the factory:\n{shown}"))?;
+    assert!(row.contains(&format!("| {per_minute} ")), "{row}");
     Ok(())
 }
 

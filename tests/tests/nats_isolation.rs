@@ -271,6 +271,42 @@ async fn a_component_reaches_only_its_own_operators_subjects_and_buckets() -> an
         election.entry("leader.iso-a").await?.is_some(),
         "A's lease unreadable"
     );
+    // A shared bucket its `OPERATOR_SHARED_BUCKETS` lists (the ADF operator's monitoring
+    // budget is one): created, written and read under a minted user; unlisted, refused.
+    let shared_access = ComponentAccess::for_component("iso-a", types.iter(), |name| match name {
+        "ELECTION_CLUSTER_NAME" => Some(ELECTION_CLUSTER.to_string()),
+        "OPERATOR_SHARED_BUCKETS" => Some("shared-iso".to_string()),
+        _ => None,
+    });
+    let shared_creds = signer.mint("iso-a/shared", Some(&shared_access.permissions()))?;
+    let (shared_client, _shared_errors) = connect_as(
+        &nats.url(),
+        &shared_creds.0,
+        &component_inbox_prefix("iso-a"),
+    )
+    .await?;
+    let shared_js = jetstream::ContextBuilder::new()
+        .timeout(REFUSED_WITHIN)
+        .build(shared_client);
+    let shared = shared_js
+        .create_key_value(jetstream::kv::Config {
+            bucket: "shared-iso".into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .context("A cannot create the shared bucket it lists")?;
+    shared
+        .put("rg.factory", "{}".into())
+        .await
+        .context("A cannot write the shared bucket it lists")?;
+    assert!(shared.get("rg.factory").await?.is_some());
+    assert!(
+        js.get_key_value("shared-iso").await.is_err(),
+        "A opened a shared bucket it does not list"
+    );
+    violation_for(&mut errors, "$JS.API.STREAM.INFO.KV_shared-iso").await?;
+
     let mut own_queries = a.subscribe("operator.iso-a.job.query").await?;
     // A round trip on A's connection: the server has taken the subscription before it answers.
     js.query_account().await?;

@@ -27,11 +27,12 @@ use crate::config::{
 };
 use crate::controller::messages::Drain;
 use crate::controller::ControllerActor;
-use crate::election::{ElectionError, Fence, LeaderElection, Resign};
+use crate::election::{ElectionError, Fence, LeaderElection, PublishDetails, Resign};
 use crate::events::EventPublisher;
 use crate::handler::{DefaultMessageHandler, MessageHandler};
 use crate::metrics::endpoint::{MetricsEndpoint, MetricsEndpointError};
 use crate::metrics::ComponentMetrics;
+use crate::operator_details::OperatorDetails;
 use crate::reconciler::Reconciler;
 use crate::store::{EntityStore, KvStore, MemoryStore, StoreError};
 
@@ -104,6 +105,7 @@ pub struct Component<R: Reconciler> {
     handler: Box<dyn MessageHandler>,
     backoff: Backoff,
     drain_timeout: Duration,
+    details: Option<OperatorDetails>,
 }
 
 /// Runs `reconciler` as a component with `config` until SIGTERM or SIGINT; see
@@ -121,7 +123,16 @@ impl<R: Reconciler> Component<R> {
             handler: Box::new(DefaultMessageHandler),
             backoff: Backoff::default(),
             drain_timeout: Duration::from_secs(10),
+            details: None,
         }
+    }
+
+    /// Publishes `details` (what the operator says of itself beyond its resources) with each
+    /// heartbeat of an elected replica, for `opctl get -t operator -n NAME -d`; a component
+    /// without `ELECTION_CLUSTER_NAME` does not heartbeat, so it publishes nothing.
+    pub fn with_operator_details(mut self, details: OperatorDetails) -> Self {
+        self.details = Some(details);
+        self
     }
 
     /// Replaces the [`DefaultMessageHandler`].
@@ -226,6 +237,14 @@ impl<R: Reconciler> Component<R> {
         let consumer_config = bridge::consumer_config(&settings.consumer, settings.durable);
         let (election, fence) =
             attach(&settings, &js, &stream, &consumer_config, version, replicas).await?;
+        match (&election, &self.details) {
+            (Some((addr, _)), Some(details)) => addr.do_send(PublishDetails(details.subscribe())),
+            (None, Some(_)) => info!(
+                "operator details are not published: only elected components heartbeat ({} is not set)",
+                operator_contract::env::ELECTION_CLUSTER_NAME_ENV
+            ),
+            _ => {}
+        }
         let (store, store_events) = match settings.store_type {
             StateStoreType::Memory => (EntityStore::Memory(MemoryStore::default()), None),
             StateStoreType::JetStreamKv => {

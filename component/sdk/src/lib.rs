@@ -42,6 +42,7 @@ mod election;
 mod events;
 mod handler;
 pub mod metrics;
+mod operator_details;
 mod reconciler;
 pub mod shared_state;
 mod store;
@@ -59,6 +60,7 @@ pub use election::{
 };
 pub use events::EventError;
 pub use handler::{CommandOutcome, DefaultMessageHandler, HandlerError, MessageHandler};
+pub use operator_details::OperatorDetails;
 pub use reconciler::{
     Action, ReconcileContext, ReconcileError, ReconcileRequest, ReconcileResult, Reconciler,
 };

@@ -19,6 +19,9 @@ pub enum SharedStateError {
     /// The replication factor cannot be used on this cluster.
     #[error(transparent)]
     Replicas(#[from] operator_nats_cluster::ClusterError),
+    /// The name is not a shared bucket's (`OPERATOR_SHARED_BUCKETS`).
+    #[error("{0}")]
+    NotShared(String),
     /// The bucket could not be opened or created.
     #[error("cannot open KV bucket {bucket}: {reason}")]
     Bucket { bucket: String, reason: String },
@@ -51,10 +54,13 @@ pub async fn connect_as_component(
 
 /// Opens (or creates) the KV bucket `bucket` as the component would its own: connected as the
 /// component, with its replication factor, gets through the stream leader once replicated.
+/// `bucket` is a shared bucket's name (`shared-…`); under NATS isolation the component's
+/// `OPERATOR_SHARED_BUCKETS` must list it for the minted user to be allowed it.
 pub async fn open_shared_bucket(
     config: &ComponentConfig,
     bucket: &str,
 ) -> Result<async_nats::jetstream::kv::Store, SharedStateError> {
+    operator_contract::env::shared_buckets(bucket).map_err(SharedStateError::NotShared)?;
     let client = connect_as_component(config).await?;
     let replicas =
         operator_nats_cluster::replicas_for(&client, config.jetstream_replicas.map(usize::from))?;

@@ -118,6 +118,17 @@ pub fn render(record: &Value) -> String {
     if let Some(components) = record.pointer("/details/components") {
         components_section(&mut out, components);
     }
+    if let Some(published) = record
+        .pointer("/details/operatorDetails")
+        .and_then(Value::as_object)
+    {
+        for (component, details) in published {
+            out.push_str(&format!(
+                "\nOperator details (published by the leader of {component}):\n"
+            ));
+            object(&mut out, "  ", details);
+        }
+    }
     if let Some(election) = record.pointer("/details/election") {
         out.push_str("\nLeader election (by component):\n");
         object(&mut out, "  ", election);
@@ -310,28 +321,46 @@ fn list(out: &mut String, indent: &str, items: &[Value]) {
     }
     out.push('\n');
     let objects: Vec<&Map<String, Value>> = items.iter().filter_map(Value::as_object).collect();
-    let columns: Vec<(&str, &str)> = LIST_COLUMNS
+    let known: Vec<(String, String)> = LIST_COLUMNS
         .iter()
-        .copied()
         .filter(|(key, _)| {
             objects
                 .iter()
                 .any(|o| o.get(*key).is_some_and(|v| !v.is_null()))
         })
+        .map(|(key, header)| (key.to_string(), header.to_string()))
         .collect();
+    // Objects none of whose keys is a known column: every key, in the order first seen (JSON
+    // objects here keep their keys sorted).
+    let columns = if known.is_empty() {
+        let mut keys: Vec<String> = Vec::new();
+        for key in objects.iter().flat_map(|o| o.keys()) {
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+        keys.into_iter()
+            .map(|key| {
+                let header = header_of(&key);
+                (key, header)
+            })
+            .collect()
+    } else {
+        known
+    };
     if objects.len() != items.len() || columns.is_empty() {
         for item in items {
             out.push_str(&format!("{indent}- {}\n", scalar(item)));
         }
         return;
     }
-    let headers: Vec<&str> = columns.iter().map(|(_, h)| *h).collect();
+    let headers: Vec<&str> = columns.iter().map(|(_, h)| h.as_str()).collect();
     let rows: Vec<Vec<String>> = objects
         .iter()
         .map(|o| {
             columns
                 .iter()
-                .map(|(key, _)| cell(key, o.get(*key)))
+                .map(|(key, _)| cell(key, o.get(key)))
                 .collect()
         })
         .collect();
@@ -341,6 +370,18 @@ fn list(out: &mut String, indent: &str, items: &[Value]) {
             line.strip_prefix("  ").unwrap_or(line)
         ));
     }
+}
+
+/// A column header from a camelCase key: `usedLastMinute` → `USED LAST MINUTE`.
+fn header_of(key: &str) -> String {
+    let mut header = String::new();
+    for c in key.chars() {
+        if c.is_uppercase() && !header.is_empty() {
+            header.push(' ');
+        }
+        header.extend(c.to_uppercase());
+    }
+    header
 }
 
 fn cell(key: &str, value: Option<&Value>) -> String {
@@ -370,6 +411,28 @@ fn cell(key: &str, value: Option<&Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operator_details_show_per_component_with_unknown_objects_as_a_table_of_their_keys() {
+        let record = serde_json::json!({"name": "adf-operator", "type": "operator",
+            "details": {"operatorDetails": {"adf-controller": {"monitoringBudget": [
+                {"factory": "rg.f1", "usedLastMinute": 12, "budgetPerMinute": 600, "pausedUntil": null},
+                {"factory": "rg.f2", "usedLastMinute": 0, "budgetPerMinute": 600,
+                 "pausedUntil": "2026-01-01T00:00:30Z"}]}}}});
+        let text = render(&record);
+        assert!(
+            text.contains("Operator details (published by the leader of adf-controller):"),
+            "{text}"
+        );
+        assert!(
+            text.contains("BUDGET PER MINUTE | FACTORY |     PAUSED UNTIL     | USED LAST MINUTE"),
+            "{text}"
+        );
+        assert!(
+            text.contains("600               | rg.f2   | 2026-01-01T00:00:30Z | 0"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn conditions_show_as_a_table_with_their_reason_and_message() {

@@ -118,6 +118,11 @@ pub struct ReplicaHeartbeat {
     /// `ELECTION_CLUSTER_SIZE`, when set: how many replicas are expected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_replicas: Option<u32>,
+    /// What the operator publishes of itself beyond its resources (e.g. the ADF operator's
+    /// monitoring budget per factory), as its leader last set it; shown by
+    /// `opctl get -t operator -n NAME -d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 /// Whether `version` (as in the server's INFO) enforces the fence headers.

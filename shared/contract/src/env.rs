@@ -38,3 +38,52 @@ pub const MESSAGE_STREAM_ENV: &str = "ENTITY_OF_INTEREST_MESSAGE_STREAM";
 pub const QUERY_SUBJECT_ENV: &str = "ENTITY_OF_INTEREST_MESSAGE_QUERY_SUBJECT";
 /// The subject status events are published on.
 pub const QUERY_REPLY_SUBJECT_ENV: &str = "ENTITY_OF_INTEREST_MESSAGE_QUERY_REPLY_SUBJECT";
+/// The KV buckets, comma-separated, a component shares with other operators' components (the
+/// ADF operator's monitoring budget per factory): every key, read and write. Only names that
+/// start with [`SHARED_BUCKET_PREFIX`] are accepted, so no operator can be granted another's
+/// bucket or the orchestrator's.
+pub const SHARED_BUCKETS_ENV: &str = "OPERATOR_SHARED_BUCKETS";
+/// The prefix of every bucket named in [`SHARED_BUCKETS_ENV`].
+pub const SHARED_BUCKET_PREFIX: &str = "shared-";
+
+/// The buckets named in a [`SHARED_BUCKETS_ENV`] value, each checked: `Err` names the first
+/// that is not a shared bucket's name, with the reason.
+pub fn shared_buckets(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            let rest = name.strip_prefix(SHARED_BUCKET_PREFIX).unwrap_or_default();
+            if rest.is_empty() {
+                Err(format!(
+                    "{name:?} is not a shared bucket: its name must start with {SHARED_BUCKET_PREFIX:?} and go on"
+                ))
+            } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                Err(format!(
+                    "{name:?} is not a valid bucket name: letters, digits, '-' and '_' only"
+                ))
+            } else {
+                Ok(name.to_string())
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_buckets_are_listed_and_only_shared_names_pass() {
+        assert_eq!(
+            shared_buckets(" shared-a, shared-b_2 ,,"),
+            Ok(vec!["shared-a".to_string(), "shared-b_2".to_string()])
+        );
+        let refused = shared_buckets("orchestrator-resources").expect_err("not shared");
+        assert!(refused.contains("must start with \"shared-\""), "{refused}");
+        assert!(shared_buckets("shared-").is_err());
+        let refused = shared_buckets("shared-a.>").expect_err("not a bucket name");
+        assert!(refused.contains("not a valid bucket name"), "{refused}");
+    }
+}

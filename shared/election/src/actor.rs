@@ -20,7 +20,8 @@ use super::fence::{Fence, FenceState};
 use super::journal::{Journal, JournalEvent};
 use super::lease::{self, Write};
 use super::messages::{
-    KvFinished, LeadershipAcquired, LeadershipLost, LeaseObserved, Resign, StepDown, Subscribe,
+    KvFinished, LeadershipAcquired, LeadershipLost, LeaseObserved, PublishDetails, Resign,
+    StepDown, Subscribe,
 };
 use super::state::{Campaign, LossReason, Step, Transition};
 use super::{ElectionError, ElectionSettings};
@@ -54,6 +55,8 @@ pub struct LeaderElection {
     leaving: bool,
     /// The resignation is being finished (heartbeat removal under way).
     finishing: bool,
+    /// What the operator publishes of itself, carried by each heartbeat.
+    details: Option<watch::Receiver<serde_json::Value>>,
 }
 
 impl LeaderElection {
@@ -86,6 +89,7 @@ impl LeaderElection {
             resigning: Vec::new(),
             leaving: false,
             finishing: false,
+            details: None,
             settings,
             kv,
         };
@@ -313,6 +317,11 @@ impl LeaderElection {
             interval_ms: self.settings.renew_interval.as_millis() as u64,
             ttl_ms: self.settings.ttl.as_millis() as u64,
             expected_replicas: self.settings.expected_replicas,
+            details: self
+                .details
+                .as_ref()
+                .map(|details| details.borrow().clone())
+                .filter(|details| !details.is_null()),
         };
         let (kv, key) = (self.kv.clone(), self.replica_key.clone());
         let write = async move { lease::heartbeat(&kv, &key, &heartbeat).await };
@@ -390,6 +399,14 @@ impl Actor for LeaderElection {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.fence.send_replace(FenceState::Following);
+    }
+}
+
+impl Handler<PublishDetails> for LeaderElection {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishDetails, _ctx: &mut Self::Context) {
+        self.details = Some(msg.0);
     }
 }
 

@@ -36,7 +36,9 @@ use thiserror::Error;
 pub use actor::LeaderElection;
 pub use fence::{Fence, FenceState, Fenced, Term};
 pub use fencing::{fenced_write, write_fence, FencedOperation, FencedWriteError, WriteFence};
-pub use messages::{LeadershipAcquired, LeadershipLost, Resign, StepDown, Subscribe};
+pub use messages::{
+    LeadershipAcquired, LeadershipLost, PublishDetails, Resign, StepDown, Subscribe,
+};
 
 use state::Timing;
 

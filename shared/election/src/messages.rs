@@ -50,6 +50,12 @@ pub struct StepDown {
 #[rtype(result = "()")]
 pub struct Resign;
 
+/// From now on, every heartbeat carries the latest value of `0`: what the operator publishes
+/// of itself (`ReplicaHeartbeat::details`); `Null` is left out.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PublishDetails(pub tokio::sync::watch::Receiver<serde_json::Value>);
+
 /// The lease key as the watch delivered it.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]

@@ -20,8 +20,8 @@ use thiserror::Error;
 
 use operator_contract::election::{election_bucket, lease_key, replica_key_prefix};
 use operator_contract::env::{
-    ELECTION_CLUSTER_NAME_ENV, MESSAGE_STREAM_ENV, QUERY_REPLY_SUBJECT_ENV, QUERY_SUBJECT_ENV,
-    STATE_STORE_BUCKET_ENV,
+    shared_buckets, ELECTION_CLUSTER_NAME_ENV, MESSAGE_STREAM_ENV, QUERY_REPLY_SUBJECT_ENV,
+    QUERY_SUBJECT_ENV, SHARED_BUCKETS_ENV, STATE_STORE_BUCKET_ENV,
 };
 use operator_contract::subject::{
     default_command_stream, default_entity_bucket, default_query_wildcard, default_reply_subject,
@@ -100,6 +100,9 @@ pub struct ComponentAccess {
     pub entity_bucket: String,
     /// The leader-election cluster its replicas elect in, if any.
     pub election_cluster: Option<String>,
+    /// The `shared-` buckets it shares with other operators (`OPERATOR_SHARED_BUCKETS`); a
+    /// name that is not a shared bucket's grants nothing (the orchestrator refuses it at apply).
+    pub shared_buckets: BTreeSet<String>,
 }
 
 impl ComponentAccess {
@@ -124,6 +127,11 @@ impl ComponentAccess {
             entity_bucket: set(STATE_STORE_BUCKET_ENV)
                 .unwrap_or_else(|| default_entity_bucket(operator)),
             election_cluster: set(ELECTION_CLUSTER_NAME_ENV),
+            shared_buckets: set(SHARED_BUCKETS_ENV)
+                .and_then(|value| shared_buckets(&value).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
         };
         for t in types {
             access.command_streams.insert(t.command_stream.clone());
@@ -158,15 +166,17 @@ impl ComponentAccess {
         subscribe.extend(self.query_subjects.iter().cloned());
         publish.extend(self.reply_subjects.iter().cloned());
 
-        // The entity bucket is the component's own: every key, reads, watches.
-        let bucket = &self.entity_bucket;
-        let stream = format!("KV_{bucket}");
-        publish.insert(format!("$KV.{bucket}.>"));
-        publish.insert(format!("$JS.API.STREAM.MSG.GET.{stream}"));
-        publish.insert(format!("$JS.API.DIRECT.GET.{stream}"));
-        publish.insert(format!("$JS.API.DIRECT.GET.{stream}.>"));
-        publish.extend(bucket_stream_api(&stream));
-        publish.extend(consumer_api(&stream));
+        // The entity bucket is the component's own, and shared buckets are shared on purpose:
+        // every key, reads, watches.
+        for bucket in std::iter::once(&self.entity_bucket).chain(&self.shared_buckets) {
+            let stream = format!("KV_{bucket}");
+            publish.insert(format!("$KV.{bucket}.>"));
+            publish.insert(format!("$JS.API.STREAM.MSG.GET.{stream}"));
+            publish.insert(format!("$JS.API.DIRECT.GET.{stream}"));
+            publish.insert(format!("$JS.API.DIRECT.GET.{stream}.>"));
+            publish.extend(bucket_stream_api(&stream));
+            publish.extend(consumer_api(&stream));
+        }
 
         // The election bucket is shared by a cluster's operators: only this operator's keys.
         if let Some(cluster) = &self.election_cluster {
@@ -551,6 +561,29 @@ mod tests {
         let p = access.permissions();
         assert!(p.publish.contains("dataos.operator.adf.reply"));
         assert!(p.publish.contains("$KV.adf-entities.>"));
+    }
+
+    #[test]
+    fn shared_buckets_are_granted_whole_and_other_names_grant_nothing() {
+        let types = [TypeSubjects::defaults("a", "job")];
+        let access = ComponentAccess::for_component("a", types.iter(), |name| {
+            (name == "OPERATOR_SHARED_BUCKETS").then(|| "shared-budget".to_string())
+        });
+        let p = access.permissions();
+        assert!(p.publish.contains("$KV.shared-budget.>"), "{p:?}");
+        assert!(p.publish.contains("$JS.API.STREAM.CREATE.KV_shared-budget"));
+        assert!(p.publish.contains("$JS.API.DIRECT.GET.KV_shared-budget.>"));
+
+        let refused = ComponentAccess::for_component("a", types.iter(), |name| {
+            (name == "OPERATOR_SHARED_BUCKETS")
+                .then(|| "shared-budget, orchestrator-resources".to_string())
+        });
+        assert!(refused.shared_buckets.is_empty(), "{refused:?}");
+        assert!(!refused
+            .permissions()
+            .publish
+            .iter()
+            .any(|s| s.contains("orchestrator-resources")));
     }
 
     #[test]

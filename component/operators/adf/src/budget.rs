@@ -12,23 +12,29 @@
 //! KV bucket [`BUCKET`] (at most once a second per factory) and read back by a replica the
 //! first time it paces that factory, or after it has not for a while, so a new leader goes on
 //! from where the last one was. Without a bucket (none could be reached), the state is this
-//! process's alone.
+//! process's alone. What each factory used is published as the operator detail
+//! [`DETAILS_SECTION`] at the same pace, for `opctl get -t operator -n NAME -d`.
 
 pub mod pacer;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use operator_sdk::OperatorDetails;
+use serde_json::{json, Value};
 use tokio::sync::{Mutex, OnceCell};
 use tracing::{debug, info, warn};
 
 use self::pacer::{Pacer, PacerState};
 
 /// The KV bucket holding each factory's pacing state.
-pub const BUCKET: &str = "adf-monitor-budget";
+/// A shared bucket (`OPERATOR_SHARED_BUCKETS`): every ADF operator pacing a factory shares it.
+pub const BUCKET: &str = "shared-adf-monitor-budget";
+/// The operator detail listing each factory's use of its budget.
+pub const DETAILS_SECTION: &str = "monitoringBudget";
 /// A caller whose slot is further off than this is told to come back instead of queueing.
 pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// A factory's state is written at most this often.
@@ -56,6 +62,9 @@ pub struct MonitorBudget {
     factories: Mutex<HashMap<String, Arc<Mutex<Factory>>>>,
     connect: Option<Connect>,
     store: OnceCell<Option<kv::Store>>,
+    /// Each factory's use, as last published, by key.
+    published: std::sync::Mutex<BTreeMap<String, Value>>,
+    details: Option<OperatorDetails>,
 }
 
 impl std::fmt::Debug for MonitorBudget {
@@ -95,7 +104,40 @@ impl MonitorBudget {
             factories: Mutex::new(HashMap::new()),
             connect,
             store: OnceCell::new(),
+            published: std::sync::Mutex::new(BTreeMap::new()),
+            details: None,
         }
+    }
+
+    /// Publishes each factory's use as the operator detail [`DETAILS_SECTION`].
+    pub fn with_details(mut self, details: OperatorDetails) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// Publishes `key`'s use at `now_ms`: calls in the last minute against the budget, and
+    /// until when Azure paused it.
+    fn publish(&self, key: &str, pacer: &mut Pacer, now_ms: i64) {
+        let Some(details) = &self.details else {
+            return;
+        };
+        let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339());
+        let row = json!({
+            "factory": key,
+            "usedLastMinute": pacer.used_last_minute(now_ms),
+            "budgetPerMinute": self.per_minute,
+            "pausedUntil": pacer.paused(now_ms).then(|| at(pacer.state().paused_until_ms)).flatten(),
+            "at": at(now_ms),
+        });
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        published.insert(key.to_string(), row);
+        details.set(
+            DETAILS_SECTION,
+            json!(published.values().collect::<Vec<_>>()),
+        );
     }
 
     async fn store(&self) -> Option<&kv::Store> {
@@ -158,6 +200,7 @@ impl MonitorBudget {
         }
         if slot.saturating_sub(factory.saved_ms) >= SAVE_EVERY_MS {
             factory.saved_ms = slot;
+            self.publish(key, &mut factory.pacer, slot);
             self.save(key, factory.pacer.state()).await;
         }
         Ok(())
@@ -170,7 +213,9 @@ impl MonitorBudget {
         let until = now_ms() + i64::try_from(retry_after.as_millis()).unwrap_or(i64::MAX / 2);
         factory.pacer.pause(until);
         info!(factory = %key, pause_ms = retry_after.as_millis() as u64, "monitoring of the factory paused by Azure's Retry-After");
-        factory.saved_ms = now_ms();
+        let now = now_ms();
+        factory.saved_ms = now;
+        self.publish(key, &mut factory.pacer, now);
         self.save(key, factory.pacer.state()).await;
     }
 
@@ -279,5 +324,22 @@ mod tests {
         let wait = budget.acquire("rg.f").await.expect_err("paused");
         assert!(wait > Duration::from_secs(29), "{wait:?}");
         assert_eq!(budget.usage().await, vec![("rg.f".into(), 0, true)]);
+    }
+
+    #[tokio::test]
+    async fn each_factory_s_use_is_published_as_an_operator_detail() {
+        let details = OperatorDetails::new();
+        let budget = MonitorBudget::new(600, None).with_details(details.clone());
+        assert_eq!(budget.acquire("rg.f").await, Ok(()));
+        budget.pause("rg.g", Duration::from_secs(30)).await;
+        let rows = details.get()[DETAILS_SECTION].clone();
+        let rows = rows.as_array().expect("a list of factories");
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0]["factory"], "rg.f");
+        assert_eq!(rows[0]["usedLastMinute"], 1);
+        assert_eq!(rows[0]["budgetPerMinute"], 600);
+        assert!(rows[0]["pausedUntil"].is_null(), "{rows:?}");
+        assert_eq!(rows[1]["factory"], "rg.g");
+        assert!(rows[1]["pausedUntil"].is_string(), "{rows:?}");
     }
 }

@@ -26,7 +26,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::sync::Arc;
 
 use operator_sdk::shared_state::open_shared_bucket;
-use operator_sdk::{Component, ComponentConfig};
+use operator_sdk::{Component, ComponentConfig, OperatorDetails};
 
 use crate::azure::credential::Credential;
 use crate::azure::retry::RetryPolicy;
@@ -124,14 +124,20 @@ fn run_adf(args: OperatorArgs) -> anyhow::Result<()> {
         other => eprintln!("adf-operator: signing in to Azure with {}", other.method()),
     }
     operator_sdk::telemetry::install_tls_provider();
-    let budget = Arc::new(MonitorBudget::new(
-        poll.monitor_budget_per_minute,
-        Some(budget_bucket(args.component.clone())),
-    ));
+    let details = OperatorDetails::new();
+    let budget = Arc::new(
+        MonitorBudget::new(
+            poll.monitor_budget_per_minute,
+            Some(budget_bucket(args.component.clone())),
+        )
+        .with_details(details.clone()),
+    );
     let client = AdfClient::new(&args.azure, credential, RetryPolicy::default(), budget)
         .context("cannot build the HTTP client")?;
     let reconciler = AdfReconciler::new(client, poll);
-    Component::new(args.component, reconciler).run()?;
+    Component::new(args.component, reconciler)
+        .with_operator_details(details)
+        .run()?;
     Ok(())
 }
 

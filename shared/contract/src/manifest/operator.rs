@@ -173,6 +173,7 @@ fn check_nats_variable(key: &str, value: &str) -> Result<(), String> {
         }
         env::QUERY_SUBJECT_ENV => subject::validate_subscription(value),
         env::QUERY_REPLY_SUBJECT_ENV => subject::validate_subject(value),
+        env::SHARED_BUCKETS_ENV => return env::shared_buckets(value).map(drop),
         _ => Ok(()),
     }
     .map_err(|e| e.to_string())

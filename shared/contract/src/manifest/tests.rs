@@ -206,6 +206,11 @@ fn names_that_reach_nats_containers_or_kubernetes_are_refused_naming_the_field()
             "operator.components[0].environmentVars.ELECTION_CLUSTER_NAME",
         ),
         (
+            "OPERATOR_SHARED_BUCKETS: shared-adf-monitor-budget",
+            "OPERATOR_SHARED_BUCKETS: shared-adf-monitor-budget, orchestrator-resources",
+            "operator.components[0].environmentVars.OPERATOR_SHARED_BUCKETS",
+        ),
+        (
             "- name: adf-controller",
             "- name: adf-controller-with-a-name-long-enough-to-overflow",
             "operator.components[0].name",
