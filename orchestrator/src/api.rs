@@ -13,8 +13,9 @@ use serde_json::json;
 use crate::auth::{Caller, Role, UserRecord, UserView, Users};
 use crate::error::ControlError;
 use crate::manager::{
-    ApplyOperator, ApplySecret, DeleteOperator, DeleteResourceByKey, DeleteSecret, GetOperatorLogs,
-    GetRecord, ListRecords, OperatorManager, RenderOperator, RouteResource,
+    ApplyOperator, ApplySecret, DeleteOperator, DeleteResourceByKey, DeleteSecret,
+    FollowOperatorLogs, GetOperatorLogs, GetRecord, ListRecords, OperatorManager, RenderOperator,
+    RouteResource,
 };
 use crate::records::Applied;
 
@@ -360,9 +361,13 @@ struct LogsQuery {
     component: Option<String>,
     replica: Option<u32>,
     tail: Option<usize>,
+    /// Then every new line, as JSON lines (see `watch::log_lines`).
+    #[serde(default)]
+    follow: bool,
 }
 
-/// The last lines each of an operator's replicas wrote: `{"replicas": [{component, replica, lines}]}`.
+/// The last lines each of an operator's replicas wrote: `{"replicas": [{component, replica, lines}]}`;
+/// with `follow=true`, JSON lines `{"type": "line", component, replica, line}` from the tail on.
 async fn operator_logs(
     manager: Manager,
     caller: Auth,
@@ -371,14 +376,19 @@ async fn operator_logs(
 ) -> Result<HttpResponse, ControlError> {
     caller.require_admin("reading an operator's logs")?;
     let q = q.into_inner();
-    let replicas = manager
-        .send(GetOperatorLogs {
-            operator: path.into_inner(),
-            component: q.component,
-            replica: q.replica,
-            tail: q.tail.unwrap_or(DEFAULT_LOG_TAIL).min(MAX_LOG_TAIL),
-        })
-        .await??;
+    let request = GetOperatorLogs {
+        operator: path.into_inner(),
+        component: q.component,
+        replica: q.replica,
+        tail: q.tail.unwrap_or(DEFAULT_LOG_TAIL).min(MAX_LOG_TAIL),
+    };
+    if q.follow {
+        let lines = manager.send(FollowOperatorLogs(request)).await??;
+        return Ok(HttpResponse::Ok()
+            .content_type("application/x-ndjson")
+            .streaming(crate::watch::log_lines(lines)));
+    }
+    let replicas = manager.send(request).await??;
     Ok(HttpResponse::Ok().json(json!({ "replicas": replicas })))
 }
 

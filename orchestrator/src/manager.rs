@@ -26,7 +26,7 @@ use crate::supervisor::{ComponentSupervisor, GetComponents, StopComponents, Supe
 
 mod components;
 mod watch;
-pub use components::{GetOperatorLogs, RenderOperator, StopAllComponents};
+pub use components::{FollowOperatorLogs, GetOperatorLogs, RenderOperator, StopAllComponents};
 pub use watch::{GetHistory, OpenWatch};
 
 /// Apply an operator manifest.

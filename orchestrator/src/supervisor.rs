@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use clap::ValueEnum;
-use tokio::sync::oneshot;
+use futures::StreamExt;
+use tokio::sync::{broadcast, oneshot};
 use tracing::{info, warn};
 
 use crate::config::ComponentsConfig;
 use crate::error::ControlError;
 pub use messages::{
-    ComponentsView, GetComponentLogs, GetComponents, RenderKubernetes, ReplicaLogs, StopComponents,
-    SuperviseComponents,
+    ComponentsView, FollowComponentLogs, GetComponentLogs, GetComponents, LogFollow, LogLine,
+    RenderKubernetes, ReplicaLogs, StopComponents, SuperviseComponents,
 };
 use messages::{
     DesiredView, ReplicaExited, ReplicaLaunched, ReplicaOutput, ReplicaStopped, ReplicasFound,
@@ -51,6 +52,8 @@ pub enum LaunchError {
 
 /// The most lines of output kept per replica by the `process` runtime.
 const LOG_LINES_KEPT: usize = 2000;
+/// Lines a slow follower of the `process` runtime's output may fall behind before it skips.
+const LOG_LINES_FOLLOWED: usize = 1024;
 
 /// Where the orchestrator runs components.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -192,6 +195,8 @@ pub struct ComponentSupervisor {
     processes: HashMap<ReplicaId, ProcessHandle>,
     /// The `process` runtime's output, per replica.
     logs: BTreeMap<ReplicaId, VecDeque<String>>,
+    /// The `process` runtime's output as it is written, for those following it.
+    log_lines: broadcast::Sender<LogLine>,
     /// False until containers from before a restart have been looked for.
     ready: bool,
     /// The last outcome of applying to Kubernetes, when it failed or is not possible.
@@ -209,6 +214,7 @@ impl ComponentSupervisor {
             replicas: Replicas::new(setup.policy),
             processes: HashMap::new(),
             logs: BTreeMap::new(),
+            log_lines: broadcast::Sender::new(LOG_LINES_FOLLOWED),
             ready: false,
             kube_problem: None,
             stop_waiters: Vec::new(),
@@ -316,11 +322,50 @@ impl ComponentSupervisor {
 
     fn note(&mut self, id: &ReplicaId, line: String) {
         if matches!(self.launcher, Launcher::Process(_)) {
-            let lines = self.logs.entry(id.clone()).or_default();
-            lines.push_back(format!("[orchestrator] {line}"));
-            while lines.len() > LOG_LINES_KEPT {
-                lines.pop_front();
-            }
+            self.keep_line(id.clone(), format!("[orchestrator] {line}"));
+        }
+    }
+
+    /// Keeps a line of the `process` runtime's output and hands it to its followers.
+    fn keep_line(&mut self, id: ReplicaId, line: String) {
+        // No follower is not an error.
+        let _ = self.log_lines.send(LogLine {
+            component: id.component.clone(),
+            replica: id.index,
+            line: line.clone(),
+        });
+        let lines = self.logs.entry(id).or_default();
+        lines.push_back(line);
+        while lines.len() > LOG_LINES_KEPT {
+            lines.pop_front();
+        }
+    }
+
+    /// The replicas a logs request names.
+    fn replicas_matching(&self, component: Option<&str>, replica: Option<u32>) -> Vec<ReplicaId> {
+        self.replicas
+            .views(Instant::now())
+            .into_iter()
+            .map(|v| ReplicaId {
+                component: v.component,
+                index: v.replica,
+            })
+            .filter(|id| log_request_matches(component, replica, &id.component, id.index))
+            .collect()
+    }
+
+    /// Why this runtime has no logs to give, if it has none.
+    fn no_logs(&self) -> Option<ControlError> {
+        match &self.launcher {
+            Launcher::Process(_) | Launcher::Docker(_) => None,
+            Launcher::Kubernetes(_) => Some(ControlError::invalid(format!(
+                "the kubernetes runtime keeps no logs here: kubectl logs -l {}={}",
+                kubernetes::LABEL_OPERATOR,
+                self.operator
+            ))),
+            Launcher::External => Some(ControlError::invalid(
+                "the orchestrator runs no component (external runtime), so it has no logs",
+            )),
         }
     }
 
@@ -505,11 +550,7 @@ impl Handler<ReplicaOutput> for ComponentSupervisor {
         {
             return;
         }
-        let lines = self.logs.entry(msg.id).or_default();
-        lines.push_back(msg.line);
-        while lines.len() > LOG_LINES_KEPT {
-            lines.pop_front();
-        }
+        self.keep_line(msg.id, msg.line);
     }
 }
 
@@ -564,43 +605,26 @@ impl Handler<GetComponents> for ComponentSupervisor {
     }
 }
 
+/// Whether a replica is one a logs request for `component` and `replica` names.
+fn log_request_matches(
+    component: Option<&str>,
+    replica: Option<u32>,
+    of_component: &str,
+    index: u32,
+) -> bool {
+    component.is_none_or(|c| c == of_component) && replica.is_none_or(|r| r == index)
+}
+
 impl Handler<GetComponentLogs> for ComponentSupervisor {
     type Result = ResponseFuture<Result<Vec<ReplicaLogs>, ControlError>>;
 
     fn handle(&mut self, msg: GetComponentLogs, _ctx: &mut Self::Context) -> Self::Result {
-        let matches = |id: &ReplicaId| {
-            msg.component.as_ref().is_none_or(|c| *c == id.component)
-                && msg.replica.is_none_or(|r| r == id.index)
-        };
-        let ids: Vec<ReplicaId> = self
-            .replicas
-            .views(Instant::now())
-            .into_iter()
-            .map(|v| ReplicaId {
-                component: v.component,
-                index: v.replica,
-            })
-            .filter(|id| matches(id))
-            .collect();
+        if let Some(refusal) = self.no_logs() {
+            return Box::pin(async move { Err(refusal) });
+        }
+        let ids = self.replicas_matching(msg.component.as_deref(), msg.replica);
         let tail = msg.tail;
         match &self.launcher {
-            Launcher::Process(_) => {
-                let logs = ids
-                    .into_iter()
-                    .map(|id| {
-                        let kept = self.logs.get(&id);
-                        let skip = kept.map_or(0, |l| l.len().saturating_sub(tail));
-                        ReplicaLogs {
-                            lines: kept
-                                .map(|l| l.iter().skip(skip).cloned().collect())
-                                .unwrap_or_default(),
-                            component: id.component,
-                            replica: id.index,
-                        }
-                    })
-                    .collect();
-                Box::pin(async move { Ok(logs) })
-            }
             Launcher::Docker(docker) => {
                 let (docker, operator) = (docker.clone(), self.operator.clone());
                 Box::pin(async move {
@@ -620,20 +644,95 @@ impl Handler<GetComponentLogs> for ComponentSupervisor {
                     Ok(logs)
                 })
             }
-            Launcher::Kubernetes(_) => {
-                let selector = format!("{}={}", kubernetes::LABEL_OPERATOR, self.operator);
-                Box::pin(async move {
-                    Err(ControlError::invalid(format!(
-                        "the kubernetes runtime keeps no logs here: kubectl logs -l {selector}"
-                    )))
-                })
+            _ => {
+                let logs = ids
+                    .into_iter()
+                    .map(|id| ReplicaLogs {
+                        lines: self.kept_lines(&id, tail),
+                        component: id.component,
+                        replica: id.index,
+                    })
+                    .collect();
+                Box::pin(async move { Ok(logs) })
             }
-            Launcher::External => Box::pin(async {
-                Err(ControlError::invalid(
-                    "the orchestrator runs no component (external runtime), so it has no logs",
-                ))
-            }),
         }
+    }
+}
+
+impl ComponentSupervisor {
+    /// The last `tail` lines kept of a `process` replica.
+    fn kept_lines(&self, id: &ReplicaId, tail: usize) -> Vec<String> {
+        let kept = self.logs.get(id);
+        let skip = kept.map_or(0, |l| l.len().saturating_sub(tail));
+        kept.map(|l| l.iter().skip(skip).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Handler<FollowComponentLogs> for ComponentSupervisor {
+    type Result = Result<LogFollow, ControlError>;
+
+    fn handle(&mut self, msg: FollowComponentLogs, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(refusal) = self.no_logs() {
+            return Err(refusal);
+        }
+        let ids = self.replicas_matching(msg.component.as_deref(), msg.replica);
+        if let Launcher::Docker(docker) = &self.launcher {
+            // Docker follows each container from its tail on; the streams end as they go.
+            let followed = ids.into_iter().map(|id| {
+                let name = docker.container_name(&self.operator, &id);
+                docker
+                    .follow(&name, msg.tail)
+                    .map(move |line| LogLine {
+                        component: id.component.clone(),
+                        replica: id.index,
+                        line: line.unwrap_or_else(|e| format!("[orchestrator] {e}")),
+                    })
+                    .boxed()
+            });
+            return Ok(futures::stream::select_all(followed).boxed());
+        }
+        // The tail and the subscription are taken in one turn of the actor: no line falls
+        // between them, none is sent twice.
+        let tail: Vec<LogLine> = ids
+            .iter()
+            .flat_map(|id| {
+                self.kept_lines(id, msg.tail)
+                    .into_iter()
+                    .map(|line| LogLine {
+                        component: id.component.clone(),
+                        replica: id.index,
+                        line,
+                    })
+            })
+            .collect();
+        let (component, replica) = (msg.component, msg.replica);
+        let live = futures::stream::unfold(self.log_lines.subscribe(), |mut lines| async move {
+            let next = match lines.recv().await {
+                Ok(line) => line,
+                Err(broadcast::error::RecvError::Lagged(skipped)) => LogLine {
+                    component: String::new(),
+                    replica: 0,
+                    line: format!(
+                        "[orchestrator] {skipped} lines skipped: this reader fell behind"
+                    ),
+                },
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((next, lines))
+        })
+        .filter(move |line| {
+            futures::future::ready(
+                line.component.is_empty()
+                    || log_request_matches(
+                        component.as_deref(),
+                        replica,
+                        &line.component,
+                        line.replica,
+                    ),
+            )
+        });
+        Ok(futures::stream::iter(tail).chain(live).boxed())
     }
 }
 

@@ -3,6 +3,7 @@
 //! then `synced`, then one line per change (`added`, `modified`, `deleted`), and a
 //! `heartbeat` line when nothing changed for a while, so a client can tell a quiet stream from
 //! a dead one. The watch is opened before the records are read, so no change falls between.
+//! A followed log (`opctl logs -f`) is sent the same way.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::error::ControlError;
 use crate::manager::{GetRecord, ListRecords, OpenWatch, OperatorManager};
 use crate::records::{Record, RecordView};
 use crate::store::{workspaced_key, OPERATORS_BUCKET, RESOURCES_BUCKET};
+use crate::supervisor::{LogFollow, LogLine};
 use operator_contract::election::FENCE_KEY;
 
 /// How long a stream stays silent before it says it is alive.
@@ -238,7 +240,43 @@ fn entry_event(
     }
 }
 
-async fn send(sender: &mut mpsc::Sender<Bytes>, event: &WatchEvent) -> Result<(), ()> {
+/// One line of a followed log (`GET /api/v1/operators/NAME/logs?follow=true`).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum LogEvent {
+    Line(LogLine),
+    Heartbeat,
+    /// The log ended (the followed containers are gone); the stream ends after this line.
+    Error {
+        error: String,
+    },
+}
+
+/// A followed log as JSON lines, with a heartbeat when the replicas are quiet.
+pub fn log_lines(
+    lines: LogFollow,
+) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> + 'static {
+    let (mut sender, out) = mpsc::channel::<Bytes>(BUFFERED_LINES);
+    actix_web::rt::spawn(async move {
+        let mut lines = lines;
+        loop {
+            let event = match tokio::time::timeout(HEARTBEAT, lines.next()).await {
+                Err(_) => LogEvent::Heartbeat,
+                Ok(Some(line)) => LogEvent::Line(line),
+                Ok(None) => LogEvent::Error {
+                    error: "the followed replicas' output ended".into(),
+                },
+            };
+            let last = matches!(event, LogEvent::Error { .. });
+            if send(&mut sender, &event).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    out.map(Ok::<_, actix_web::Error>)
+}
+
+async fn send(sender: &mut mpsc::Sender<Bytes>, event: &impl Serialize) -> Result<(), ()> {
     let mut line = serde_json::to_vec(event).map_err(|_| ())?;
     line.push(b'\n');
     sender.send(Bytes::from(line)).await.map_err(|_| ())

@@ -22,7 +22,9 @@ use serde_json::Value;
 pub use cluster::NatsCluster;
 pub use otlp::OtlpReceiver;
 pub use platform::Platform;
-pub use process::{ComponentProcess, NatsServer, Opctl, OrchestratorProcess, StandinProcess};
+pub use process::{
+    ComponentProcess, Following, NatsServer, Opctl, OrchestratorProcess, StandinProcess,
+};
 pub use replicas::{Leader, ReplicaSet};
 
 /// The directory the workspace's binaries are built into: beside this executable, or one level

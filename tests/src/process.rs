@@ -1,7 +1,9 @@
 //! Real processes for tests: nats-server, the orchestrator, a component, and opctl runs.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -654,5 +656,81 @@ impl Drop for StandinProcess {
         if let Some(mut child) = self.child.take() {
             kill(&mut child);
         }
+    }
+}
+
+/// How long a `Following` opctl is waited for.
+const FOLLOWING_WAIT: Duration = Duration::from_secs(30);
+
+/// A long-running `opctl` whose output lines arrive on channels as it prints them.
+pub struct Following {
+    child: std::process::Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Following {
+    pub fn start(opctl: &Opctl, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary("opctl")?)
+            .args(args)
+            .env("OPCTL_SERVER", &opctl.server)
+            .envs(opctl.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let lines = |pipe: Box<dyn std::io::Read + Send>| {
+            let (sender, receiver) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if sender.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            receiver
+        };
+        let stdout = lines(Box::new(child.stdout.take().context("stdout")?));
+        let stderr = lines(Box::new(child.stderr.take().context("stderr")?));
+        Ok(Self {
+            child,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Waits for a line of standard output that satisfies `wanted`; returns it.
+    pub fn stdout_line(&self, wanted: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+        let deadline = Instant::now() + FOLLOWING_WAIT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return Ok(line),
+                Ok(line) => seen.push(line),
+                Err(_) => anyhow::bail!("no such line; printed: {seen:#?}"),
+            }
+        }
+    }
+
+    /// Waits for the process to end: its exit code and everything it wrote on standard error.
+    pub fn ended(mut self) -> anyhow::Result<(i32, String)> {
+        let deadline = Instant::now() + FOLLOWING_WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "opctl still running");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr: Vec<String> = self.stderr.try_iter().collect();
+        Ok((status.code().unwrap_or(-1), stderr.join("\n")))
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

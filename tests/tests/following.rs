@@ -3,9 +3,6 @@
 //! `get --watch` printing a change made by another opctl, `wait` meeting, timing out and
 //! failing early.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -27,79 +24,6 @@ fn condition(record: Option<&serde_json::Value>, kind: &str) -> serde_json::Valu
         .find(|c| c["type"] == kind)
         .cloned()
         .unwrap_or_default()
-}
-
-/// A long-running `opctl` whose output lines arrive on channels as it prints them.
-struct Following {
-    child: std::process::Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Following {
-    fn start(opctl: &Opctl, args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary("opctl")?)
-            .args(args)
-            .env("OPCTL_SERVER", &opctl.server)
-            .envs(opctl.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let lines = |pipe: Box<dyn std::io::Read + Send>| {
-            let (sender, receiver) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if sender.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            receiver
-        };
-        let stdout = lines(Box::new(child.stdout.take().context("stdout")?));
-        let stderr = lines(Box::new(child.stderr.take().context("stderr")?));
-        Ok(Self {
-            child,
-            stdout,
-            stderr,
-        })
-    }
-
-    /// Waits for a line of standard output that satisfies `wanted`; returns it.
-    fn stdout_line(&self, wanted: impl Fn(&str) -> bool) -> anyhow::Result<String> {
-        let deadline = Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout.recv_timeout(left) {
-                Ok(line) if wanted(&line) => return Ok(line),
-                Ok(line) => seen.push(line),
-                Err(_) => anyhow::bail!("no such line; printed: {seen:#?}"),
-            }
-        }
-    }
-
-    /// Waits for the process to end: its exit code and everything it wrote on standard error.
-    fn ended(mut self) -> anyhow::Result<(i32, String)> {
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait()? {
-                break status;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "opctl still running");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let stderr: Vec<String> = self.stderr.try_iter().collect();
-        Ok((status.code().unwrap_or(-1), stderr.join("\n")))
-    }
-}
-
-impl Drop for Following {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The last sequence of a bucket's stream: any write, delete or purge moves it.

@@ -349,11 +349,16 @@ async fn a_component_gets_its_secret_and_wiring_and_a_crashing_one_restarts_with
         .logs("shop")?
         .contains("exited with code 3; restarting in"));
 
-    // A new value of the secret reaches the component: its replicas are replaced.
+    // A new value of the secret reaches the component: its replicas are replaced, and
+    // `logs -f` shows the new replica's lines as it writes them.
+    let following = Following::start(&system.opctl, &["logs", "-n", "shop", "-f", "--tail", "1"])?;
+    following.stdout_line(|line| line.starts_with("==> checker-"))?;
     system
         .opctl
         .apply(&shop_secret("second-s3cr3t-two"), Some("user-system"))?;
+    following.stdout_line(|line| line.contains("secret v2 seen"))?;
     system.wait_for_logs("shop", "secret v2 seen")?;
+    drop(following);
 
     let described = system
         .opctl

@@ -291,6 +291,10 @@ pub struct Logs {
     /// How many of the last lines of each replica.
     #[arg(long = "tail", value_name = "N", default_value_t = 200)]
     pub tail: usize,
+
+    /// Then print each new line as the replicas write it, until interrupted.
+    #[arg(short = 'f', long = "follow")]
+    pub follow: bool,
 }
 
 /// `opctl render -n OPERATOR [--namespace NS]`.

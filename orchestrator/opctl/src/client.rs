@@ -248,6 +248,17 @@ impl OrchestratorClient {
         replica: Option<u32>,
         tail: usize,
     ) -> Result<Value> {
+        let url = self.logs_url(operator, component, replica, tail);
+        self.send(self.http.get(url)).await
+    }
+
+    fn logs_url(
+        &self,
+        operator: &str,
+        component: Option<&str>,
+        replica: Option<u32>,
+        tail: usize,
+    ) -> reqwest::Url {
         let mut url = self.url(&["api", "v1", "operators", operator, "logs"]);
         {
             let mut query = url.query_pairs_mut();
@@ -259,7 +270,7 @@ impl OrchestratorClient {
             }
             query.append_pair("tail", &tail.to_string());
         }
-        self.send(self.http.get(url)).await
+        url
     }
 
     /// An operator's components as Kubernetes objects, YAML.

@@ -13,8 +13,9 @@ use super::{OperatorEntry, OperatorManager};
 use crate::error::ControlError;
 use crate::store::workspaced_key;
 use crate::supervisor::{
-    ComponentSpec, ComponentSupervisor, GetComponentLogs, RenderKubernetes, ReplicaLogs,
-    ResolvedSecret, StopComponents, SuperviseComponents, SupervisorSetup,
+    ComponentSpec, ComponentSupervisor, FollowComponentLogs, GetComponentLogs, LogFollow,
+    RenderKubernetes, ReplicaLogs, ResolvedSecret, StopComponents, SuperviseComponents,
+    SupervisorSetup,
 };
 
 /// The last lines of an operator's replicas.
@@ -26,6 +27,11 @@ pub struct GetOperatorLogs {
     pub replica: Option<u32>,
     pub tail: usize,
 }
+
+/// The lines `GetOperatorLogs` names, then every new one, as a stream.
+#[derive(Message)]
+#[rtype(result = "Result<LogFollow, ControlError>")]
+pub struct FollowOperatorLogs(pub GetOperatorLogs);
 
 /// An operator's components as Kubernetes objects (YAML, secret values redacted).
 #[derive(Message)]
@@ -142,6 +148,24 @@ impl Handler<GetOperatorLogs> for OperatorManager {
                     component: msg.component,
                     replica: msg.replica,
                     tail: msg.tail,
+                })
+                .await?
+        })
+    }
+}
+
+impl Handler<FollowOperatorLogs> for OperatorManager {
+    type Result = ResponseFuture<Result<LogFollow, ControlError>>;
+
+    fn handle(&mut self, msg: FollowOperatorLogs, _ctx: &mut Self::Context) -> Self::Result {
+        let FollowOperatorLogs(request) = msg;
+        let supervisor = self.supervisor_of(&request.operator);
+        Box::pin(async move {
+            supervisor?
+                .send(FollowComponentLogs {
+                    component: request.component,
+                    replica: request.replica,
+                    tail: request.tail,
                 })
                 .await?
         })

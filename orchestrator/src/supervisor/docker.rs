@@ -387,6 +387,40 @@ impl DockerLauncher {
         }
     }
 
+    /// The last `tail` lines a container wrote, then each line it writes, until it is removed.
+    pub fn follow(
+        &self,
+        name: &str,
+        tail: usize,
+    ) -> futures::stream::BoxStream<'static, Result<String, DockerRuntimeError>> {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .tail(&tail.to_string())
+            .build();
+        let name = name.to_string();
+        self.docker
+            .logs(&name, Some(options))
+            .take_while(|chunk| futures::future::ready(!matches!(chunk, Err(e) if is_not_found(e))))
+            .flat_map(move |chunk| {
+                let lines: Vec<Result<String, DockerRuntimeError>> = match chunk {
+                    // Docker frames the output a line at a time.
+                    Ok(output) => output
+                        .to_string()
+                        .lines()
+                        .map(|line| Ok(line.to_string()))
+                        .collect(),
+                    Err(source) => vec![Err(DockerRuntimeError::LogsFailed {
+                        name: name.clone(),
+                        source,
+                    })],
+                };
+                futures::stream::iter(lines)
+            })
+            .boxed()
+    }
+
     /// The last `tail` lines a container wrote.
     pub async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, DockerRuntimeError> {
         let options = LogsOptionsBuilder::new()

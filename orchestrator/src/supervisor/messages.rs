@@ -37,6 +37,28 @@ pub struct GetComponentLogs {
     pub tail: usize,
 }
 
+/// The last `tail` lines of each matching replica, then every line they write from now on
+/// (replicas started later included), until the caller drops the stream.
+#[derive(Message)]
+#[rtype(result = "Result<LogFollow, ControlError>")]
+pub struct FollowComponentLogs {
+    pub component: Option<String>,
+    pub replica: Option<u32>,
+    pub tail: usize,
+}
+
+/// The lines of a followed log.
+pub type LogFollow = futures::stream::BoxStream<'static, LogLine>;
+
+/// One line a replica wrote.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine {
+    pub component: String,
+    pub replica: u32,
+    pub line: String,
+}
+
 /// The components as Kubernetes objects, YAML, secret values redacted.
 #[derive(Message)]
 #[rtype(result = "Result<String, ControlError>")]

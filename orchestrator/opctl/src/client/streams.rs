@@ -34,6 +34,19 @@ impl OrchestratorClient {
         self.open_stream(url).await
     }
 
+    /// The same lines as `logs`, then every new one, as JSON lines: the answer, body unread.
+    pub async fn follow_logs(
+        &self,
+        operator: &str,
+        component: Option<&str>,
+        replica: Option<u32>,
+        tail: usize,
+    ) -> Result<reqwest::Response> {
+        let mut url = self.logs_url(operator, component, replica, tail);
+        url.query_pairs_mut().append_pair("follow", "true");
+        self.open_stream(url).await
+    }
+
     /// Opens a list as JSON lines (`GET /api/v1/{collection}?stream=true`), one record a line
     /// in workspace then name order: the answer, its body unread.
     pub async fn open_list(
