@@ -21,6 +21,8 @@ use crate::store::{workspaced_key, Bucket, Store, StoreError};
 use operator_contract::history::HistoryEvent;
 use state::{ApplyPlan, StatusDecision};
 
+pub use reachable::{ComponentLiveness, ANSWER_BOUND};
+
 const FIRST_RESEND: Duration = Duration::from_millis(200);
 const MAX_RESEND: Duration = Duration::from_secs(30);
 

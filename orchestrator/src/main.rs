@@ -155,6 +155,7 @@ async fn run_replica(
             .default_service(web::to(forward))
     })
     .workers(config.http_workers)
+    .shutdown_timeout(SHUTDOWN_GRACE_S)
     .listen(parts.listener.try_clone()?)?
     .run();
     let follower_handle = follower.handle();
@@ -270,10 +271,16 @@ impl Leader {
                 .configure(ui::configure)
         })
         .workers(config.http_workers)
+        .shutdown_timeout(SHUTDOWN_GRACE_S)
         .listen(listener.try_clone()?)?;
         Ok(server.run())
     }
 }
+
+/// How long requests under way get to finish at shutdown. Watches, followed logs and event
+/// streams never finish: past this they are cut (their clients say so), rather than holding a
+/// stopping orchestrator for actix's default 30 s.
+const SHUTDOWN_GRACE_S: u64 = 5;
 
 /// The leader takes writes.
 async fn leader_ready() -> HttpResponse {

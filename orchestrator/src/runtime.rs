@@ -1,6 +1,9 @@
 //! `OperatorRuntime`: one actor per applied operator. It owns the operator's compiled plan (its
 //! resource types, their JSON Schemas and subjects), the entity actors of its resources and its
-//! NATS bridge; it validates every resource applied to it before an entity sees it.
+//! NATS bridge; it validates every resource applied to it before an entity sees it. It also
+//! probes the operator's components (a query every [`PROBE_INTERVAL`] while it has resources)
+//! and tells its entities when no replica has answered for [`ANSWER_BOUND`], and when one does
+//! again, so an idle resource whose component died does not look fresh.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -10,11 +13,14 @@ use actix::prelude::*;
 use futures::future::join_all;
 use operator_contract::schema::SpecSchema;
 use operator_contract::subject::TypeSubjects;
-use operator_contract::{EntityKey, Manifest};
-use tracing::{debug, info};
+use operator_contract::{EntityKey, Envelope, EnvelopeKind, Manifest, Operation};
+use tracing::{debug, info, warn};
 
-use crate::bridge::{NatsBridge, RemoveStreams, StatusReported, StreamPlan};
-use crate::entity::{ApplySpec, EntityContext, EntityGone, GetView, RequestDelete, ResourceEntity};
+use crate::bridge::{NatsBridge, RemoveStreams, SendQuery, StatusReported, StreamPlan};
+use crate::entity::{
+    ApplySpec, ComponentLiveness, EntityContext, EntityGone, GetView, RequestDelete,
+    ResourceEntity, ANSWER_BOUND,
+};
 use crate::error::ControlError;
 use crate::records::{Applied, RecordView};
 use crate::store::{Store, Stored};
@@ -178,6 +184,31 @@ pub struct RestoreResources {
     pub resources: Vec<Stored>,
 }
 
+/// How often the components are probed while the operator has resources.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Time to probe the components.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ProbeTick;
+
+/// A probe ended: `answered` when a replica answered it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ProbeEnded {
+    answered: bool,
+}
+
+/// What the runtime knows of its components' liveness.
+#[derive(Debug)]
+struct Liveness {
+    /// When a replica last answered (a probe or a status event), or the runtime started.
+    last_answer: chrono::DateTime<chrono::Utc>,
+    probing: bool,
+    /// The entities were told no replica answers.
+    silent: bool,
+}
+
 /// The runtime actor.
 pub struct OperatorRuntime {
     plan: OperatorPlan,
@@ -190,6 +221,7 @@ pub struct OperatorRuntime {
     contexts: HashMap<String, Arc<EntityContext>>,
     /// One handle on the history stream for all its entities.
     history: Option<crate::history::History>,
+    liveness: Liveness,
 }
 
 impl OperatorRuntime {
@@ -208,6 +240,36 @@ impl OperatorRuntime {
             entities: HashMap::new(),
             contexts: HashMap::new(),
             history: None,
+            liveness: Liveness {
+                last_answer: chrono::Utc::now(),
+                probing: false,
+                silent: false,
+            },
+        }
+    }
+
+    /// Tells every entity whether a replica answers.
+    fn tell_liveness(&mut self, reachable: bool) {
+        self.liveness.silent = !reachable;
+        let liveness = ComponentLiveness {
+            reachable,
+            last_answer: self.liveness.last_answer,
+        };
+        if reachable {
+            info!(operator = %self.plan.name, "a replica of the operator's components answers again");
+        } else {
+            warn!(operator = %self.plan.name, since = %self.liveness.last_answer, "no replica of the operator's components has answered: its resources are marked ComponentReachable=False");
+        }
+        for (_, entity) in self.entities.values() {
+            entity.do_send(liveness);
+        }
+    }
+
+    /// A replica answered: the entities hear of it if they were told none does.
+    fn heard_from_components(&mut self) {
+        self.liveness.last_answer = chrono::Utc::now();
+        if self.liveness.silent {
+            self.tell_liveness(true);
         }
     }
 
@@ -267,7 +329,65 @@ impl Actor for OperatorRuntime {
         self.history = Some(crate::history::History::new(async_nats::jetstream::new(
             self.client.clone(),
         )));
+        ctx.run_interval(PROBE_INTERVAL, |_, ctx| ctx.notify(ProbeTick));
         info!(operator = %self.plan.name, types = self.plan.types.len(), "operator runtime started");
+    }
+}
+
+impl Handler<ProbeTick> for OperatorRuntime {
+    type Result = ();
+
+    fn handle(&mut self, _: ProbeTick, ctx: &mut Self::Context) {
+        let silent_for = (chrono::Utc::now() - self.liveness.last_answer)
+            .to_std()
+            .unwrap_or_default();
+        if silent_for > ANSWER_BOUND && !self.liveness.silent && !self.entities.is_empty() {
+            self.tell_liveness(false);
+        }
+        if self.liveness.probing {
+            return;
+        }
+        // Any resource will do: a replica that answers for it answers for all.
+        let Some((key, (resource_type, _))) = self.entities.iter().next() else {
+            // Nothing to be stale: the silence starts counting with the first resource.
+            self.liveness.last_answer = chrono::Utc::now();
+            return;
+        };
+        let (Some(bridge), Some(plan)) = (&self.bridge, self.plan.types.get(resource_type)) else {
+            return;
+        };
+        let probe = Envelope::new(
+            EnvelopeKind::Query,
+            Operation::Get,
+            &self.plan.name,
+            resource_type,
+            key.clone(),
+            0,
+            serde_json::json!({}),
+        );
+        let ask = bridge.send(SendQuery {
+            subject: plan.subjects.query_subject.clone(),
+            envelope: probe,
+            parent: tracing::Span::none(),
+        });
+        self.liveness.probing = true;
+        let runtime = ctx.address();
+        actix::spawn(async move {
+            // Any answer, even an error about the entity, comes from a live replica.
+            let answered = matches!(ask.await, Ok(Ok(_)));
+            runtime.do_send(ProbeEnded { answered });
+        });
+    }
+}
+
+impl Handler<ProbeEnded> for OperatorRuntime {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProbeEnded, _ctx: &mut Self::Context) {
+        self.liveness.probing = false;
+        if msg.answered {
+            self.heard_from_components();
+        }
     }
 }
 
@@ -323,6 +443,7 @@ impl Handler<StatusReported> for OperatorRuntime {
     type Result = ResponseFuture<Result<(), ControlError>>;
 
     fn handle(&mut self, msg: StatusReported, _ctx: &mut Self::Context) -> Self::Result {
+        self.heard_from_components();
         match self.entities.get(&msg.envelope.key) {
             Some((_, entity)) => {
                 let ask = entity.send(msg);

@@ -427,6 +427,59 @@ async fn a_command_no_replica_answers_marks_the_component_unreachable_within_the
     Ok(())
 }
 
+#[tokio::test]
+async fn an_idle_resource_whose_component_died_is_marked_unreachable_and_back_when_it_returns(
+) -> anyhow::Result<()> {
+    let system = TestSystem::start().await?;
+    let mut component = system.start_demo_component("memory")?;
+    system
+        .opctl
+        .apply(&TestSystem::job("idle", "{durationMs: 0}"), None)?;
+    wait_for_resource(&system.client, "public", "idle", WAIT, |r| {
+        runtime_of(r) == Some("succeeded")
+    })
+    .await?;
+
+    // No command is in flight: only the orchestrator's probe can notice.
+    component.kill9();
+    let killed = Instant::now();
+    let record = wait_for_resource(&system.client, "public", "idle", WAIT, |r| {
+        condition(r, "ComponentReachable")["status"] == "False"
+    })
+    .await?;
+    let elapsed = killed.elapsed();
+    // The bound is 10 s of silence, checked every 3 s.
+    assert!(
+        elapsed >= Duration::from_secs(7) && elapsed < Duration::from_secs(20),
+        "{elapsed:?}"
+    );
+    let unreachable = condition(record.as_ref(), "ComponentReachable");
+    assert_eq!(unreachable["reason"], "NoReplicaAnswered");
+    let message = unreachable["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("has answered since") && message.contains("the last status event was at"),
+        "{message}"
+    );
+    assert_eq!(runtime_of(record.as_ref()), Some("succeeded"));
+
+    component.restart()?;
+    let record = wait_for_resource(&system.client, "public", "idle", WAIT, |r| {
+        condition(r, "ComponentReachable")["status"] == "True"
+    })
+    .await?;
+    assert_eq!(
+        condition(record.as_ref(), "ComponentReachable")["reason"],
+        "ProbeAnswered"
+    );
+    // Recorded with the transition to False, long before this.
+    let events = history(&system.opctl, "idle")?;
+    assert!(
+        events.iter().any(|e| e == "ComponentUnreachable"),
+        "{events:?}"
+    );
+    Ok(())
+}
+
 /// The reasons of a resource's history, oldest first, as `opctl events -o json` gives them.
 fn history(opctl: &Opctl, name: &str) -> anyhow::Result<Vec<String>> {
     let run = opctl.run(&["events", "-t", "resource", "-n", name, "-o", "json"])?;

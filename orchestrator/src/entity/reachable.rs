@@ -1,7 +1,9 @@
 //! `ComponentReachable`, the condition the orchestrator sets itself: `False` when a command
 //! sent to the operator's component has had no status in answer for longer than
-//! [`ANSWER_BOUND`] (so a stale status is not shown as fresh), `True` again with the next
-//! status event. The decisions are pure functions; the handler stores what they return.
+//! [`ANSWER_BOUND`], or when no replica has answered the runtime's liveness probe for that long
+//! (a component that died while its resources were idle), so a stale status is not shown as
+//! fresh; `True` again with the next status event or answered probe. The decisions are pure
+//! functions; the handlers store what they return.
 
 use std::time::Duration;
 
@@ -38,11 +40,7 @@ pub fn mark_unreachable(record: &Record, command: Uuid, now: DateTime<Utc>) -> O
     if already {
         return None;
     }
-    let last_event = record
-        .status
-        .as_ref()
-        .map(|s| format!("the last status event was at {}", s.updated_at.to_rfc3339()))
-        .unwrap_or_else(|| "no status event was ever received".to_string());
+    let last_event = last_event(record);
     let mut changed = record.clone();
     let previous = record.conditions.clone();
     condition::set_condition(
@@ -65,14 +63,80 @@ pub fn mark_unreachable(record: &Record, command: Uuid, now: DateTime<Utc>) -> O
     Some(changed)
 }
 
-/// Sets `ComponentReachable=True`: a status event just arrived.
-pub fn mark_reachable(record: &mut Record, now: DateTime<Utc>) {
+/// The operator's runtime heard from a replica (`reachable`), or has not since `last_answer`.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ComponentLiveness {
+    pub reachable: bool,
+    pub last_answer: DateTime<Utc>,
+}
+
+/// The record with `ComponentReachable` following the liveness probe: `False` when no replica
+/// has answered since `last_answer`, `True` again once one has; `None` when nothing changes.
+pub fn follow_liveness(
+    record: &Record,
+    liveness: ComponentLiveness,
+    now: DateTime<Utc>,
+) -> Option<Record> {
+    let current = condition::find(&record.conditions, COMPONENT_REACHABLE).map(|c| c.status);
+    let mut changed = record.clone();
     let previous = record.conditions.clone();
-    let observed = record
+    let observed = observed_generation(record);
+    let condition = if liveness.reachable {
+        if current != Some(ConditionStatus::False) {
+            return None;
+        }
+        Condition {
+            kind: COMPONENT_REACHABLE.into(),
+            status: ConditionStatus::True,
+            reason: "ProbeAnswered".into(),
+            message: String::new(),
+            last_transition_time: now,
+            observed_generation: observed,
+        }
+    } else {
+        if current == Some(ConditionStatus::False) {
+            return None;
+        }
+        Condition {
+            kind: COMPONENT_REACHABLE.into(),
+            status: ConditionStatus::False,
+            reason: "NoReplicaAnswered".into(),
+            message: format!(
+                "no replica of the component has answered since {} (for more than {} s); {}: the status shown may be stale",
+                liveness.last_answer.to_rfc3339(),
+                ANSWER_BOUND.as_secs(),
+                last_event(record)
+            ),
+            last_transition_time: now,
+            observed_generation: observed,
+        }
+    };
+    condition::set_condition(&mut changed.conditions, &previous, condition, now);
+    Some(changed)
+}
+
+/// The generation the last status event described (0 before any).
+fn observed_generation(record: &Record) -> u64 {
+    record
         .status
         .as_ref()
         .map(|s| s.observed_generation)
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn last_event(record: &Record) -> String {
+    record
+        .status
+        .as_ref()
+        .map(|s| format!("the last status event was at {}", s.updated_at.to_rfc3339()))
+        .unwrap_or_else(|| "no status event was ever received".to_string())
+}
+
+/// Sets `ComponentReachable=True`: a status event just arrived.
+pub fn mark_reachable(record: &mut Record, now: DateTime<Utc>) {
+    let previous = record.conditions.clone();
+    let observed = observed_generation(record);
     condition::set_condition(
         &mut record.conditions,
         &previous,
@@ -95,6 +159,33 @@ impl Handler<ReachabilityTick> for ResourceEntity {
         let changed = self.stored.as_ref().and_then(|(record, revision)| {
             mark_unreachable(record, msg.command, Utc::now()).map(|r| (r, *revision))
         });
+        self.store_reachability(changed, "component unreachable: a command went unanswered")
+    }
+}
+
+impl Handler<ComponentLiveness> for ResourceEntity {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: ComponentLiveness, _ctx: &mut Self::Context) -> Self::Result {
+        let changed = self.stored.as_ref().and_then(|(record, revision)| {
+            follow_liveness(record, msg, Utc::now()).map(|r| (r, *revision))
+        });
+        let said = if msg.reachable {
+            "component reachable again: a replica answered"
+        } else {
+            "component unreachable: no replica answered the liveness probe"
+        };
+        self.store_reachability(changed, said)
+    }
+}
+
+impl ResourceEntity {
+    /// Stores a record whose `ComponentReachable` changed (at `revision`), and its history.
+    fn store_reachability(
+        &mut self,
+        changed: Option<(Record, u64)>,
+        said: &'static str,
+    ) -> AtomicResponse<Self, ()> {
         let Some((record, revision)) = changed else {
             return AtomicResponse::new(Box::pin(fut::ready(())));
         };
@@ -105,18 +196,21 @@ impl Handler<ReachabilityTick> for ResourceEntity {
                 .await?;
             Ok::<_, StoreError>((record, rev))
         };
-        AtomicResponse::new(Box::pin(write.into_actor(self).map(|result, act, _| {
-            match result {
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(
+            move |result, act, _| match result {
                 Ok(stored) => {
-                    warn!(entity.key = %act.key, "component unreachable: a command went unanswered");
+                    warn!(entity.key = %act.key, "{said}");
                     if let Some((before, _)) = &act.stored {
-                        act.history().record(&act.key, crate::history::status_events(before, &stored.0));
+                        act.history()
+                            .record(&act.key, crate::history::status_events(before, &stored.0));
                     }
                     act.stored = Some(stored);
                 }
-                Err(e) => warn!(entity.key = %act.key, error = %e, "unreachable component not recorded"),
-            }
-        })))
+                Err(e) => {
+                    warn!(entity.key = %act.key, error = %e, "component reachability not recorded")
+                }
+            },
+        )))
     }
 }
 
@@ -154,6 +248,30 @@ mod tests {
             None,
             "an older command"
         );
+    }
+
+    #[test]
+    fn an_unanswered_probe_marks_it_unreachable_once_and_an_answer_marks_it_back() {
+        let record = record_with_command();
+        let silent = ComponentLiveness {
+            reachable: false,
+            last_answer: Utc::now(),
+        };
+        let answered = ComponentLiveness {
+            reachable: true,
+            ..silent
+        };
+        assert!(follow_liveness(&record, answered, Utc::now()).is_none());
+        let marked = follow_liveness(&record, silent, Utc::now()).expect("marked");
+        let found = condition::find(&marked.conditions, COMPONENT_REACHABLE).expect("set");
+        assert_eq!(found.status, ConditionStatus::False);
+        assert_eq!(found.reason, "NoReplicaAnswered");
+        assert!(found.message.contains("no status event was ever received"));
+        assert!(follow_liveness(&marked, silent, Utc::now()).is_none());
+        let back = follow_liveness(&marked, answered, Utc::now()).expect("back");
+        let found = condition::find(&back.conditions, COMPONENT_REACHABLE).expect("set");
+        assert_eq!(found.status, ConditionStatus::True);
+        assert_eq!(found.reason, "ProbeAnswered");
     }
 
     #[test]
