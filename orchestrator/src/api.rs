@@ -176,9 +176,22 @@ async fn apply(
 pub(crate) async fn apply_one(
     manager: &Manager,
     caller: &Caller,
+    manifest: Manifest,
+    workspace: Option<String>,
+    dry_run: bool,
+) -> Result<Applied, ControlError> {
+    apply_one_after(manager, caller, manifest, workspace, dry_run, None).await
+}
+
+/// `apply_one`, where a dry run of a resource may be checked against `pending_operator`: its
+/// operator's manifest, dry-run above it in the same batch and not applied yet.
+pub(crate) async fn apply_one_after(
+    manager: &Manager,
+    caller: &Caller,
     mut manifest: Manifest,
     workspace: Option<String>,
     dry_run: bool,
+    pending_operator: Option<std::sync::Arc<Manifest>>,
 ) -> Result<Applied, ControlError> {
     let workspace = manifest.effective_workspace(workspace.as_deref());
     if let Some(ws) = &workspace {
@@ -221,6 +234,7 @@ pub(crate) async fn apply_one(
                     dry_run,
                     applied_by: caller.name.clone(),
                     span: tracing::Span::current(),
+                    pending_operator,
                 })
                 .await?
         }

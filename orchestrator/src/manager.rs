@@ -60,6 +60,9 @@ pub struct RouteResource {
     pub applied_by: String,
     /// The request's span: what the work is done for, in traces.
     pub span: tracing::Span,
+    /// In a dry run, the operator manifest the same batch holds above this resource: a
+    /// resource of an operator not yet applied is checked against it.
+    pub pending_operator: Option<std::sync::Arc<Manifest>>,
 }
 
 /// One record by type and name.
@@ -416,6 +419,20 @@ impl Handler<RouteResource> for OperatorManager {
             .as_ref()
             .map(|r| r.operator.clone())
             .unwrap_or_default();
+        let pending = msg
+            .pending_operator
+            .as_ref()
+            .filter(|pending| msg.dry_run && pending.name == operator);
+        if let (None, Some(pending)) = (self.operators.get(&operator), pending) {
+            // Every resource of an operator not yet applied is new.
+            let checked = OperatorPlan::compile(pending)
+                .and_then(|plan| plan.validate(&msg.manifest, &msg.workspace).map(drop))
+                .map(|()| {
+                    crate::records::Record::new(msg.manifest, Some(msg.workspace))
+                        .applied(crate::records::Outcome::Created)
+                });
+            return Box::pin(async move { checked });
+        }
         let Some(entry) = self.operators.get(&operator) else {
             return Box::pin(async move {
                 Err(ControlError::Invalid {

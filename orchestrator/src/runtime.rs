@@ -73,7 +73,11 @@ impl OperatorPlan {
     }
 
     /// Checks a resource manifest against this operator: its type, workspace and spec.
-    fn validate(&self, manifest: &Manifest, workspace: &str) -> Result<&TypePlan, ControlError> {
+    pub fn validate(
+        &self,
+        manifest: &Manifest,
+        workspace: &str,
+    ) -> Result<&TypePlan, ControlError> {
         let resource = manifest.resource.as_ref().ok_or_else(|| {
             ControlError::invalid("a resource manifest needs its resource section")
         })?;

@@ -136,6 +136,38 @@ async fn a_dry_run_says_what_apply_would_do_stores_nothing_and_refuses_what_appl
     }
     let secret_ref = example("adf-operator.yaml");
     dry_run(&system, &secret_ref)?.assert_refused("refers to secrets that are missing");
+
+    // A file with an operator not applied yet and its resources: each resource is checked
+    // against the operator above it, and nothing is stored.
+    let operator = example("demo-operator.yaml").replace("name: demo\n", "name: fresh\n");
+    assert!(
+        operator.contains("name: fresh\n"),
+        "the example changed shape"
+    );
+    let resource = |name: &str, spec: &str| {
+        TestSystem::job(name, spec).replace("operator: demo", "operator: fresh")
+    };
+    let before = bucket_sequence(&system.client, "orchestrator-operators").await?;
+    let file = [operator.clone(), resource("fresh-job", "{durationMs: 0}")].join("\n---\n");
+    let run = dry_run(&system, &file)?;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("fresh-job:v1:resource...created, generation 1 (dry run)"),
+        "{}",
+        run.stderr
+    );
+    let file = [operator, resource("fresh-bad", "{durationMs: -1}")].join("\n---\n");
+    dry_run(&system, &file)?.assert_refused("does not match the schema of job");
+    assert_eq!(
+        bucket_sequence(&system.client, "orchestrator-operators").await?,
+        before,
+        "a dry run stored an operator"
+    );
+    system
+        .opctl
+        .run(&["get", "-t", "operator", "-n", "fresh"])?
+        .assert_refused("not found");
     Ok(())
 }
 

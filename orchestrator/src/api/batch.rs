@@ -4,9 +4,12 @@
 //! Order is kept where it matters: an operator or a secret is applied alone, after every
 //! document before it and before any after it (a resource can name the operator or secret above
 //! it); runs of resources between them are applied several at once, since each resource is
-//! serialized by its own entity, except that a name met twice waits for the first.
+//! serialized by its own entity, except that a name met twice waits for the first. In a dry
+//! run, the resources of an operator dry-run above them (and not applied yet) are checked
+//! against that operator's manifest.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use actix_web::{web, HttpResponse, ResponseError};
 use futures::StreamExt;
@@ -14,7 +17,7 @@ use operator_contract::api::{BatchAnswer, DocumentAnswer, ErrorBody};
 use operator_contract::manifest::{BatchDocument, MAX_BATCH_BYTES};
 use operator_contract::{Manifest, ManifestKind};
 
-use super::{apply_one, ApplyQuery, Auth, Manager};
+use super::{apply_one_after, ApplyQuery, Auth, Manager};
 use crate::auth::Caller;
 use crate::error::ControlError;
 
@@ -87,6 +90,8 @@ async fn apply_in_order(
     let mut answers: Vec<Option<DocumentAnswer>> = vec![None; documents.len()];
     let mut run: Vec<Ready> = Vec::new();
     let mut names_in_run: HashSet<(Option<String>, String)> = HashSet::new();
+    // Operators a dry run passed above: what their resources below are checked against.
+    let mut pending: Pending = HashMap::new();
     for BatchDocument {
         document,
         kind,
@@ -125,6 +130,7 @@ async fn apply_in_order(
                 caller,
                 std::mem::take(&mut run),
                 query,
+                &pending,
                 &mut answers,
             )
             .await;
@@ -138,15 +144,30 @@ async fn apply_in_order(
             caller,
             std::mem::take(&mut run),
             query,
+            &pending,
             &mut answers,
         )
         .await;
         names_in_run.clear();
-        apply_run(manager, caller, vec![ready], query, &mut answers).await;
+        let document = ready.document;
+        let operator = (query.dry_run && ready.manifest.kind == ManifestKind::Operator)
+            .then(|| Arc::new(ready.manifest.clone()));
+        apply_run(manager, caller, vec![ready], query, &pending, &mut answers).await;
+        if let Some(operator) = operator {
+            if answers[document - 1]
+                .as_ref()
+                .is_some_and(|a| a.error.is_none())
+            {
+                pending.insert(operator.name.clone(), operator);
+            }
+        }
     }
-    apply_run(manager, caller, run, query, &mut answers).await;
+    apply_run(manager, caller, run, query, &pending, &mut answers).await;
     answers.into_iter().flatten().collect()
 }
+
+/// Operator manifests a dry run passed, by name.
+type Pending = HashMap<String, Arc<Manifest>>;
 
 /// Applies documents that do not depend on each other, several at once, and writes each
 /// answer in its place.
@@ -155,16 +176,24 @@ async fn apply_run(
     caller: &Caller,
     run: Vec<Ready>,
     query: &ApplyQuery,
+    pending: &Pending,
     answers: &mut [Option<DocumentAnswer>],
 ) {
     let mut applying = futures::stream::iter(run)
         .map(|ready| async move {
-            let result = apply_one(
+            let operator = ready
+                .manifest
+                .resource
+                .as_ref()
+                .and_then(|r| pending.get(&r.operator))
+                .cloned();
+            let result = apply_one_after(
                 manager,
                 caller,
                 ready.manifest,
                 query.workspace.clone(),
                 query.dry_run,
+                operator,
             )
             .await;
             (ready.document, ready.kind, ready.name, result)
