@@ -116,6 +116,16 @@ impl History {
         }
         Ok((events, messages))
     }
+
+    /// The last `count` events of `key`, newest first (the web view's history).
+    pub async fn latest(
+        &self,
+        key: &EntityKey,
+        count: usize,
+    ) -> Result<Vec<HistoryEvent>, ControlError> {
+        let (events, _) = self.read(key).await?;
+        Ok(events.into_iter().rev().take(count).collect())
+    }
 }
 
 fn parse(payload: &[u8]) -> Option<HistoryEvent> {

@@ -27,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/sign-in", web::post().to(pages::sign_in))
             .route("/sign-out", web::post().to(pages::sign_out))
             .route("/operators", web::get().to(pages::operators))
+            .route("/operators/{name}/scale", web::post().to(pages::scale))
             .route("/resources", web::get().to(pages::resources_home))
             .route("/apply", web::get().to(pages::apply_form))
             .route("/apply", web::post().to(pages::apply))

@@ -239,6 +239,37 @@ async fn walk_through(
     assert!(text.contains("active"), "{text}");
     screenshot(browser, "operators").await?;
 
+    // Scaling a component stores the operator's manifest with the new count, as opctl scale.
+    let replicas = browser
+        .find(Locator::Css(
+            "#scale-adf-operator-adf-controller input[name=replicas]",
+        ))
+        .await?;
+    replicas.clear().await?;
+    replicas.send_keys("3").await?;
+    browser
+        .find(Locator::Css(
+            "#scale-adf-operator-adf-controller button[type=submit]",
+        ))
+        .await?
+        .click()
+        .await?;
+    wait_for(
+        browser,
+        "//form[@id='scale-adf-operator-adf-controller']//input[@name='replicas' and @value='3']",
+    )
+    .await?;
+    let stored =
+        adf.system
+            .opctl
+            .run(&["get", "-t", "operator", "-n", "adf-operator", "-o", "json"])?;
+    let stored: Value = serde_json::from_str(&stored.stdout)?;
+    assert_eq!(
+        stored.pointer("/manifest/operator/components/0/replicas"),
+        Some(&json!(3)),
+        "{stored}"
+    );
+
     // The resources of `public`: the run appears without reloading once applied.
     browser
         .goto(&format!("{base}/ui/workspaces/public/resources"))
@@ -288,6 +319,8 @@ async fn walk_through(
     let activities = text_of(browser, "#activity-runs").await?;
     assert!(activities.contains("Copy data"), "{activities}");
     assert!(activities.contains("Succeeded"), "{activities}");
+    // Its history, newest first, from the same stream as `opctl events`.
+    wait_for(browser, "//table[@id='history']//th[.='Applied']").await?;
     screenshot(browser, "pipeline-run").await?;
 
     // Markup in a manifest is shown as text and never runs.

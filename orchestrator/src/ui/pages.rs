@@ -17,8 +17,9 @@ use super::session::{cleared_cookie, session_cookie, Sessions, SignedIn};
 use super::views::{age, duration_ms, encode_query, html, tone, Chrome, Time, UiError};
 use crate::auth::{Caller, Users};
 use crate::error::ControlError;
-use crate::manager::{DeleteResourceByKey, GetRecord, ListRecords, OperatorManager};
+use crate::manager::{DeleteResourceByKey, GetHistory, GetRecord, ListRecords, OperatorManager};
 use crate::records::RecordView;
+use operator_contract::history::EventType;
 
 type Manager = web::Data<Addr<OperatorManager>>;
 type Page = Result<HttpResponse, UiError>;
@@ -171,6 +172,8 @@ pub async fn sign_out(
 
 struct ComponentRow {
     name: String,
+    /// The replicas its manifest asks for: what the scale form starts from.
+    replicas: u32,
     running: usize,
     asked: String,
     leader: String,
@@ -196,6 +199,8 @@ struct OperatorRow {
 struct OperatorsPage {
     chrome: Chrome,
     operators: Vec<OperatorRow>,
+    /// Admins may scale components.
+    can_scale: bool,
 }
 
 pub async fn operators(
@@ -238,6 +243,7 @@ pub async fn operators(
             "/ui/events?collection=operators".into(),
         ),
         operators,
+        can_scale: session.caller.admin,
     };
     Ok(html(StatusCode::OK, &page))
 }
@@ -278,12 +284,12 @@ fn operator_row(view: &RecordView) -> OperatorRow {
         .map(|s| {
             s.components
                 .iter()
-                .map(|c| c.name.clone())
-                .collect::<Vec<String>>()
+                .map(|c| (c.name.clone(), c.replicas))
+                .collect::<Vec<(String, u32)>>()
         })
         .unwrap_or_default()
         .into_iter()
-        .map(|name| {
+        .map(|(name, replicas_asked)| {
             let running = replicas
                 .iter()
                 .filter(|r| r["component"] == name.as_str() && r["state"] == "running")
@@ -305,6 +311,7 @@ fn operator_row(view: &RecordView) -> OperatorRow {
                 }
             }
             ComponentRow {
+                replicas: replicas_asked,
                 running,
                 asked: asked.get(&name).map(u64::to_string).unwrap_or_default(),
                 leader: text(&leading["leader"]),
@@ -328,6 +335,57 @@ fn operator_row(view: &RecordView) -> OperatorRow {
         description: view.manifest.description.clone().unwrap_or_default(),
         updated: Time::of(view.updated_at),
     }
+}
+
+#[derive(Deserialize)]
+pub struct ScaleForm {
+    csrf: String,
+    component: String,
+    replicas: u32,
+}
+
+/// Sets a component's replicas as `opctl scale` does: the stored manifest applied again with
+/// the new count, through the API's own apply.
+pub async fn scale(
+    request: HttpRequest,
+    sessions: web::Data<Sessions>,
+    users: web::Data<Users>,
+    manager: Manager,
+    path: web::Path<String>,
+    form: web::Form<ScaleForm>,
+) -> Page {
+    let session = signed_in(&request, &sessions, &users).await?;
+    session.check_csrf(&form.csrf)?;
+    session
+        .caller
+        .require_admin("scaling an operator's component")?;
+    let operator = path.into_inner();
+    let view = manager
+        .send(GetRecord {
+            kind: ManifestKind::Operator,
+            workspace: None,
+            name: operator.clone(),
+            details: false,
+            span: tracing::Span::current(),
+        })
+        .await??;
+    let mut manifest = view.manifest;
+    let component = manifest
+        .operator
+        .as_mut()
+        .and_then(|s| s.components.iter_mut().find(|c| c.name == form.component))
+        .ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "operator {operator} has no component {}",
+                form.component
+            ))
+        })?;
+    component.replicas = form.replicas;
+    crate::api::apply_one(&manager, &session.caller, manifest, None, false).await?;
+    Ok(see_other(&format!(
+        "/ui/operators#operator-{}",
+        encode_query(&operator)
+    )))
 }
 
 // ----- resources -----
@@ -591,6 +649,19 @@ struct ConditionRow {
     since: Time,
 }
 
+/// One event of a resource's history.
+struct HistoryRow {
+    time: Time,
+    kind: &'static str,
+    tone: &'static str,
+    reason: String,
+    message: String,
+    generation: u64,
+}
+
+/// Events shown on a resource's page, newest first; `opctl events` has all it keeps.
+const HISTORY_SHOWN: usize = 20;
+
 #[derive(Template)]
 #[template(path = "ui/resource.html")]
 struct ResourcePage {
@@ -612,6 +683,9 @@ struct ResourcePage {
     created: Time,
     updated: Time,
     conditions: Vec<ConditionRow>,
+    history: Vec<HistoryRow>,
+    /// Why the history could not be read, when it could not.
+    history_error: String,
     run: Option<RunView>,
     details_yaml: String,
     details_error: String,
@@ -725,6 +799,14 @@ pub async fn resource(
     let run = run_view(&live).or_else(|| run_view(&reported));
     let details = if live.is_null() { reported } else { live };
     let runtime = view.runtime.clone().unwrap_or_default();
+    let key = EntityKey::new(ws.clone(), name.clone()).map_err(ControlError::from)?;
+    let (history, history_error) = match manager.send(GetHistory).await {
+        Ok(history) => match history.latest(&key, HISTORY_SHOWN).await {
+            Ok(events) => (events, String::new()),
+            Err(e) => (Vec::new(), e.to_string()),
+        },
+        Err(e) => (Vec::new(), e.to_string()),
+    };
     let page = ResourcePage {
         chrome: chrome(
             &session,
@@ -764,6 +846,21 @@ pub async fn resource(
                 }
             })
             .collect(),
+        history: history
+            .into_iter()
+            .map(|e| {
+                let warning = e.kind == EventType::Warning;
+                HistoryRow {
+                    time: Time::of(e.time),
+                    kind: if warning { "Warning" } else { "Normal" },
+                    tone: if warning { "bad" } else { "plain" },
+                    reason: e.reason,
+                    message: e.message,
+                    generation: e.generation,
+                }
+            })
+            .collect(),
+        history_error,
         run,
         details_yaml: match &details {
             Value::Null => String::new(),
