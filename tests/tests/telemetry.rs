@@ -743,28 +743,27 @@ async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
 #[tokio::test]
 async fn the_orchestrators_and_the_components_metrics_count_what_they_did() -> anyhow::Result<()> {
     let system = Traced::start(Protocol::Grpc).await?;
-    let metric_port = free_port().to_string();
-    system.apply_demo_operator(&[("METRIC_PORT", &metric_port)])?;
+    // The component picks its own port (0) and says which in its log, read as it is written.
+    system.apply_demo_operator(&[("METRIC_PORT", "0")])?;
+    let log = Following::start(&system.opctl, &["logs", "-n", "demo", "-f"])?;
+    let serving = log.stdout_line(|line| line.contains("serving metrics at /metrics"))?;
+    drop(log);
+    let metric_port: u16 = serving
+        .split("0.0.0.0:")
+        .nth(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .with_context(|| format!("no port in {serving:?}"))?;
     let http = http_client()?;
     // The orchestrator's /metrics, like its API, asks for a key.
     let admin = operator_tests::process::admin_http_client()?;
     let orchestrator_url = format!("{}/metrics", system.orchestrator.url());
     let component_url = format!("http://127.0.0.1:{metric_port}/metrics");
-
-    // The component is started by the orchestrator: wait until it serves its metrics.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let component_before = loop {
-        if let Ok(text) = scrape(&http, &component_url).await {
-            break text;
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!(
-                "the component served no metrics on {component_url} within {WAIT:?}; orchestrator log:\n{}",
-                system.orchestrator.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let component_before = scrape(&http, &component_url).await?;
     let orchestrator_before = scrape(&admin, &orchestrator_url).await?;
 
     let names = ["counted-1", "counted-2", "counted-3"];
