@@ -143,6 +143,46 @@ async fn on_a_three_node_cluster_a_follower_forwards_and_takes_over_when_the_lea
 }
 
 #[tokio::test]
+async fn a_write_forwarded_to_a_paused_leader_goes_to_its_successor() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let keys = tempfile::tempdir()?;
+    let keys = keys.path().join("secret-keys");
+    let mut first = replica(&nats.url(), "first", &keys)?;
+    wait_leading(&first).await?;
+    let second = replica(&nats.url(), "second", &keys)?;
+    let third = replica(&nats.url(), "third", &keys)?;
+    // Both follow, and answer.
+    for follower in [&second, &third] {
+        assert_eq!(ready(follower).await?, 503);
+    }
+    opctl_of(&[&first]).apply(&example("demo-operator.yaml"), None)?;
+
+    // Paused while it still holds the lease: the follower forwards the write to it, and the
+    // kernel takes the request into the paused process's buffers.
+    first.signal("STOP")?;
+    let paused = Instant::now();
+    let through_a_follower = opctl_of(&[&third]);
+    let applied = tokio::task::spawn_blocking(move || {
+        through_a_follower.apply(
+            &TestSystem::job("while-paused", "{durationMs: 0}"),
+            Some("public"),
+        )
+    })
+    .await?;
+    let taken_after = paused.elapsed();
+    // The successor is known to lead before the paused one can answer anything.
+    first.signal("CONT")?;
+    applied?;
+    println!("leader paused -> write through a follower accepted after {taken_after:?} (lease TTL {LEASE_TTL_MS} ms)");
+    assert!(
+        taken_after < Duration::from_millis(LEASE_TTL_MS) + Duration::from_secs(5),
+        "{taken_after:?}"
+    );
+    drop(second);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_leader_paused_past_its_lease_writes_nothing_and_exits() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
     let client = nats.client().await?;

@@ -3,6 +3,8 @@
 //! clients keep one address, HTTP clients drop the API key on a redirect to another host, and
 //! the leader is often not reachable from the client at all (a pod address).
 
+use std::time::Duration;
+
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -15,6 +17,11 @@ use super::{Directory, Leader};
 
 /// The largest request body forwarded.
 const MAX_FORWARDED_BODY: usize = 64 * 1024 * 1024;
+/// How long a connection to the leader may take to open (a partitioned leader drops the SYN).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a forward waiting for the leader's answer checks that it still leads: a leader
+/// paused (SIGSTOP) or cut off holds the request, while another replica has taken the lease.
+const LEADER_CHECK: Duration = Duration::from_millis(500);
 
 /// Headers that belong to one connection, not to the request (RFC 9110, 7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -41,7 +48,10 @@ impl Forwarder {
     pub fn new(directory: Directory, replica: String) -> Result<Self, reqwest::Error> {
         Ok(Self {
             directory,
-            client: reqwest::Client::builder().http1_only().build()?,
+            client: reqwest::Client::builder()
+                .http1_only()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .build()?,
             replica,
         })
     }
@@ -60,8 +70,8 @@ pub async fn forward(
     mut body: web::Payload,
     forwarder: web::Data<Forwarder>,
 ) -> HttpResponse {
-    let leader = match forwarder.directory.leader().await {
-        Ok(Leader::At { replica, url }) if replica != forwarder.replica => url,
+    let (leader_replica, leader) = match forwarder.directory.leader().await {
+        Ok(Leader::At { replica, url }) if replica != forwarder.replica => (replica, url),
         Ok(_) => return unavailable("no orchestrator leads at the moment; retry".into()),
         Err(e) => return unavailable(format!("cannot find the leading orchestrator: {e}")),
     };
@@ -98,7 +108,25 @@ pub async fn forward(
         }
     }
     debug!(leader = %leader, path = %path, "api.forward");
-    let answer = match outgoing.body(bytes.freeze()).send().await {
+    let sent = outgoing.body(bytes.freeze()).send();
+    tokio::pin!(sent);
+    let answered = loop {
+        tokio::select! {
+            answered = &mut sent => break answered,
+            _ = tokio::time::sleep(LEADER_CHECK) => {
+                match forwarder.directory.leader().await {
+                    Ok(Leader::At { replica, .. }) if replica == leader_replica => {}
+                    _ => {
+                        warn!(leader = %leader, "the leading orchestrator lost the lease while a forwarded request waited on it");
+                        return unavailable(format!(
+                            "the orchestrator {leader_replica} stopped leading while the request was under way (it may or may not have been carried out); retry"
+                        ));
+                    }
+                }
+            }
+        }
+    };
+    let answer = match answered {
         Ok(answer) => answer,
         Err(e) => {
             warn!(leader = %leader, error = %e, "cannot reach the leading orchestrator");
