@@ -147,7 +147,7 @@ async fn a_write_forwarded_to_a_paused_leader_goes_to_its_successor() -> anyhow:
     let nats = NatsServer::start()?;
     let keys = tempfile::tempdir()?;
     let keys = keys.path().join("secret-keys");
-    let mut first = replica(&nats.url(), "first", &keys)?;
+    let first = replica(&nats.url(), "first", &keys)?;
     wait_leading(&first).await?;
     let second = replica(&nats.url(), "second", &keys)?;
     let third = replica(&nats.url(), "third", &keys)?;
