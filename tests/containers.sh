@@ -200,6 +200,8 @@ if [ "${1:-}" = "--steps" ]; then
   wait_until 120 "the killed replica is running again" running_replicas 3
   check "opctl logs shows each replica's output" bash -c \
     "target/release/opctl logs -n adf-operator --tail 20 | grep -c '^==> adf-controller-[0-2] <==$' | grep -qx 3"
+  check "opctl logs -f follows the containers' output" bash -c \
+    "timeout 10 target/release/opctl logs -n adf-operator -f --tail 1 | grep -q '^==> adf-controller-[0-2] <==$'"
   opctl get -t operator -n adf-operator -d >&2
 
   check "compose down" compose down --volumes --timeout 60
