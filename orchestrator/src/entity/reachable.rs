@@ -78,39 +78,35 @@ pub fn follow_liveness(
     liveness: ComponentLiveness,
     now: DateTime<Utc>,
 ) -> Option<Record> {
-    let current = condition::find(&record.conditions, COMPONENT_REACHABLE).map(|c| c.status);
-    let mut changed = record.clone();
-    let previous = record.conditions.clone();
-    let observed = observed_generation(record);
-    let condition = if liveness.reachable {
-        if current != Some(ConditionStatus::False) {
-            return None;
-        }
-        Condition {
-            kind: COMPONENT_REACHABLE.into(),
-            status: ConditionStatus::True,
-            reason: "ProbeAnswered".into(),
-            message: String::new(),
-            last_transition_time: now,
-            observed_generation: observed,
-        }
+    let marked_false = condition::find(&record.conditions, COMPONENT_REACHABLE)
+        .is_some_and(|c| c.status == ConditionStatus::False);
+    // Back to True only from False; to False only from anything else.
+    if marked_false != liveness.reachable {
+        return None;
+    }
+    let (status, reason, message) = if liveness.reachable {
+        (ConditionStatus::True, "ProbeAnswered", String::new())
     } else {
-        if current == Some(ConditionStatus::False) {
-            return None;
-        }
-        Condition {
-            kind: COMPONENT_REACHABLE.into(),
-            status: ConditionStatus::False,
-            reason: "NoReplicaAnswered".into(),
-            message: format!(
+        (
+            ConditionStatus::False,
+            "NoReplicaAnswered",
+            format!(
                 "no replica of the component has answered since {} (for more than {} s); {}: the status shown may be stale",
                 liveness.last_answer.to_rfc3339(),
                 ANSWER_BOUND.as_secs(),
                 last_event(record)
             ),
-            last_transition_time: now,
-            observed_generation: observed,
-        }
+        )
+    };
+    let mut changed = record.clone();
+    let previous = record.conditions.clone();
+    let condition = Condition {
+        kind: COMPONENT_REACHABLE.into(),
+        status,
+        reason: reason.into(),
+        message,
+        last_transition_time: now,
+        observed_generation: observed_generation(record),
     };
     condition::set_condition(&mut changed.conditions, &previous, condition, now);
     Some(changed)
