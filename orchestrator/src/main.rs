@@ -190,7 +190,9 @@ async fn run_replica(
         .context("cannot fence the store")?;
     let leader = Leader::start(&config, store, &parts).await?;
     let server = actix_web::rt::spawn(leader.server(&config, &parts.listener)?);
-    follower_handle.stop(false).await;
+    // Gracefully: a request the follower is forwarding to the deposed leader gets its answer
+    // (a 503 once the forward sees the lease has moved) instead of a dropped connection.
+    follower_handle.stop(true).await;
     info!(
         replica = %name,
         term,

@@ -64,6 +64,16 @@ fn unavailable(reason: String) -> HttpResponse {
         .json(json!({ "error": reason }))
 }
 
+/// `503` for a request that reached this replica's follower server just as this replica took
+/// the lead: retried at once on a new connection, which the leader's server takes (the
+/// follower's drains its connections for a while after it stops accepting).
+fn promoted() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header(("Retry-After", "0"))
+        .force_close()
+        .json(json!({ "error": "this orchestrator has just taken the lead; retry" }))
+}
+
 /// Forwards one request to the leader.
 pub async fn forward(
     request: HttpRequest,
@@ -72,7 +82,10 @@ pub async fn forward(
 ) -> HttpResponse {
     let (leader_replica, leader) = match forwarder.directory.leader().await {
         Ok(Leader::At { replica, url }) if replica != forwarder.replica => (replica, url),
-        Ok(_) => return unavailable("no orchestrator leads at the moment; retry".into()),
+        Ok(Leader::At { .. }) => return promoted(),
+        Ok(Leader::Unknown) => {
+            return unavailable("no orchestrator leads at the moment; retry".into())
+        }
         Err(e) => return unavailable(format!("cannot find the leading orchestrator: {e}")),
     };
     let mut bytes = BytesMut::new();
@@ -116,6 +129,9 @@ pub async fn forward(
             _ = tokio::time::sleep(LEADER_CHECK) => {
                 match forwarder.directory.leader().await {
                     Ok(Leader::At { replica, .. }) if replica == leader_replica => {}
+                    Ok(Leader::At { replica, .. }) if replica == forwarder.replica => {
+                        return promoted();
+                    }
                     _ => {
                         warn!(leader = %leader, "the leading orchestrator lost the lease while a forwarded request waited on it");
                         return unavailable(format!(
