@@ -361,19 +361,25 @@ async fn a_component_restarted_with_the_jetstream_kv_store_keeps_its_entities() 
 #[tokio::test]
 async fn a_command_delivered_twice_is_applied_once() -> anyhow::Result<()> {
     let system = TestSystem::start().await?;
-    let _component = system.start_demo_component("memory")?;
+    system.opctl.apply(&example("demo-operator.yaml"), None)?;
     system
         .opctl
         .apply(&TestSystem::job("once", "{durationMs: 0}"), None)?;
-    let record = wait_for_resource(&system.client, "public", "once", WAIT, |r| {
+    // The command as sent, read before any component can confirm it (a confirmed command is
+    // dropped from the record).
+    let js = async_nats::jetstream::new(system.client.clone());
+    let kv = js.get_key_value("orchestrator-resources").await?;
+    let record: serde_json::Value =
+        serde_json::from_slice(&kv.get("public.once").await?.expect("stored"))?;
+    assert!(record["lastCommand"].is_object(), "{record}");
+    let command = serde_json::to_vec(&record["lastCommand"])?;
+    let _component = system.start_demo_component("memory")?;
+    wait_for_resource(&system.client, "public", "once", WAIT, |r| {
         runtime_of(r) == Some("succeeded")
     })
-    .await?
-    .expect("record");
-    let command = serde_json::to_vec(&record["lastCommand"])?;
+    .await?;
     let gets_before = system.platform.calls().gets.get("public/once").copied();
 
-    let js = async_nats::jetstream::new(system.client.clone());
     // The same message id twice: JetStream keeps one.
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", "replayed-command");
@@ -459,13 +465,20 @@ async fn a_command_that_could_not_be_sent_is_sent_after_an_orchestrator_restart(
 async fn a_create_that_landed_without_its_acknowledgement_is_adopted_by_the_next_apply(
 ) -> anyhow::Result<()> {
     let mut system = TestSystem::start().await?;
-    let _component = system.start_demo_component("memory")?;
+    system.opctl.apply(&example("demo-operator.yaml"), None)?;
     let manifest = TestSystem::job("landed", "{durationMs: 0}");
+    // Applied before any component runs, so no status can confirm the create yet and the stored
+    // record still carries its command (a confirmed command is dropped from the record).
     system.opctl.apply(&manifest, None)?;
     let js = async_nats::jetstream::new(system.client.clone());
     let kv = js.get_key_value("orchestrator-resources").await?;
     let mut record: serde_json::Value =
         serde_json::from_slice(&kv.get("public.landed").await?.expect("stored"))?;
+    assert!(
+        record["lastCommand"].is_object(),
+        "an unconfirmed create keeps its command: {record}"
+    );
+    let _component = system.start_demo_component("memory")?;
     wait_for_resource(&system.client, "public", "landed", WAIT, |r| {
         runtime_of(r) == Some("succeeded")
     })
