@@ -141,7 +141,8 @@ async fn run_replica(
         .context("cannot open the orchestrators' election bucket")?;
     let directory = Directory::new(bucket);
     directory.publish(&name, &replica.advertise_url).await?;
-    let forwarder = Forwarder::new(directory, name.clone())
+    let (leading, leading_seen) = tokio::sync::watch::channel(false);
+    let forwarder = Forwarder::new(directory, name.clone(), leading_seen)
         .context("cannot build the client that forwards the API")?;
     let follower = HttpServer::new(move || {
         App::new()
@@ -190,6 +191,7 @@ async fn run_replica(
         .context("cannot fence the store")?;
     let leader = Leader::start(&config, store, &parts).await?;
     let server = actix_web::rt::spawn(leader.server(&config, &parts.listener)?);
+    leading.send_replace(true);
     // Gracefully: a request the follower is forwarding to the deposed leader gets its answer
     // (a 503 once the forward sees the lease has moved) instead of a dropped connection.
     follower_handle.stop(true).await;

@@ -35,6 +35,10 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// How long a request that reached this replica as it took the lead waits for its leader's
+/// server to be up.
+const PROMOTION_WAIT: Duration = Duration::from_secs(30);
+
 /// What a follower needs to forward.
 #[derive(Clone)]
 pub struct Forwarder {
@@ -42,12 +46,19 @@ pub struct Forwarder {
     pub client: reqwest::Client,
     /// This replica's name: never forward to itself.
     pub replica: String,
+    /// True once this replica leads and its leader's server takes requests.
+    pub leading: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Forwarder {
-    pub fn new(directory: Directory, replica: String) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        directory: Directory,
+        replica: String,
+        leading: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Self, reqwest::Error> {
         Ok(Self {
             directory,
+            leading,
             client: reqwest::Client::builder()
                 .http1_only()
                 .connect_timeout(CONNECT_TIMEOUT)
@@ -65,11 +76,19 @@ fn unavailable(reason: String) -> HttpResponse {
 }
 
 /// `503` for a request that reached this replica's follower server just as this replica took
-/// the lead: retried at once on a new connection, which the leader's server takes (the
-/// follower's drains its connections for a while after it stops accepting).
-fn promoted() -> HttpResponse {
+/// the lead, sent once the leader's server is up (restoring the state can take seconds): the
+/// client retries a second later on a new connection, which the leader's server takes (the
+/// follower's stops accepting as soon as the leader's is up, and drains what it has).
+async fn promoted(forwarder: &Forwarder) -> HttpResponse {
+    let mut leading = forwarder.leading.clone();
+    if tokio::time::timeout(PROMOTION_WAIT, leading.wait_for(|up| *up))
+        .await
+        .is_err()
+    {
+        return unavailable("this orchestrator is taking the lead; retry".into());
+    }
     HttpResponse::ServiceUnavailable()
-        .insert_header(("Retry-After", "0"))
+        .insert_header(("Retry-After", "1"))
         .force_close()
         .json(json!({ "error": "this orchestrator has just taken the lead; retry" }))
 }
@@ -82,7 +101,7 @@ pub async fn forward(
 ) -> HttpResponse {
     let (leader_replica, leader) = match forwarder.directory.leader().await {
         Ok(Leader::At { replica, url }) if replica != forwarder.replica => (replica, url),
-        Ok(Leader::At { .. }) => return promoted(),
+        Ok(Leader::At { .. }) => return promoted(&forwarder).await,
         Ok(Leader::Unknown) => {
             return unavailable("no orchestrator leads at the moment; retry".into())
         }
@@ -130,7 +149,7 @@ pub async fn forward(
                 match forwarder.directory.leader().await {
                     Ok(Leader::At { replica, .. }) if replica == leader_replica => {}
                     Ok(Leader::At { replica, .. }) if replica == forwarder.replica => {
-                        return promoted();
+                        return promoted(&forwarder).await;
                     }
                     _ => {
                         warn!(leader = %leader, "the leading orchestrator lost the lease while a forwarded request waited on it");
