@@ -45,6 +45,11 @@ pub struct Config {
     #[arg(long, env = "ORCHESTRATOR_QUERY_TIMEOUT_MS", default_value_t = 3000)]
     pub query_timeout_ms: u64,
 
+    /// How long a settled resource (nothing in flight) keeps its actor before it sleeps as
+    /// its stored bytes, in milliseconds; the next message for it wakes it.
+    #[arg(long, env = "ORCHESTRATOR_ENTITY_IDLE_MS", default_value_t = 2000)]
+    pub entity_idle_ms: u64,
+
     /// How long to keep trying to reach NATS at start, in seconds.
     #[arg(
         long,
@@ -219,8 +224,12 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 }
 
 impl Config {
-    pub fn query_timeout(&self) -> Duration {
-        Duration::from_millis(self.query_timeout_ms)
+    /// What every operator runtime is started with.
+    pub fn runtime_timings(&self) -> crate::runtime::RuntimeTimings {
+        crate::runtime::RuntimeTimings {
+            query_timeout: Duration::from_millis(self.query_timeout_ms),
+            entity_idle: Duration::from_millis(self.entity_idle_ms),
+        }
     }
 
     pub fn nats_connect_timeout(&self) -> Duration {

@@ -21,7 +21,8 @@ use crate::store::{workspaced_key, Bucket, Store, StoreError};
 use operator_contract::history::HistoryEvent;
 use state::{ApplyPlan, StatusDecision};
 
-pub use reachable::{ComponentLiveness, ANSWER_BOUND};
+pub use reachable::{follow_liveness, ComponentLiveness, ANSWER_BOUND};
+pub use state::settled;
 
 const FIRST_RESEND: Duration = Duration::from_millis(200);
 const MAX_RESEND: Duration = Duration::from_secs(30);
@@ -56,6 +57,32 @@ pub struct GetView {
     pub span: tracing::Span,
 }
 
+/// Told to the runtime by an entity settled and quiet for an idle period: it may sleep.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MaySleep {
+    pub key: EntityKey,
+    pub entity: Addr<ResourceEntity>,
+}
+
+/// Asked by the runtime: the record to keep while the entity sleeps, if it is still settled.
+#[derive(Message)]
+#[rtype(result = "Option<Sleeping>")]
+pub struct Passivate;
+
+/// The runtime now holds the record: stop, leaving the gauges as they are.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Sleep;
+
+/// What a sleeping entity leaves with its runtime.
+pub struct Sleeping {
+    /// The record as stored (JSON).
+    pub record: Box<[u8]>,
+    pub revision: u64,
+    pub gauged: Gauged,
+}
+
 /// Told to the runtime when an entity has stopped for good (deleted, or never stored).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -71,10 +98,15 @@ struct ResendTick;
 /// What every entity of one resource type shares, held once by its runtime: an entity keeps a
 /// reference to it, not copies of its own.
 pub struct EntityContext {
+    pub operator: String,
     pub subjects: TypeSubjects,
     pub store: Store,
     pub bridge: Addr<NatsBridge>,
     pub runtime: Recipient<EntityGone>,
+    /// Where a settled, quiet entity offers to sleep.
+    pub sleep_requests: Recipient<MaySleep>,
+    /// How long a settled entity stays quiet before it offers to sleep.
+    pub idle_after: Duration,
     /// Where events are kept.
     pub history: History,
 }
@@ -87,14 +119,21 @@ pub struct ResourceEntity {
     shared: Arc<EntityContext>,
     resend_after: Duration,
     resend_pending: bool,
+    /// Command publishes under way.
+    publishing: u32,
+    /// Messages from the runtime handled, and how many of them the last idle check had seen.
+    activity: u64,
+    activity_seen: u64,
+    /// Stopped to sleep: its record and gauges live on with the runtime.
+    sleeping: bool,
     /// What this entity adds to the gauges now, taken back when it changes.
     gauged: Option<Gauged>,
 }
 
 /// An entity's contribution to the `orchestrator_entities` and `orchestrator_commands_in_flight`
 /// gauges.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Gauged {
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Gauged {
     operator: String,
     resource_type: String,
     status: String,
@@ -103,7 +142,7 @@ struct Gauged {
 }
 
 impl Gauged {
-    fn of(record: &Record) -> Self {
+    pub fn of(record: &Record) -> Self {
         let resource = record.manifest.resource.as_ref();
         Self {
             operator: resource.map(|r| r.operator.clone()).unwrap_or_default(),
@@ -121,7 +160,7 @@ impl Gauged {
         }
     }
 
-    fn add(&self, delta: f64) {
+    pub fn add(&self, delta: f64) {
         metrics::gauge!(
             crate::metrics::ENTITIES,
             "operator" => self.operator.clone(),
@@ -149,7 +188,42 @@ impl ResourceEntity {
             shared,
             resend_after: FIRST_RESEND,
             resend_pending: false,
+            publishing: 0,
+            activity: 0,
+            activity_seen: 0,
+            sleeping: false,
             gauged: None,
+        }
+    }
+
+    /// An entity woken from sleep: its record was stored at `revision`, and its gauges were
+    /// left counted (`gauged`) when it went to sleep.
+    pub fn woken(
+        key: EntityKey,
+        record: Record,
+        revision: u64,
+        gauged: Gauged,
+        shared: Arc<EntityContext>,
+    ) -> Self {
+        let mut entity = Self::new(key, Some((record, revision)), shared);
+        entity.gauged = Some(gauged);
+        entity
+    }
+
+    /// Nothing in flight: stored, not deleting, its last command confirmed, no publish under way.
+    fn settled(&self) -> bool {
+        self.publishing == 0 && !self.resend_pending && self.record().is_some_and(state::settled)
+    }
+
+    /// Offers to sleep when settled and no message came since the last check.
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        let quiet = self.activity == self.activity_seen;
+        self.activity_seen = self.activity;
+        if quiet && self.settled() {
+            self.shared.sleep_requests.do_send(MaySleep {
+                key: self.key.clone(),
+                entity: ctx.address(),
+            });
         }
     }
 
@@ -190,6 +264,7 @@ impl ResourceEntity {
         let (id, operation, generation) = (envelope.id, envelope.operation, envelope.generation);
         let subject = self.shared.subjects.command_subject.clone();
         debug!(entity.key = %self.key, generation = envelope.generation, "sending command");
+        self.publishing += 1;
         self.shared
             .bridge
             .send(PublishCommand {
@@ -199,6 +274,7 @@ impl ResourceEntity {
             })
             .into_actor(self)
             .map(move |result, act, ctx| {
+                act.publishing -= 1;
                 let error = match result {
                     Ok(Ok(())) => {
                         act.resend_after = FIRST_RESEND;
@@ -238,6 +314,9 @@ impl Actor for ResourceEntity {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.refresh_gauges();
+        metrics::gauge!(crate::metrics::ENTITIES_AWAKE, "operator" => self.key_operator())
+            .increment(1.0);
+        ctx.run_interval(self.shared.idle_after, Self::check_idle);
         // After a restart, resend what the component may not have received; the same envelope
         // id lets JetStream drop it if it did, and the generation lets the component ignore it.
         if self.record().is_some_and(state::command_unconfirmed) {
@@ -246,9 +325,52 @@ impl Actor for ResourceEntity {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        metrics::gauge!(crate::metrics::ENTITIES_AWAKE, "operator" => self.key_operator())
+            .decrement(1.0);
+        if self.sleeping {
+            return;
+        }
         if let Some(old) = self.gauged.take() {
             old.add(-1.0);
         }
+    }
+}
+
+impl ResourceEntity {
+    fn key_operator(&self) -> String {
+        self.shared.operator.clone()
+    }
+}
+
+impl Handler<Passivate> for ResourceEntity {
+    type Result = Option<Sleeping>;
+
+    fn handle(&mut self, _: Passivate, _ctx: &mut Self::Context) -> Self::Result {
+        if !self.settled() {
+            return None;
+        }
+        let (record, revision) = self.stored.as_ref()?;
+        let bytes = match serde_json::to_vec(record) {
+            Ok(bytes) => bytes.into_boxed_slice(),
+            Err(e) => {
+                warn!(entity.key = %self.key, error = %e, "record not encoded; the entity stays awake");
+                return None;
+            }
+        };
+        Some(Sleeping {
+            record: bytes,
+            revision: *revision,
+            gauged: self.gauged.clone().unwrap_or_else(|| Gauged::of(record)),
+        })
+    }
+}
+
+impl Handler<Sleep> for ResourceEntity {
+    type Result = ();
+
+    fn handle(&mut self, _: Sleep, ctx: &mut Self::Context) {
+        self.sleeping = true;
+        ctx.stop();
     }
 }
 
@@ -267,6 +389,7 @@ impl Handler<ApplySpec> for ResourceEntity {
     type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
 
     fn handle(&mut self, msg: ApplySpec, _ctx: &mut Self::Context) -> Self::Result {
+        self.activity += 1;
         let span = info_span!(parent: &msg.span, "entity.apply", entity.key = %self.key);
         let _entered = span.clone().entered();
         let plan = match state::plan_apply(self.record(), msg.manifest, &self.key) {
@@ -377,6 +500,7 @@ impl Handler<RequestDelete> for ResourceEntity {
     type Result = AtomicResponse<Self, Result<Applied, ControlError>>;
 
     fn handle(&mut self, msg: RequestDelete, _ctx: &mut Self::Context) -> Self::Result {
+        self.activity += 1;
         let span = info_span!(parent: &msg.span, "entity.delete", entity.key = %self.key);
         let Some((current, revision)) = self.stored.clone() else {
             return AtomicResponse::new(Box::pin(fut::ready(Err(ControlError::NotFound(
@@ -416,6 +540,7 @@ impl Handler<StatusReported> for ResourceEntity {
     type Result = AtomicResponse<Self, Result<(), ControlError>>;
 
     fn handle(&mut self, msg: StatusReported, _ctx: &mut Self::Context) -> Self::Result {
+        self.activity += 1;
         let _entered =
             info_span!(parent: &msg.span, "entity.status", entity.key = %self.key).entered();
         let Some((current, revision)) = self.stored.as_ref() else {
@@ -487,6 +612,7 @@ impl Handler<GetView> for ResourceEntity {
     type Result = ResponseFuture<Option<RecordView>>;
 
     fn handle(&mut self, msg: GetView, _ctx: &mut Self::Context) -> Self::Result {
+        self.activity += 1;
         let Some(record) = self.record() else {
             return Box::pin(async { None });
         };

@@ -237,9 +237,10 @@ impl Leader {
             .with_nats_signer(config.nats_auth.account_signer()?)
             .with_instance(config.replication.replica_name.clone());
         info!(runtime = %components.runtime(), "components runtime chosen");
-        let manager = OperatorManager::restore(store, parts.client.clone(), config.query_timeout())
-            .await?
-            .with_components(components);
+        let manager =
+            OperatorManager::restore(store, parts.client.clone(), config.runtime_timings())
+                .await?
+                .with_components(components);
         let users = auth::Users::open(&parts.js, parts.replicas).await?;
         users
             .bootstrap_admin(config.admin_apikey_file.as_deref())

@@ -3,7 +3,6 @@
 //! from the store at start), and routes every resource request to the runtime that owns it.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use actix::prelude::*;
 use async_nats::jetstream;
@@ -18,7 +17,7 @@ use crate::records::{Applied, Outcome, Record, RecordView};
 use crate::replicas;
 use crate::runtime::{
     ApplyResource, DeleteResource, FindResource, ListKeys, ListResources, OperatorPlan,
-    OperatorRuntime, ReplacePlan, RestoreResources, Shutdown,
+    OperatorRuntime, ReplacePlan, RestoreResources, RuntimeTimings, Shutdown,
 };
 use crate::store::{workspaced_key, Bucket, Store, StoreError, Stored};
 use crate::stream_view;
@@ -120,7 +119,7 @@ pub struct OperatorManager {
     store: Store,
     client: async_nats::Client,
     js: jetstream::Context,
-    query_timeout: Duration,
+    timings: RuntimeTimings,
     operators: BTreeMap<String, OperatorEntry>,
     secrets: BTreeMap<String, Stored>,
     to_restore: Option<(Vec<Stored>, Vec<Stored>)>,
@@ -133,7 +132,7 @@ impl OperatorManager {
     pub async fn restore(
         store: Store,
         client: async_nats::Client,
-        query_timeout: Duration,
+        timings: RuntimeTimings,
     ) -> Result<Self, StoreError> {
         // The history is for people: an orchestrator that cannot keep it still runs.
         if let Err(e) = crate::history::History::new(jetstream::new(client.clone()))
@@ -155,7 +154,7 @@ impl OperatorManager {
             js: jetstream::new(client.clone()),
             store,
             client,
-            query_timeout,
+            timings,
             operators: BTreeMap::new(),
             secrets: secrets.into_iter().map(|s| (s.key.clone(), s)).collect(),
             to_restore: Some((operators, resources)),
@@ -171,13 +170,7 @@ impl OperatorManager {
     }
 
     fn start_runtime(&self, plan: OperatorPlan) -> Addr<OperatorRuntime> {
-        OperatorRuntime::new(
-            plan,
-            self.store.clone(),
-            self.client.clone(),
-            self.query_timeout,
-        )
-        .start()
+        OperatorRuntime::new(plan, self.store.clone(), self.client.clone(), self.timings).start()
     }
 
     /// Every secret reference of an operator must name an existing secret and its keys.

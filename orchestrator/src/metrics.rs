@@ -24,6 +24,9 @@ pub const STATUS_EVENTS: &str = "orchestrator_status_events_total";
 /// Gauge `{operator, type, status, runtime}`: resources by their status and runtime state as
 /// `get` shows them.
 pub const ENTITIES: &str = "orchestrator_entities";
+/// Gauge `{operator}`: resources holding an actor now (something in flight, or recently
+/// active); the rest sleep as their stored bytes until a message wakes them.
+pub const ENTITIES_AWAKE: &str = "orchestrator_entities_awake";
 /// Counter: connections to NATS re-established after a loss.
 pub const NATS_RECONNECTS: &str = "orchestrator_nats_reconnects_total";
 

@@ -4,8 +4,14 @@
 //! probes the operator's components (a query every [`PROBE_INTERVAL`] while it has resources)
 //! and tells its entities when no replica has answered for [`ANSWER_BOUND`], and when one does
 //! again, so an idle resource whose component died does not look fresh.
+//!
+//! A resource with nothing in flight does not keep its actor: once settled and quiet for
+//! [`RuntimeTimings::entity_idle`], its entity offers to sleep, and the runtime keeps its record
+//! as the stored JSON bytes until the next message for it wakes it. The runtime counts the
+//! messages it routes to each awake entity, and takes the record only when none was routed after
+//! its `Passivate` (the mailbox is first in, first out, so the entity handled all before it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +24,11 @@ use tracing::{debug, info, warn};
 
 use crate::bridge::{NatsBridge, RemoveStreams, SendQuery, StatusReported, StreamPlan};
 use crate::entity::{
-    ApplySpec, ComponentLiveness, EntityContext, EntityGone, GetView, RequestDelete,
-    ResourceEntity, ANSWER_BOUND,
+    follow_liveness, ApplySpec, ComponentLiveness, EntityContext, EntityGone, Gauged, GetView,
+    MaySleep, Passivate, RequestDelete, ResourceEntity, Sleep, ANSWER_BOUND,
 };
 use crate::error::ControlError;
-use crate::records::{Applied, RecordView};
+use crate::records::{Applied, Record, RecordView};
 use crate::store::{Store, Stored};
 
 /// What the runtime knows of one resource type.
@@ -213,19 +219,53 @@ struct Liveness {
     silent: bool,
 }
 
+/// How long the runtime waits on components and keeps quiet entities awake.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeTimings {
+    /// How long `get -d` waits for a component to answer.
+    pub query_timeout: Duration,
+    /// How long a settled entity stays quiet before it sleeps.
+    pub entity_idle: Duration,
+}
+
+/// One resource of the runtime: its type, and either its actor or its sleeping record.
+struct Slot {
+    resource_type: Arc<str>,
+    state: SlotState,
+}
+
+enum SlotState {
+    /// An actor holds the record; `routed` counts the messages sent to it.
+    Awake {
+        entity: Addr<ResourceEntity>,
+        routed: u64,
+    },
+    /// Settled: the record as stored (JSON) at `revision`, and what it adds to the gauges.
+    Asleep {
+        record: Box<[u8]>,
+        revision: u64,
+        gauged: Arc<Gauged>,
+    },
+}
+
 /// The runtime actor.
 pub struct OperatorRuntime {
     plan: OperatorPlan,
     store: Store,
     client: async_nats::Client,
-    query_timeout: Duration,
+    timings: RuntimeTimings,
     bridge: Option<Addr<NatsBridge>>,
-    entities: HashMap<EntityKey, (String, Addr<ResourceEntity>)>,
+    entities: HashMap<EntityKey, Slot>,
+    /// Resource types and gauge label sets, held once for all the slots that share them.
+    type_names: HashSet<Arc<str>>,
+    gauge_sets: HashSet<Arc<Gauged>>,
     /// What the entities of each resource type share, made with the first of them.
     contexts: HashMap<String, Arc<EntityContext>>,
     /// One handle on the history stream for all its entities.
     history: Option<crate::history::History>,
     liveness: Liveness,
+    /// Its own address, for the entities' contexts (set when started).
+    address: Option<Addr<OperatorRuntime>>,
 }
 
 impl OperatorRuntime {
@@ -233,15 +273,17 @@ impl OperatorRuntime {
         plan: OperatorPlan,
         store: Store,
         client: async_nats::Client,
-        query_timeout: Duration,
+        timings: RuntimeTimings,
     ) -> Self {
         Self {
             plan,
             store,
             client,
-            query_timeout,
+            timings,
             bridge: None,
             entities: HashMap::new(),
+            type_names: HashSet::new(),
+            gauge_sets: HashSet::new(),
             contexts: HashMap::new(),
             history: None,
             liveness: Liveness {
@@ -249,6 +291,7 @@ impl OperatorRuntime {
                 probing: false,
                 silent: false,
             },
+            address: None,
         }
     }
 
@@ -264,8 +307,118 @@ impl OperatorRuntime {
         } else {
             warn!(operator = %self.plan.name, since = %self.liveness.last_answer, "no replica of the operator's components has answered: its resources are marked ComponentReachable=False");
         }
-        for (_, entity) in self.entities.values() {
-            entity.do_send(liveness);
+        let now = chrono::Utc::now();
+        let mut to_wake = Vec::new();
+        for (key, slot) in self.entities.iter_mut() {
+            match &mut slot.state {
+                SlotState::Awake { entity, routed } => {
+                    *routed += 1;
+                    entity.do_send(liveness);
+                }
+                // A sleeping resource is woken only if its condition changes.
+                SlotState::Asleep { record, .. } => {
+                    let changes = serde_json::from_slice::<Record>(record)
+                        .ok()
+                        .is_some_and(|r| follow_liveness(&r, liveness, now).is_some());
+                    if changes {
+                        to_wake.push(key.clone());
+                    }
+                }
+            }
+        }
+        for key in to_wake {
+            if let Some(Ok(entity)) = self.route(&key) {
+                entity.do_send(liveness);
+            }
+        }
+    }
+
+    fn intern_type(&mut self, resource_type: &str) -> Arc<str> {
+        if let Some(name) = self.type_names.get(resource_type) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(resource_type);
+        self.type_names.insert(name.clone());
+        name
+    }
+
+    fn intern_gauge(&mut self, gauged: Gauged) -> Arc<Gauged> {
+        if let Some(set) = self.gauge_sets.get(&gauged) {
+            return set.clone();
+        }
+        let set = Arc::new(gauged);
+        self.gauge_sets.insert(set.clone());
+        set
+    }
+
+    /// The actor of `key`, woken if it sleeps, counting the message about to be sent to it;
+    /// `None` when the runtime has no such resource.
+    fn route(&mut self, key: &EntityKey) -> Option<Result<Addr<ResourceEntity>, ControlError>> {
+        let slot = self.entities.get_mut(key)?;
+        if let SlotState::Awake { entity, routed } = &mut slot.state {
+            *routed += 1;
+            return Some(Ok(entity.clone()));
+        }
+        Some(self.wake(key.clone()))
+    }
+
+    /// Starts the actor of a sleeping resource from its record.
+    fn wake(&mut self, key: EntityKey) -> Result<Addr<ResourceEntity>, ControlError> {
+        let Some(slot) = self.entities.get(&key) else {
+            return Err(ControlError::Internal(format!(
+                "resource {key} is not held"
+            )));
+        };
+        let SlotState::Asleep {
+            record,
+            revision,
+            gauged,
+        } = &slot.state
+        else {
+            return Err(ControlError::Internal(format!("resource {key} is awake")));
+        };
+        let record: Record = serde_json::from_slice(record).map_err(|e| {
+            ControlError::Internal(format!("the sleeping record of {key} is unreadable: {e}"))
+        })?;
+        let (revision, gauged, resource_type) =
+            (*revision, (**gauged).clone(), slot.resource_type.clone());
+        let shared = self.context_for(&resource_type)?;
+        let entity = ResourceEntity::woken(key.clone(), record, revision, gauged, shared);
+        // Woken for a message about to be sent: it counts as routed.
+        Ok(self.start_held(key, resource_type, entity, 1))
+    }
+
+    /// Starts `entity` and holds it as the actor of `key`, with `routed` messages counted.
+    fn start_held(
+        &mut self,
+        key: EntityKey,
+        resource_type: Arc<str>,
+        entity: ResourceEntity,
+        routed: u64,
+    ) -> Addr<ResourceEntity> {
+        let entity = entity.start();
+        let state = SlotState::Awake {
+            entity: entity.clone(),
+            routed,
+        };
+        self.entities.insert(
+            key,
+            Slot {
+                resource_type,
+                state,
+            },
+        );
+        entity
+    }
+
+    /// The view of a sleeping record without waking it; `None` for an awake one.
+    fn sleeping_view(slot: &Slot) -> Option<RecordView> {
+        match &slot.state {
+            SlotState::Asleep { record, .. } => serde_json::from_slice::<Record>(record)
+                .map(|r| r.view())
+                .map_err(|e| warn!(error = %e, "a sleeping record is unreadable"))
+                .ok(),
+            SlotState::Awake { .. } => None,
         }
     }
 
@@ -282,8 +435,15 @@ impl OperatorRuntime {
         key: EntityKey,
         resource_type: &str,
         stored: Option<(crate::records::Record, u64)>,
-        ctx: &mut Context<Self>,
     ) -> Result<Addr<ResourceEntity>, ControlError> {
+        let resource_type = self.intern_type(resource_type);
+        let shared = self.context_for(&resource_type)?;
+        let entity = ResourceEntity::new(key.clone(), stored, shared);
+        Ok(self.start_held(key, resource_type, entity, 0))
+    }
+
+    /// What the entities of `resource_type` share, made with the first of them.
+    fn context_for(&mut self, resource_type: &str) -> Result<Arc<EntityContext>, ControlError> {
         let shared = match self.contexts.get(resource_type) {
             Some(shared) => shared.clone(),
             None => {
@@ -300,11 +460,20 @@ impl OperatorRuntime {
                         )))
                     }
                 };
+                let Some(runtime) = self.address.clone() else {
+                    return Err(ControlError::Internal(format!(
+                        "operator {} is not started",
+                        self.plan.name
+                    )));
+                };
                 let shared = Arc::new(EntityContext {
+                    operator: self.plan.name.clone(),
                     subjects,
                     store: self.store.clone(),
                     bridge,
-                    runtime: ctx.address().recipient(),
+                    runtime: runtime.clone().recipient(),
+                    sleep_requests: runtime.recipient(),
+                    idle_after: self.timings.entity_idle,
                     history,
                 });
                 self.contexts
@@ -312,10 +481,7 @@ impl OperatorRuntime {
                 shared
             }
         };
-        let entity = ResourceEntity::new(key.clone(), stored, shared).start();
-        self.entities
-            .insert(key, (resource_type.to_string(), entity.clone()));
-        Ok(entity)
+        Ok(shared)
     }
 }
 
@@ -323,11 +489,12 @@ impl Actor for OperatorRuntime {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.address = Some(ctx.address());
         let bridge = NatsBridge::new(
             self.plan.streams.clone(),
             self.client.clone(),
             ctx.address().recipient(),
-            self.query_timeout,
+            self.timings.query_timeout,
         );
         self.bridge = Some(bridge.start());
         self.history = Some(crate::history::History::new(async_nats::jetstream::new(
@@ -335,6 +502,15 @@ impl Actor for OperatorRuntime {
         )));
         ctx.run_interval(PROBE_INTERVAL, |_, ctx| ctx.notify(ProbeTick));
         info!(operator = %self.plan.name, types = self.plan.types.len(), "operator runtime started");
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Awake entities take their own gauges back when they stop; sleeping ones have none.
+        for slot in self.entities.values() {
+            if let SlotState::Asleep { gauged, .. } = &slot.state {
+                gauged.add(-1.0);
+            }
+        }
     }
 }
 
@@ -352,12 +528,13 @@ impl Handler<ProbeTick> for OperatorRuntime {
             return;
         }
         // Any resource will do: a replica that answers for it answers for all.
-        let Some((key, (resource_type, _))) = self.entities.iter().next() else {
+        let Some((key, Slot { resource_type, .. })) = self.entities.iter().next() else {
             // Nothing to be stale: the silence starts counting with the first resource.
             self.liveness.last_answer = chrono::Utc::now();
             return;
         };
-        let (Some(bridge), Some(plan)) = (&self.bridge, self.plan.types.get(resource_type)) else {
+        let (Some(bridge), Some(plan)) = (&self.bridge, self.plan.types.get(&**resource_type))
+        else {
             return;
         };
         let probe = Envelope::new(
@@ -398,7 +575,7 @@ impl Handler<ProbeEnded> for OperatorRuntime {
 impl Handler<ApplyResource> for OperatorRuntime {
     type Result = ResponseFuture<Result<Applied, ControlError>>;
 
-    fn handle(&mut self, msg: ApplyResource, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ApplyResource, _ctx: &mut Self::Context) -> Self::Result {
         let checked = self
             .plan
             .validate(&msg.manifest, &msg.workspace)
@@ -412,14 +589,14 @@ impl Handler<ApplyResource> for OperatorRuntime {
                 .map(|r| r.resource_type.clone())
                 .unwrap_or_default();
             match self.entities.get(&key) {
-                Some((existing_type, _)) if *existing_type != resource_type => Err(ControlError::Conflict {
+                Some(Slot { resource_type: existing_type, .. }) if **existing_type != *resource_type => Err(ControlError::Conflict {
                     reason: format!("resource {key} is of type {existing_type}; delete it before applying it as {resource_type}"),
                     details: vec![],
                 }),
-                Some((_, entity)) => Ok(Some(entity.clone())),
+                Some(_) => self.route(&key).transpose(),
                 // A dry run of a new resource starts no entity: it would be created.
                 None if msg.dry_run => Ok(None),
-                None => self.spawn_entity(key, &resource_type, None, ctx).map(Some),
+                None => self.spawn_entity(key, &resource_type, None).map(Some),
             }
         });
         Box::pin(async move {
@@ -448,11 +625,12 @@ impl Handler<StatusReported> for OperatorRuntime {
 
     fn handle(&mut self, msg: StatusReported, _ctx: &mut Self::Context) -> Self::Result {
         self.heard_from_components();
-        match self.entities.get(&msg.envelope.key) {
-            Some((_, entity)) => {
+        match self.route(&msg.envelope.key) {
+            Some(Ok(entity)) => {
                 let ask = entity.send(msg);
                 Box::pin(async move { ask.await? })
             }
+            Some(Err(e)) => Box::pin(async { Err(e) }),
             None => {
                 debug!(entity.key = %msg.envelope.key, "status for an unknown resource; dropped");
                 Box::pin(async { Ok(()) })
@@ -465,7 +643,12 @@ impl Handler<FindResource> for OperatorRuntime {
     type Result = ResponseFuture<Option<RecordView>>;
 
     fn handle(&mut self, msg: FindResource, _ctx: &mut Self::Context) -> Self::Result {
-        let entity = self.entities.get(&msg.key).map(|(_, e)| e.clone());
+        if !msg.details {
+            if let Some(view) = self.entities.get(&msg.key).and_then(Self::sleeping_view) {
+                return Box::pin(async move { Some(view) });
+            }
+        }
+        let entity = self.route(&msg.key).and_then(Result::ok);
         Box::pin(async move {
             match entity {
                 Some(e) => e
@@ -486,23 +669,31 @@ impl Handler<ListResources> for OperatorRuntime {
     type Result = ResponseFuture<Vec<RecordView>>;
 
     fn handle(&mut self, msg: ListResources, _ctx: &mut Self::Context) -> Self::Result {
-        let asks: Vec<_> = self
-            .entities
-            .iter()
-            .filter(|(key, _)| msg.workspace.as_ref().is_none_or(|w| *w == key.workspace))
-            .map(|(_, (_, e))| {
-                e.send(GetView {
-                    details: false,
-                    span: tracing::Span::none(),
-                })
-            })
-            .collect();
+        let mut sleeping = Vec::new();
+        let mut asks = Vec::new();
+        for (key, slot) in self.entities.iter_mut() {
+            if msg.workspace.as_ref().is_some_and(|w| *w != key.workspace) {
+                continue;
+            }
+            match &mut slot.state {
+                SlotState::Awake { entity, routed } => {
+                    *routed += 1;
+                    asks.push(entity.send(GetView {
+                        details: false,
+                        span: tracing::Span::none(),
+                    }));
+                }
+                SlotState::Asleep { .. } => sleeping.extend(Self::sleeping_view(slot)),
+            }
+        }
         Box::pin(async move {
-            join_all(asks)
-                .await
-                .into_iter()
-                .filter_map(|r| r.ok().flatten())
-                .collect()
+            sleeping.extend(
+                join_all(asks)
+                    .await
+                    .into_iter()
+                    .filter_map(|r| r.ok().flatten()),
+            );
+            sleeping
         })
     }
 }
@@ -511,9 +702,12 @@ impl Handler<DeleteResource> for OperatorRuntime {
     type Result = ResponseFuture<Option<Result<Applied, ControlError>>>;
 
     fn handle(&mut self, msg: DeleteResource, _ctx: &mut Self::Context) -> Self::Result {
-        let entity = self.entities.get(&msg.key).map(|(_, e)| e.clone());
+        let entity = self.route(&msg.key);
         Box::pin(async move {
-            let entity = entity?;
+            let entity = match entity? {
+                Ok(entity) => entity,
+                Err(e) => return Some(Err(e)),
+            };
             Some(
                 entity
                     .send(RequestDelete { span: msg.span })
@@ -539,13 +733,50 @@ impl Handler<EntityGone> for OperatorRuntime {
     type Result = ();
 
     fn handle(&mut self, msg: EntityGone, _ctx: &mut Self::Context) {
-        if self
-            .entities
-            .get(&msg.key)
-            .is_some_and(|(_, e)| *e == msg.entity)
-        {
+        let held = self.entities.get(&msg.key).is_some_and(
+            |slot| matches!(&slot.state, SlotState::Awake { entity, .. } if *entity == msg.entity),
+        );
+        if held {
             self.entities.remove(&msg.key);
         }
+    }
+}
+
+impl Handler<MaySleep> for OperatorRuntime {
+    type Result = ();
+
+    fn handle(&mut self, msg: MaySleep, ctx: &mut Self::Context) {
+        let at = match self.entities.get(&msg.key).map(|slot| &slot.state) {
+            Some(SlotState::Awake { entity, routed }) if *entity == msg.entity => *routed,
+            _ => return,
+        };
+        let entity = msg.entity;
+        let key = msg.key;
+        entity
+            .send(Passivate)
+            .into_actor(self)
+            .map(move |answer, act, _| {
+                let Ok(Some(sleeping)) = answer else {
+                    return;
+                };
+                // Anything sent to the entity after `Passivate` would be lost with it.
+                let untouched = act.entities.get(&key).is_some_and(|slot| {
+                    matches!(&slot.state, SlotState::Awake { entity: held, routed } if *held == entity && *routed == at)
+                });
+                if !untouched {
+                    return;
+                }
+                let gauged = act.intern_gauge(sleeping.gauged);
+                if let Some(slot) = act.entities.get_mut(&key) {
+                    slot.state = SlotState::Asleep {
+                        record: sleeping.record,
+                        revision: sleeping.revision,
+                        gauged,
+                    };
+                }
+                entity.do_send(Sleep);
+            })
+            .spawn(ctx);
     }
 }
 
@@ -563,7 +794,7 @@ impl Handler<ReplacePlan> for OperatorRuntime {
 impl Handler<RestoreResources> for OperatorRuntime {
     type Result = ();
 
-    fn handle(&mut self, msg: RestoreResources, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: RestoreResources, _ctx: &mut Self::Context) {
         let count = msg.resources.len();
         for stored in msg.resources {
             let Some(workspace) = stored.record.workspace.clone() else {
@@ -579,11 +810,27 @@ impl Handler<RestoreResources> for OperatorRuntime {
                 .as_ref()
                 .map(|r| r.resource_type.clone())
                 .unwrap_or_default();
+            // A settled resource is restored asleep: no actor until a message comes for it.
+            if crate::entity::settled(&stored.record) {
+                if let Ok(bytes) = serde_json::to_vec(&stored.record) {
+                    let gauged = Gauged::of(&stored.record);
+                    gauged.add(1.0);
+                    let slot = Slot {
+                        resource_type: self.intern_type(&resource_type),
+                        state: SlotState::Asleep {
+                            record: bytes.into_boxed_slice(),
+                            revision: stored.revision,
+                            gauged: self.intern_gauge(gauged),
+                        },
+                    };
+                    self.entities.insert(key, slot);
+                    continue;
+                }
+            }
             if let Err(e) = self.spawn_entity(
                 key.clone(),
                 &resource_type,
                 Some((stored.record, stored.revision)),
-                ctx,
             ) {
                 tracing::warn!(entity.key = %key, error = %e, "resource not restored");
             }

@@ -179,8 +179,13 @@ pub struct TestSystem {
 
 impl TestSystem {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_orchestrator_env(&[]).await
+    }
+
+    /// A system whose orchestrator gets `env` besides what the harness sets.
+    pub async fn start_with_orchestrator_env(env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let nats = NatsServer::start()?;
-        let orchestrator = OrchestratorProcess::start(&nats.url())?;
+        let orchestrator = OrchestratorProcess::start_with_env(&nats.url(), env)?;
         let platform = Platform::start()?;
         let client = nats.client().await?;
         let opctl = orchestrator.opctl();

@@ -163,6 +163,7 @@ impl Handler<ComponentLiveness> for ResourceEntity {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, msg: ComponentLiveness, _ctx: &mut Self::Context) -> Self::Result {
+        self.activity += 1;
         let changed = self.stored.as_ref().and_then(|(record, revision)| {
             follow_liveness(record, msg, Utc::now()).map(|r| (r, *revision))
         });

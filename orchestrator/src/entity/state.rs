@@ -103,6 +103,12 @@ pub fn apply_status(current: &Record, status: EntityStatus) -> StatusDecision {
     StatusDecision::Store(Box::new(record))
 }
 
+/// Nothing left to do for the record until a message comes: not deleting, and its last
+/// command confirmed by a status.
+pub fn settled(record: &Record) -> bool {
+    !record.deleting && !command_unconfirmed(record)
+}
+
 /// True when the component may not have seen the record's last command yet.
 pub fn command_unconfirmed(record: &Record) -> bool {
     record.last_command.is_some()

@@ -92,6 +92,10 @@ async fn main() -> anyhow::Result<()> {
     let reconciled_in = start.elapsed();
     let loaded = (rss(orchestrator_pid)?, rss(component_pid)?);
     let n = args.resources as f64;
+    // Settled resources give up their actors after the idle period: measured again once every
+    // one sleeps.
+    let asleep_after = wait_asleep(&http, &orchestrator.url()).await?;
+    let asleep = rss(orchestrator_pid)?;
 
     println!(
         "{} resources applied and reconciled in {:.1} s",
@@ -113,6 +117,16 @@ async fn main() -> anyhow::Result<()> {
             at_n.saturating_sub(idle) as f64 / n
         );
     }
+    println!(
+        "{:<44} {:>10} {:>12.1} {:>16.0}",
+        format!(
+            "orchestrator, every entity asleep (+{:.1} s)",
+            asleep_after.as_secs_f64()
+        ),
+        "",
+        mb(asleep),
+        asleep.saturating_sub(idle.0) as f64 / n
+    );
 
     if let Some(child) = heaptrack.as_mut() {
         orchestrator.terminate(Duration::from_secs(60))?;
@@ -141,6 +155,33 @@ async fn main() -> anyhow::Result<()> {
         restored.saturating_sub(idle.0) as f64 / n
     );
     Ok(())
+}
+
+/// Waits until the orchestrator holds no entity actor (its `orchestrator_entities_awake` gauge,
+/// scraped: there is no event to await for it); returns how long that took.
+async fn wait_asleep(http: &reqwest::Client, base: &str) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let awake: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("orchestrator_entities_awake{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if awake == 0.0 {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!("{awake} entities still awake after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Starts `heaptrack -p PID -o FILE` and waits until it says it is attached.
