@@ -37,6 +37,14 @@ use operator_orchestrator::store::Store;
 use operator_orchestrator::supervisor::SupervisorSetup;
 use operator_orchestrator::{admission, api, auth, manager, metrics, secret_keys, ui};
 
+/// jemalloc gives freed memory back to the system (its background threads purge pages unused
+/// for a while: one second, set in `.cargo/config.toml`), so the resident size follows what the
+/// daemon holds; glibc's malloc kept the peak of a bulk apply long after the resources had
+/// settled (see README, Benchmark).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     // Actors live on this thread; NATS I/O runs on the runtime's worker threads.

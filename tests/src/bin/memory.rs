@@ -29,7 +29,14 @@ struct Args {
     /// Attach heaptrack to the idle orchestrator and write its profile here (skips the restart).
     #[arg(long)]
     heaptrack: Option<std::path::PathBuf>,
+    /// The orchestrator's `ORCHESTRATOR_ENTITY_IDLE_MS`; `--entity-idle-ms 3600000` keeps every
+    /// entity awake, as before entities slept (a baseline for the same run).
+    #[arg(long)]
+    entity_idle_ms: Option<u64>,
 }
+
+/// An idle period this long means the entities are meant to stay awake: not waited for.
+const KEPT_AWAKE_MS: u64 = 60_000;
 
 /// Resident set size of a process, in bytes (`VmRSS` of `/proc/PID/status`).
 fn rss(pid: u32) -> anyhow::Result<u64> {
@@ -54,7 +61,12 @@ async fn main() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
     let client = nats.client().await?;
     let js = async_nats::jetstream::new(client);
-    let mut orchestrator = OrchestratorProcess::start_with_env(&nats.url(), &[])?;
+    let idle_ms = args.entity_idle_ms.map(|ms| ms.to_string());
+    let env: Vec<(&str, &str)> = idle_ms
+        .iter()
+        .map(|ms| ("ORCHESTRATOR_ENTITY_IDLE_MS", ms.as_str()))
+        .collect();
+    let mut orchestrator = OrchestratorProcess::start_with_env(&nats.url(), &env)?;
     let http = operator_tests::process::admin_http_client()?;
     let applied = http
         .post(format!("{}/api/v1/apply", orchestrator.url()))
@@ -94,8 +106,13 @@ async fn main() -> anyhow::Result<()> {
     let n = args.resources as f64;
     // Settled resources give up their actors after the idle period: measured again once every
     // one sleeps.
-    let asleep_after = wait_asleep(&http, &orchestrator.url()).await?;
-    let asleep = rss(orchestrator_pid)?;
+    let kept_awake = args.entity_idle_ms.is_some_and(|ms| ms >= KEPT_AWAKE_MS);
+    let asleep = if kept_awake {
+        None
+    } else {
+        let after = wait_asleep(&http, &orchestrator.url()).await?;
+        Some((after, steady_rss(orchestrator_pid).await?))
+    };
 
     println!(
         "{} resources applied and reconciled in {:.1} s",
@@ -117,16 +134,18 @@ async fn main() -> anyhow::Result<()> {
             at_n.saturating_sub(idle) as f64 / n
         );
     }
-    println!(
-        "{:<44} {:>10} {:>12.1} {:>16.0}",
-        format!(
-            "orchestrator, every entity asleep (+{:.1} s)",
-            asleep_after.as_secs_f64()
-        ),
-        "",
-        mb(asleep),
-        asleep.saturating_sub(idle.0) as f64 / n
-    );
+    if let Some((after, asleep)) = asleep {
+        println!(
+            "{:<44} {:>10} {:>12.1} {:>16.0}",
+            format!(
+                "orchestrator, every entity asleep (+{:.1} s)",
+                after.as_secs_f64()
+            ),
+            "",
+            mb(asleep),
+            asleep.saturating_sub(idle.0) as f64 / n
+        );
+    }
 
     if let Some(child) = heaptrack.as_mut() {
         orchestrator.terminate(Duration::from_secs(60))?;
@@ -143,18 +162,37 @@ async fn main() -> anyhow::Result<()> {
     orchestrator.restart()?;
     let pid = orchestrator.pid().context("orchestrator not running")?;
     wait_restored(&http, &orchestrator.url(), args.resources).await?;
-    let restored = rss(pid)?;
+    let restored_in = start.elapsed();
+    let restored = steady_rss(pid).await?;
     println!(
         "{:<44} {:>10} {:>12.1} {:>16.0}",
         format!(
             "orchestrator after kill -9, restored ({:.1} s)",
-            start.elapsed().as_secs_f64()
+            restored_in.as_secs_f64()
         ),
         "",
         mb(restored),
         restored.saturating_sub(idle.0) as f64 / n
     );
     Ok(())
+}
+
+/// The resident size once it has stopped falling: sampled every 250 ms until no sample in 2 s
+/// was lower (the allocator hands freed pages back over a second or so), at most 30 s.
+async fn steady_rss(pid: u32) -> anyhow::Result<u64> {
+    let start = Instant::now();
+    let mut lowest = rss(pid)?;
+    let mut lowest_at = Instant::now();
+    while lowest_at.elapsed() < Duration::from_secs(2) && start.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = rss(pid)?;
+        if now < lowest {
+            lowest = now;
+            lowest_at = Instant::now();
+        }
+    }
+    Ok(lowest)
 }
 
 /// Waits until the orchestrator holds no entity actor (its `orchestrator_entities_awake` gauge,
