@@ -7,7 +7,9 @@
 //!
 //! `--heaptrack FILE` attaches heaptrack (`heaptrack -p`) to the orchestrator once it is idle
 //! and stops the orchestrator with SIGTERM after the N are reconciled, so `FILE` holds every
-//! allocation the N resources made; read it with `heaptrack_print --print-peaks`.
+//! allocation the N resources made; read it with `heaptrack_print --print-peaks`. heaptrack sees
+//! only the system allocator: build the orchestrator for it with `--no-default-features`
+//! (without jemalloc).
 
 use std::collections::HashSet;
 use std::process::{Child, Command};
