@@ -7,73 +7,104 @@ use operator_contract::{Entity, EntityStatus};
 
 use super::EntityRef;
 
-/// Entities and their statuses, by reference.
+/// Entities and their statuses, by reference: one map entry for both, each boxed, so the map's
+/// spare capacity costs a pointer a slot rather than a whole entity, and the reference is held
+/// once.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
-    entities: HashMap<EntityRef, Entity>,
-    statuses: HashMap<EntityRef, EntityStatus>,
+    held: HashMap<EntityRef, Held>,
+    /// How many entries hold an entity (the rest hold only a status).
+    entities: usize,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Held {
+    entity: Option<Box<Entity>>,
+    status: Option<Box<EntityStatus>>,
 }
 
 impl MemoryStore {
     /// The stored entity, if any.
     pub fn entity(&self, entity: &EntityRef) -> Option<&Entity> {
-        self.entities.get(entity)
+        self.held.get(entity)?.entity.as_deref()
     }
 
     /// The stored status of an entity, if any.
     pub fn status(&self, entity: &EntityRef) -> Option<&EntityStatus> {
-        self.statuses.get(entity)
+        self.held.get(entity)?.status.as_deref()
     }
 
     /// Stores an entity, replacing the one with the same reference.
     pub fn put_entity(&mut self, entity: Entity) {
-        self.entities.insert(EntityRef::of_entity(&entity), entity);
+        let held = self.held.entry(EntityRef::of_entity(&entity)).or_default();
+        if held.entity.replace(Box::new(entity)).is_none() {
+            self.entities += 1;
+        }
     }
 
     /// Stores a status, replacing the one of the same entity.
     pub fn put_status(&mut self, status: EntityStatus) {
-        self.statuses.insert(EntityRef::of_status(&status), status);
+        let held = self.held.entry(EntityRef::of_status(&status)).or_default();
+        held.status = Some(Box::new(status));
     }
 
     /// Removes an entity and its status.
     pub fn remove(&mut self, entity: &EntityRef) {
-        self.entities.remove(entity);
-        self.statuses.remove(entity);
+        if let Some(held) = self.held.remove(entity) {
+            if held.entity.is_some() {
+                self.entities -= 1;
+            }
+        }
     }
 
     /// Removes an entity, leaving its status.
     pub(crate) fn remove_entity(&mut self, entity: &EntityRef) {
-        self.entities.remove(entity);
+        let Some(held) = self.held.get_mut(entity) else {
+            return;
+        };
+        if held.entity.take().is_some() {
+            self.entities -= 1;
+        }
+        if held.status.is_none() {
+            self.held.remove(entity);
+        }
     }
 
     /// Removes a status whose entity is gone; true when there was one.
     pub(crate) fn remove_status(&mut self, entity: &EntityRef) -> bool {
-        self.statuses.remove(entity).is_some()
+        let Some(held) = self.held.get_mut(entity) else {
+            return false;
+        };
+        let had = held.status.take().is_some();
+        if held.entity.is_none() {
+            self.held.remove(entity);
+        }
+        had
     }
 
     /// How many entities are stored.
     pub fn len(&self) -> usize {
-        self.entities.len()
+        self.entities
     }
 
     /// True when no entity is stored.
     pub fn is_empty(&self) -> bool {
-        self.entities.is_empty()
+        self.entities == 0
     }
 
     /// Every stored entity with its status.
     pub fn entries(&self) -> impl Iterator<Item = (&Entity, Option<&EntityStatus>)> {
-        self.entities
-            .iter()
-            .map(|(r, entity)| (entity, self.statuses.get(r)))
+        self.held
+            .values()
+            .filter_map(|held| Some((held.entity.as_deref()?, held.status.as_deref())))
     }
 
     /// References of statuses whose entity is not stored.
     pub(crate) fn orphan_statuses(&self) -> Vec<EntityRef> {
-        self.statuses
-            .keys()
-            .filter(|r| !self.entities.contains_key(*r))
-            .cloned()
+        self.held
+            .iter()
+            .filter(|(_, held)| held.entity.is_none() && held.status.is_some())
+            .map(|(r, _)| r.clone())
             .collect()
     }
 }
@@ -126,5 +157,25 @@ pub(crate) mod tests {
         assert_eq!(orphans, vec![EntityRef::of_entity(&e)]);
         assert!(store.remove_status(&orphans[0]));
         assert!(!store.remove_status(&orphans[0]));
+    }
+
+    #[test]
+    fn removing_an_entity_keeps_its_status_and_counts_only_entities() {
+        let mut store = MemoryStore::default();
+        let (a, b) = (entity("run-1", 1), entity("run-2", 1));
+        let r = EntityRef::of_entity(&a);
+        store.put_entity(a.clone());
+        store.put_entity(a.clone());
+        store.put_entity(b);
+        store.put_status(EntityStatus::pending(a.key.clone(), "demo", "job"));
+        assert_eq!(store.len(), 2, "a replaced entity is counted once");
+        store.remove_entity(&r);
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.entity(&r), None);
+        assert!(store.status(&r).is_some(), "the status stays");
+        assert_eq!(store.orphan_statuses(), vec![r.clone()]);
+        assert_eq!(store.entries().count(), 1);
+        store.remove(&r);
+        assert!(store.orphan_statuses().is_empty());
     }
 }
