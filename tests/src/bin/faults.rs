@@ -99,11 +99,33 @@ async fn main() -> anyhow::Result<ExitCode> {
         args.ttl_ms,
         args.renew_ms
     );
-    let report = run(&config).await?;
+    // Interrupted, the run is dropped: its guards stop every process and remove the hosts,
+    // links and rules a cluster run made.
+    let report = tokio::select! {
+        report = run(&config) => report?,
+        signal = interrupted() => {
+            eprintln!("faults: {signal}; stopped, everything it started is cleaned up");
+            return Ok(ExitCode::from(130));
+        }
+    };
     print!("{}", report.summary());
     Ok(if report.violations.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    let Ok(mut terminate) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
 }
