@@ -21,8 +21,10 @@ use crate::error::ControlError;
 
 /// How many status events are applied at once.
 const EVENTS_IN_FLIGHT: usize = 256;
-/// How long the orchestrator has to apply a status event before JetStream redelivers it.
-const EVENT_ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long the orchestrator has to apply a status event before JetStream redelivers it. An
+/// event whose acknowledgement was lost (its NATS node killed or cut off) waits this long, so it
+/// is short; applying a status twice is harmless (the second is stale and only acknowledged).
+const EVENT_ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// The streams an operator needs, derived from its resource types' subjects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,8 +217,8 @@ async fn consume_events(
                 .map_err(|e| e.to_string())?;
             if take_over {
                 // A previous orchestrator that died holding events it had pulled but not
-                // acknowledged leaves them to the ack wait (30 s); the work-queue stream keeps
-                // them, and a new consumer delivers them at once.
+                // acknowledged leaves them to the ack wait; the work-queue stream keeps them,
+                // and a new consumer delivers them at once.
                 match stream.delete_consumer(&durable).await {
                     Ok(_) => {
                         info!(consumer = %durable, "event consumer replaced: unacknowledged events are redelivered now")
