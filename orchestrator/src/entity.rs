@@ -314,7 +314,7 @@ impl Actor for ResourceEntity {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.refresh_gauges();
-        metrics::gauge!(crate::metrics::ENTITIES_AWAKE, "operator" => self.key_operator())
+        metrics::gauge!(crate::metrics::ENTITIES_AWAKE, "operator" => self.shared.operator.clone())
             .increment(1.0);
         ctx.run_interval(self.shared.idle_after, Self::check_idle);
         // After a restart, resend what the component may not have received; the same envelope
@@ -325,7 +325,7 @@ impl Actor for ResourceEntity {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        metrics::gauge!(crate::metrics::ENTITIES_AWAKE, "operator" => self.key_operator())
+        metrics::gauge!(crate::metrics::ENTITIES_AWAKE, "operator" => self.shared.operator.clone())
             .decrement(1.0);
         if self.sleeping {
             return;
@@ -333,12 +333,6 @@ impl Actor for ResourceEntity {
         if let Some(old) = self.gauged.take() {
             old.add(-1.0);
         }
-    }
-}
-
-impl ResourceEntity {
-    fn key_operator(&self) -> String {
-        self.shared.operator.clone()
     }
 }
 

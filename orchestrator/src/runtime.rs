@@ -240,12 +240,21 @@ enum SlotState {
         entity: Addr<ResourceEntity>,
         routed: u64,
     },
-    /// Settled: the record as stored (JSON) at `revision`, and what it adds to the gauges.
-    Asleep {
-        record: Box<[u8]>,
-        revision: u64,
-        gauged: Arc<Gauged>,
-    },
+    /// Settled: no actor, only the record.
+    Asleep(SleepingRecord),
+}
+
+/// A settled resource's record as stored (JSON) at `revision`, and what it adds to the gauges.
+struct SleepingRecord {
+    record: Box<[u8]>,
+    revision: u64,
+    gauged: Arc<Gauged>,
+}
+
+impl SleepingRecord {
+    fn decode(&self) -> Result<Record, serde_json::Error> {
+        serde_json::from_slice(&self.record)
+    }
 }
 
 /// The runtime actor.
@@ -316,10 +325,10 @@ impl OperatorRuntime {
                     entity.do_send(liveness);
                 }
                 // A sleeping resource is woken only if its condition changes.
-                SlotState::Asleep { record, .. } => {
-                    let changes = serde_json::from_slice::<Record>(record)
-                        .ok()
-                        .is_some_and(|r| follow_liveness(&r, liveness, now).is_some());
+                SlotState::Asleep(sleeping) => {
+                    let changes = sleeping
+                        .decode()
+                        .is_ok_and(|r| follow_liveness(&r, liveness, now).is_some());
                     if changes {
                         to_wake.push(key.clone());
                     }
@@ -355,37 +364,61 @@ impl OperatorRuntime {
     /// `None` when the runtime has no such resource.
     fn route(&mut self, key: &EntityKey) -> Option<Result<Addr<ResourceEntity>, ControlError>> {
         let slot = self.entities.get_mut(key)?;
-        if let SlotState::Awake { entity, routed } = &mut slot.state {
-            *routed += 1;
-            return Some(Ok(entity.clone()));
-        }
-        Some(self.wake(key.clone()))
+        let (record, revision, gauged) = match &mut slot.state {
+            SlotState::Awake { entity, routed } => {
+                *routed += 1;
+                return Some(Ok(entity.clone()));
+            }
+            SlotState::Asleep(sleeping) => match sleeping.decode() {
+                Ok(record) => (record, sleeping.revision, (*sleeping.gauged).clone()),
+                Err(e) => {
+                    return Some(Err(ControlError::Internal(format!(
+                        "the sleeping record of {key} is unreadable: {e}"
+                    ))))
+                }
+            },
+        };
+        let resource_type = slot.resource_type.clone();
+        Some(self.wake(key.clone(), resource_type, record, revision, gauged))
     }
 
-    /// Starts the actor of a sleeping resource from its record.
-    fn wake(&mut self, key: EntityKey) -> Result<Addr<ResourceEntity>, ControlError> {
-        let Some(slot) = self.entities.get(&key) else {
-            return Err(ControlError::Internal(format!(
-                "resource {key} is not held"
-            )));
-        };
-        let SlotState::Asleep {
+    /// Starts the actor of a sleeping resource, for a message about to be sent to it.
+    fn wake(
+        &mut self,
+        key: EntityKey,
+        resource_type: Arc<str>,
+        record: Record,
+        revision: u64,
+        gauged: Gauged,
+    ) -> Result<Addr<ResourceEntity>, ControlError> {
+        let shared = self.context_for(&resource_type)?;
+        let entity = ResourceEntity::woken(key.clone(), record, revision, gauged, shared);
+        Ok(self.start_held(key, resource_type, entity, 1))
+    }
+
+    /// Holds `key` asleep as `record` (its JSON) at `revision`, counted in the gauges as
+    /// `gauged`.
+    fn hold_asleep(
+        &mut self,
+        key: EntityKey,
+        resource_type: Arc<str>,
+        record: Box<[u8]>,
+        revision: u64,
+        gauged: Gauged,
+    ) {
+        let gauged = self.intern_gauge(gauged);
+        let state = SlotState::Asleep(SleepingRecord {
             record,
             revision,
             gauged,
-        } = &slot.state
-        else {
-            return Err(ControlError::Internal(format!("resource {key} is awake")));
-        };
-        let record: Record = serde_json::from_slice(record).map_err(|e| {
-            ControlError::Internal(format!("the sleeping record of {key} is unreadable: {e}"))
-        })?;
-        let (revision, gauged, resource_type) =
-            (*revision, (**gauged).clone(), slot.resource_type.clone());
-        let shared = self.context_for(&resource_type)?;
-        let entity = ResourceEntity::woken(key.clone(), record, revision, gauged, shared);
-        // Woken for a message about to be sent: it counts as routed.
-        Ok(self.start_held(key, resource_type, entity, 1))
+        });
+        self.entities.insert(
+            key,
+            Slot {
+                resource_type,
+                state,
+            },
+        );
     }
 
     /// Starts `entity` and holds it as the actor of `key`, with `routed` messages counted.
@@ -414,7 +447,8 @@ impl OperatorRuntime {
     /// The view of a sleeping record without waking it; `None` for an awake one.
     fn sleeping_view(slot: &Slot) -> Option<RecordView> {
         match &slot.state {
-            SlotState::Asleep { record, .. } => serde_json::from_slice::<Record>(record)
+            SlotState::Asleep(sleeping) => sleeping
+                .decode()
                 .map(|r| r.view())
                 .map_err(|e| warn!(error = %e, "a sleeping record is unreadable"))
                 .ok(),
@@ -507,8 +541,8 @@ impl Actor for OperatorRuntime {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         // Awake entities take their own gauges back when they stop; sleeping ones have none.
         for slot in self.entities.values() {
-            if let SlotState::Asleep { gauged, .. } = &slot.state {
-                gauged.add(-1.0);
+            if let SlotState::Asleep(sleeping) = &slot.state {
+                sleeping.gauged.add(-1.0);
             }
         }
     }
@@ -683,7 +717,7 @@ impl Handler<ListResources> for OperatorRuntime {
                         span: tracing::Span::none(),
                     }));
                 }
-                SlotState::Asleep { .. } => sleeping.extend(Self::sleeping_view(slot)),
+                SlotState::Asleep(_) => sleeping.extend(Self::sleeping_view(slot)),
             }
         }
         Box::pin(async move {
@@ -760,20 +794,14 @@ impl Handler<MaySleep> for OperatorRuntime {
                     return;
                 };
                 // Anything sent to the entity after `Passivate` would be lost with it.
-                let untouched = act.entities.get(&key).is_some_and(|slot| {
+                let untouched = act.entities.get(&key).filter(|slot| {
                     matches!(&slot.state, SlotState::Awake { entity: held, routed } if *held == entity && *routed == at)
                 });
-                if !untouched {
+                let Some(slot) = untouched else {
                     return;
-                }
-                let gauged = act.intern_gauge(sleeping.gauged);
-                if let Some(slot) = act.entities.get_mut(&key) {
-                    slot.state = SlotState::Asleep {
-                        record: sleeping.record,
-                        revision: sleeping.revision,
-                        gauged,
-                    };
-                }
+                };
+                let resource_type = slot.resource_type.clone();
+                act.hold_asleep(key, resource_type, sleeping.record, sleeping.revision, sleeping.gauged);
                 entity.do_send(Sleep);
             })
             .spawn(ctx);
@@ -815,15 +843,9 @@ impl Handler<RestoreResources> for OperatorRuntime {
                 if let Ok(bytes) = serde_json::to_vec(&stored.record) {
                     let gauged = Gauged::of(&stored.record);
                     gauged.add(1.0);
-                    let slot = Slot {
-                        resource_type: self.intern_type(&resource_type),
-                        state: SlotState::Asleep {
-                            record: bytes.into_boxed_slice(),
-                            revision: stored.revision,
-                            gauged: self.intern_gauge(gauged),
-                        },
-                    };
-                    self.entities.insert(key, slot);
+                    let resource_type = self.intern_type(&resource_type);
+                    let record = bytes.into_boxed_slice();
+                    self.hold_asleep(key, resource_type, record, stored.revision, gauged);
                     continue;
                 }
             }
