@@ -203,6 +203,30 @@ pub fn admin_http_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
+/// The sum of the samples of the metric `name` on `base`'s `/metrics` whose labels contain each
+/// of `labels` (such as `operator="demo"`).
+pub async fn metric_sum(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    labels: &[&str],
+) -> anyhow::Result<f64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let prefix = format!("{name}{{");
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
 /// The orchestrator daemon as a process.
 pub struct OrchestratorProcess {
     child: Option<Child>,

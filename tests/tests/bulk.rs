@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use operator_tests::process::admin_http_client;
+use operator_tests::process::{admin_http_client, metric_sum};
 use operator_tests::*;
 use serde_json::Value;
 
@@ -46,20 +46,15 @@ async fn requests_counted(
     method: &str,
     route: &str,
 ) -> anyhow::Result<f64> {
-    let text = admin_http_client()?
-        .get(format!("{}/metrics", orchestrator.url()))
-        .send()
-        .await?
-        .text()
-        .await?;
     let method = format!("method=\"{method}\"");
     let route = format!("route=\"{route}\"");
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("orchestrator_http_requests_total{"))
-        .filter(|l| l.contains(&method) && l.contains(&route))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+    metric_sum(
+        &admin_http_client()?,
+        &orchestrator.url(),
+        "orchestrator_http_requests_total",
+        &[&method, &route],
+    )
+    .await
 }
 
 #[tokio::test]

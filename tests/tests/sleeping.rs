@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use operator_tests::process::admin_http_client;
+use operator_tests::process::{admin_http_client, metric_sum};
 use operator_tests::*;
 use serde_json::Value;
 
@@ -20,19 +20,17 @@ async fn gauge(
     name: &str,
     labels: &[&str],
 ) -> anyhow::Result<f64> {
-    let text = admin_http_client()?
-        .get(format!("{}/metrics", orchestrator.url()))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+    metric_sum(&admin_http_client()?, &orchestrator.url(), name, labels).await
+}
+
+/// The demo operator's entities holding an actor now.
+async fn awake_entities(orchestrator: &OrchestratorProcess) -> anyhow::Result<f64> {
+    gauge(
+        orchestrator,
+        "orchestrator_entities_awake",
+        &["operator=\"demo\""],
+    )
+    .await
 }
 
 /// Waits until the demo operator has no awake entity (the gauge is scraped, there being no
@@ -40,12 +38,7 @@ async fn gauge(
 async fn until_all_asleep(orchestrator: &OrchestratorProcess) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let awake = gauge(
-            orchestrator,
-            "orchestrator_entities_awake",
-            &["operator=\"demo\""],
-        )
-        .await?;
+        let awake = awake_entities(orchestrator).await?;
         if awake == 0.0 {
             return Ok(());
         }
@@ -122,12 +115,7 @@ async fn settled_resources_sleep_answer_while_asleep_and_wake_for_what_changes_t
     ])?;
     let one: Value = serde_json::from_str(&one.stdout)?;
     assert_eq!(one["generation"], 1, "{one}");
-    let awake = gauge(
-        &orchestrator,
-        "orchestrator_entities_awake",
-        &["operator=\"demo\""],
-    )
-    .await?;
+    let awake = awake_entities(&orchestrator).await?;
     assert_eq!(awake, 0.0, "a list or a get woke an entity");
 
     // `get -d` wakes one to ask its component.
@@ -166,12 +154,7 @@ async fn settled_resources_sleep_answer_while_asleep_and_wake_for_what_changes_t
     orchestrator.restart()?;
     let opctl = orchestrator.opctl();
     assert_eq!(listed(&opctl)?, succeeded(&["kept", "changed", "long"]));
-    let awake = gauge(
-        &orchestrator,
-        "orchestrator_entities_awake",
-        &["operator=\"demo\""],
-    )
-    .await?;
+    let awake = awake_entities(&orchestrator).await?;
     assert_eq!(awake, 0.0, "settled resources are restored asleep");
     let active = gauge(
         &orchestrator,

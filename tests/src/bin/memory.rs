@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use futures::StreamExt;
+use operator_tests::process::metric_sum;
 use operator_tests::{example, ComponentProcess, NatsServer, OrchestratorProcess};
 
 #[derive(Parser)]
@@ -202,18 +203,7 @@ async fn steady_rss(pid: u32) -> anyhow::Result<u64> {
 async fn wait_asleep(http: &reqwest::Client, base: &str) -> anyhow::Result<Duration> {
     let start = Instant::now();
     loop {
-        let text = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
-        let awake: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("orchestrator_entities_awake{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let awake = metric_sum(http, base, "orchestrator_entities_awake", &[]).await?;
         if awake == 0.0 {
             return Ok(start.elapsed());
         }
@@ -306,21 +296,11 @@ async fn apply_all(
 }
 
 /// Waits until the orchestrator's `orchestrator_entities` gauges add up to `n`: every
-/// resource read back and its entity started.
+/// resource read back (settled ones asleep, the others with their entity started).
 async fn wait_restored(http: &reqwest::Client, base: &str, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let text = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let entities: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("orchestrator_entities{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let entities = metric_sum(http, base, "orchestrator_entities", &[]).await?;
         if entities as usize >= n {
             return Ok(());
         }
