@@ -47,7 +47,13 @@ pub struct Config {
 
     /// How long a settled resource (nothing in flight) keeps its actor before it sleeps as
     /// its stored bytes, in milliseconds; the next message for it wakes it.
-    #[arg(long, env = "ORCHESTRATOR_ENTITY_IDLE_MS", default_value_t = 2000)]
+    /// Not 0: the idle check runs at this interval.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_ENTITY_IDLE_MS",
+        default_value_t = 2000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub entity_idle_ms: u64,
 
     /// How long to keep trying to reach NATS at start, in seconds.
@@ -280,5 +286,16 @@ mod tests {
         assert!(refused.is_err());
         let refused = Config::try_parse_from(["orchestrator", "--component-env", "novalue"]);
         assert!(refused.is_err());
+    }
+
+    #[test]
+    fn an_entity_idle_period_of_zero_is_refused_with_the_flag_named() {
+        let refused = Config::try_parse_from(["orchestrator", "--entity-idle-ms", "0"])
+            .expect_err("0 would check idleness without pause");
+        let said = refused.to_string();
+        assert!(said.contains("--entity-idle-ms"), "{said}");
+        assert!(said.contains("0 is not in 1.."), "{said}");
+        let taken = Config::try_parse_from(["orchestrator", "--entity-idle-ms", "100"]);
+        assert_eq!(taken.expect("100 is taken").entity_idle_ms, 100);
     }
 }
