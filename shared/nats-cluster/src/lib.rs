@@ -209,7 +209,35 @@ pub async fn ensure_replication(
         .await
         .map_err(|e| failed("update its replicas", &e))?;
     info!(stream = %stream_name, from = current.num_replicas, to = wanted.num_replicas, "stream replication raised");
+    // A replicated stream just updated elects its leader again; a publish before that finds
+    // "no stream" (a new orchestrator's first write failed so and it exited).
+    if wanted.num_replicas > 1 {
+        wait_for_leader(&mut stream, stream_name).await;
+    }
     Ok(())
+}
+
+/// How long a stream just created or updated may take to elect its leader.
+const LEADER_ELECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits, bounded, until `stream`'s info names a cluster leader; past the bound the first
+/// write says what is wrong, so this only logs.
+async fn wait_for_leader(stream: &mut jetstream::stream::Stream, stream_name: &str) {
+    let deadline = tokio::time::Instant::now() + LEADER_ELECTION_WAIT;
+    loop {
+        let led = stream
+            .info()
+            .await
+            .is_ok_and(|info| info.cluster.as_ref().is_some_and(|c| c.leader.is_some()));
+        if led {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            warn!(stream = %stream_name, "the stream has no leader yet; writes to it may fail until it has one");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[cfg(test)]
