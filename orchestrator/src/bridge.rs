@@ -4,6 +4,7 @@
 //! acknowledging each only after the runtime has stored it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -18,6 +19,7 @@ use operator_telemetry::{extract_nats, inject_nats};
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use crate::error::ControlError;
+use crate::history::{History, HistoryWriter};
 
 /// How many status events are applied at once.
 const EVENTS_IN_FLIGHT: usize = 256;
@@ -147,6 +149,63 @@ pub struct SendQuery {
 #[rtype(result = "()")]
 pub struct RemoveStreams {
     pub plan: StreamPlan,
+}
+
+/// Where a runtime and its entities send what is meant for the operator's components: its
+/// [`NatsBridge`] in the daemon, a test's actor in the actors' tests.
+#[derive(Clone)]
+pub struct ComponentLink {
+    pub commands: Recipient<PublishCommand>,
+    pub queries: Recipient<SendQuery>,
+    pub streams: Recipient<RemoveStreams>,
+}
+
+impl ComponentLink {
+    /// The link through a started bridge.
+    pub fn through(bridge: Addr<NatsBridge>) -> Self {
+        Self {
+            commands: bridge.clone().recipient(),
+            queries: bridge.clone().recipient(),
+            streams: bridge.recipient(),
+        }
+    }
+}
+
+/// Starts what links a runtime to its components, given the operator's streams and where status
+/// events go.
+pub type ConnectComponents =
+    Arc<dyn Fn(&StreamPlan, Recipient<StatusReported>) -> ComponentLink + Send + Sync>;
+
+/// How runtimes reach their operators' components, and where their entities keep history.
+#[derive(Clone)]
+pub enum ComponentTransport {
+    /// Through NATS: each runtime starts a [`NatsBridge`]; history goes to its stream.
+    Nats(async_nats::Client),
+    /// Through what `connect` starts, with history kept in memory (the actors' tests).
+    Custom {
+        connect: ConnectComponents,
+        history: HistoryWriter,
+    },
+}
+
+impl ComponentTransport {
+    /// Links a runtime to its operator's components.
+    pub fn connect(
+        &self,
+        plan: &StreamPlan,
+        events: Recipient<StatusReported>,
+        query_timeout: Duration,
+    ) -> (ComponentLink, HistoryWriter) {
+        match self {
+            Self::Nats(client) => {
+                let bridge = NatsBridge::new(plan.clone(), client.clone(), events, query_timeout);
+                let history =
+                    HistoryWriter::Stream(Arc::new(History::new(jetstream::new(client.clone()))));
+                (ComponentLink::through(bridge.start()), history)
+            }
+            Self::Custom { connect, history } => (connect(plan, events), history.clone()),
+        }
+    }
 }
 
 /// The bridge actor.

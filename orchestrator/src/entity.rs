@@ -4,6 +4,8 @@
 
 mod reachable;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +15,9 @@ use operator_contract::subject::TypeSubjects;
 use operator_contract::{EntityKey, EntityStatus, Envelope, EnvelopeKind, Manifest, Operation};
 use tracing::{debug, info, info_span, warn, Span};
 
-use crate::bridge::{NatsBridge, PublishCommand, SendQuery, StatusReported};
+use crate::bridge::{ComponentLink, PublishCommand, SendQuery, StatusReported};
 use crate::error::ControlError;
-use crate::history::{status_events, History};
+use crate::history::{status_events, HistoryWriter};
 use crate::records::{Applied, Outcome, Record, RecordView};
 use crate::store::{workspaced_key, Bucket, Store, StoreError};
 use operator_contract::history::HistoryEvent;
@@ -101,14 +103,15 @@ pub struct EntityContext {
     pub operator: String,
     pub subjects: TypeSubjects,
     pub store: Store,
-    pub bridge: Addr<NatsBridge>,
+    /// Where commands and queries go.
+    pub link: ComponentLink,
     pub runtime: Recipient<EntityGone>,
     /// Where a settled, quiet entity offers to sleep.
     pub sleep_requests: Recipient<MaySleep>,
     /// How long a settled entity stays quiet before it offers to sleep.
     pub idle_after: Duration,
     /// Where events are kept.
-    pub history: History,
+    pub history: HistoryWriter,
 }
 
 /// The entity actor.
@@ -232,7 +235,7 @@ impl ResourceEntity {
         workspaced_key(&self.key.workspace, &self.key.name)
     }
 
-    fn history(&self) -> &History {
+    fn history(&self) -> &HistoryWriter {
         &self.shared.history
     }
 
@@ -266,7 +269,8 @@ impl ResourceEntity {
         debug!(entity.key = %self.key, generation = envelope.generation, "sending command");
         self.publishing += 1;
         self.shared
-            .bridge
+            .link
+            .commands
             .send(PublishCommand {
                 subject,
                 envelope,
@@ -626,7 +630,7 @@ impl Handler<GetView> for ResourceEntity {
             record.generation,
             serde_json::json!({}),
         );
-        let ask = self.shared.bridge.send(SendQuery {
+        let ask = self.shared.link.queries.send(SendQuery {
             subject: self.shared.subjects.query_subject.clone(),
             envelope: query,
             parent: msg.span,

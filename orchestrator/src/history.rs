@@ -3,6 +3,7 @@
 //! entity as things happen, read by `GET .../resources/{name}/events` (JSON, or with
 //! `watch=true` JSON lines that follow new events).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
@@ -23,6 +24,40 @@ use crate::auth::Caller;
 use crate::error::ControlError;
 use crate::manager::{GetHistory, OperatorManager};
 use crate::records::Record;
+
+/// Where entities write their events: the history stream, or a list in memory (the actors'
+/// tests read it).
+#[derive(Clone)]
+pub enum HistoryWriter {
+    Stream(Arc<History>),
+    Kept(Arc<Mutex<Vec<(EntityKey, HistoryEvent)>>>),
+}
+
+impl HistoryWriter {
+    /// A writer that keeps events in memory.
+    pub fn kept() -> Self {
+        Self::Kept(Arc::default())
+    }
+
+    /// The events kept in memory, in the order they were recorded (none for the stream).
+    pub fn events(&self) -> Vec<(EntityKey, HistoryEvent)> {
+        match self {
+            Self::Stream(_) => Vec::new(),
+            Self::Kept(kept) => kept.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+
+    /// Appends events to a resource's history; see [`History::record`].
+    pub fn record(&self, key: &EntityKey, events: Vec<HistoryEvent>) {
+        match self {
+            Self::Stream(history) => history.record(key, events),
+            Self::Kept(kept) => kept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(events.into_iter().map(|event| (key.clone(), event))),
+        }
+    }
+}
 
 /// A handle on the history stream; cheap to clone.
 #[derive(Clone)]

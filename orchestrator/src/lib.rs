@@ -1,6 +1,8 @@
 //! The orchestrator: the actor tree that keeps operators and their resources, the HTTP API, the
 //! component runtimes. The daemon (`src/main.rs`) wires these together.
 
+#[cfg(test)]
+mod actor_testing;
 pub mod admission;
 pub mod api;
 pub mod auth;

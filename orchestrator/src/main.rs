@@ -13,6 +13,7 @@
 //! ```
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor as _;
@@ -33,7 +34,7 @@ use operator_orchestrator::manager::OperatorManager;
 use operator_orchestrator::replication::forward::{forward, Forwarder};
 use operator_orchestrator::replication::role::ReplicaRole;
 use operator_orchestrator::replication::{Directory, ReplicaSettings, ORCHESTRATOR_CLUSTER};
-use operator_orchestrator::store::Store;
+use operator_orchestrator::store::{JetStreamStore, Store};
 use operator_orchestrator::supervisor::SupervisorSetup;
 use operator_orchestrator::{admission, api, auth, manager, metrics, secret_keys, ui};
 
@@ -87,7 +88,7 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     }
     let keyring = secret_keys::SecretKeyring::load(&config.secret_keys)
         .context("cannot load the keys that seal secrets")?;
-    let store = Store::open(&js, keyring, replicas)
+    let store = JetStreamStore::open(&js, keyring, replicas)
         .await
         .context("cannot open the orchestrator's KV buckets (is JetStream enabled on the NATS server? start it with -js)")?;
     // Bound once: a replica serves the follower's API, then the leader's, on the same socket.
@@ -116,8 +117,8 @@ struct Parts {
 }
 
 /// The only orchestrator: leads at once; stops its components when it stops.
-async fn run_alone(config: Config, store: Store, parts: Parts) -> anyhow::Result<()> {
-    let leader = Leader::start(&config, store, &parts).await?;
+async fn run_alone(config: Config, store: JetStreamStore, parts: Parts) -> anyhow::Result<()> {
+    let leader = Leader::start(&config, Arc::new(store), &parts).await?;
     let manager = leader.manager.clone();
     let server = leader.server(&config, &parts.listener)?;
     announce_listening(&config, &parts.listener)?;
@@ -134,7 +135,7 @@ async fn run_alone(config: Config, store: Store, parts: Parts) -> anyhow::Result
 /// (or loses the lease, which ends the process: see `replication::role`).
 async fn run_replica(
     config: Config,
-    store: Store,
+    store: JetStreamStore,
     parts: Parts,
     replica: ReplicaSettings,
 ) -> anyhow::Result<()> {
@@ -197,7 +198,7 @@ async fn run_replica(
         .lead(parts.js.clone(), term, &name, fence)
         .await
         .context("cannot fence the store")?;
-    let leader = Leader::start(&config, store, &parts).await?;
+    let leader = Leader::start(&config, Arc::new(store), &parts).await?;
     let server = actix_web::rt::spawn(leader.server(&config, &parts.listener)?);
     leading.send_replace(true);
     // Gracefully: a request the follower is forwarding to the deposed leader gets its answer

@@ -11,7 +11,7 @@ use operator_contract::{EntityKey, Manifest, ManifestKind};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::bridge::ensure_streams;
+use crate::bridge::{ensure_streams, ComponentTransport};
 use crate::error::ControlError;
 use crate::records::{Applied, Outcome, Record, RecordView};
 use crate::replicas;
@@ -24,6 +24,8 @@ use crate::stream_view;
 use crate::supervisor::{ComponentSupervisor, GetComponents, StopComponents, SupervisorSetup};
 
 mod components;
+#[cfg(test)]
+mod tests;
 mod watch;
 pub use components::{FollowOperatorLogs, GetOperatorLogs, RenderOperator, StopAllComponents};
 pub use watch::{GetHistory, OpenWatch};
@@ -117,8 +119,9 @@ struct OperatorEntry {
 /// The manager actor.
 pub struct OperatorManager {
     store: Store,
-    client: async_nats::Client,
     js: jetstream::Context,
+    /// How runtimes reach their components.
+    transport: ComponentTransport,
     timings: RuntimeTimings,
     operators: BTreeMap<String, OperatorEntry>,
     secrets: BTreeMap<String, Stored>,
@@ -129,13 +132,25 @@ pub struct OperatorManager {
 
 impl OperatorManager {
     /// Reads every record from the store; the actor tree is rebuilt from them when started.
+    /// Runtimes reach their components through NATS.
     pub async fn restore(
         store: Store,
         client: async_nats::Client,
         timings: RuntimeTimings,
     ) -> Result<Self, StoreError> {
+        let js = jetstream::new(client.clone());
+        Self::load(store, js, ComponentTransport::Nats(client), timings).await
+    }
+
+    /// [`restore`](Self::restore) with the runtimes' transport given (the actors' tests).
+    pub async fn load(
+        store: Store,
+        js: jetstream::Context,
+        transport: ComponentTransport,
+        timings: RuntimeTimings,
+    ) -> Result<Self, StoreError> {
         // The history is for people: an orchestrator that cannot keep it still runs.
-        if let Err(e) = crate::history::History::new(jetstream::new(client.clone()))
+        if let Err(e) = crate::history::History::new(js.clone())
             .ensure(store.replicas())
             .await
         {
@@ -151,9 +166,9 @@ impl OperatorManager {
             "state read from store"
         );
         Ok(Self {
-            js: jetstream::new(client.clone()),
+            js,
+            transport,
             store,
-            client,
             timings,
             operators: BTreeMap::new(),
             secrets: secrets.into_iter().map(|s| (s.key.clone(), s)).collect(),
@@ -170,7 +185,13 @@ impl OperatorManager {
     }
 
     fn start_runtime(&self, plan: OperatorPlan) -> Addr<OperatorRuntime> {
-        OperatorRuntime::new(plan, self.store.clone(), self.client.clone(), self.timings).start()
+        OperatorRuntime::new(
+            plan,
+            self.store.clone(),
+            self.transport.clone(),
+            self.timings,
+        )
+        .start()
     }
 
     /// Every secret reference of an operator must name an existing secret and its keys.

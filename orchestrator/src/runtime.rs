@@ -1,6 +1,6 @@
 //! `OperatorRuntime`: one actor per applied operator. It owns the operator's compiled plan (its
 //! resource types, their JSON Schemas and subjects), the entity actors of its resources and its
-//! NATS bridge; it validates every resource applied to it before an entity sees it. It also
+//! link to the components (a NATS bridge, see `bridge::ComponentTransport`); it validates every resource applied to it before an entity sees it. It also
 //! probes the operator's components (a query every [`PROBE_INTERVAL`] while it has resources)
 //! and tells its entities when no replica has answered for [`ANSWER_BOUND`], and when one does
 //! again, so an idle resource whose component died does not look fresh.
@@ -10,6 +10,9 @@
 //! as the stored JSON bytes until the next message for it wakes it. The runtime counts the
 //! messages it routes to each awake entity, and takes the record only when none was routed after
 //! its `Passivate` (the mailbox is first in, first out, so the entity handled all before it).
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -22,7 +25,9 @@ use operator_contract::subject::TypeSubjects;
 use operator_contract::{EntityKey, Envelope, EnvelopeKind, Manifest, Operation};
 use tracing::{debug, info, warn};
 
-use crate::bridge::{NatsBridge, RemoveStreams, SendQuery, StatusReported, StreamPlan};
+use crate::bridge::{
+    ComponentLink, ComponentTransport, RemoveStreams, SendQuery, StatusReported, StreamPlan,
+};
 use crate::entity::{
     follow_liveness, ApplySpec, ComponentLiveness, EntityContext, EntityGone, Gauged, GetView,
     MaySleep, Passivate, RequestDelete, ResourceEntity, Sleep, ANSWER_BOUND,
@@ -261,17 +266,18 @@ impl SleepingRecord {
 pub struct OperatorRuntime {
     plan: OperatorPlan,
     store: Store,
-    client: async_nats::Client,
+    transport: ComponentTransport,
     timings: RuntimeTimings,
-    bridge: Option<Addr<NatsBridge>>,
+    /// Where commands and queries go (set when started).
+    link: Option<ComponentLink>,
     entities: HashMap<EntityKey, Slot>,
     /// Resource types and gauge label sets, held once for all the slots that share them.
     type_names: HashSet<Arc<str>>,
     gauge_sets: HashSet<Arc<Gauged>>,
     /// What the entities of each resource type share, made with the first of them.
     contexts: HashMap<String, Arc<EntityContext>>,
-    /// One handle on the history stream for all its entities.
-    history: Option<crate::history::History>,
+    /// Where all its entities keep their history (set when started).
+    history: Option<crate::history::HistoryWriter>,
     liveness: Liveness,
     /// Its own address, for the entities' contexts (set when started).
     address: Option<Addr<OperatorRuntime>>,
@@ -281,15 +287,15 @@ impl OperatorRuntime {
     pub fn new(
         plan: OperatorPlan,
         store: Store,
-        client: async_nats::Client,
+        transport: ComponentTransport,
         timings: RuntimeTimings,
     ) -> Self {
         Self {
             plan,
             store,
-            client,
+            transport,
             timings,
-            bridge: None,
+            link: None,
             entities: HashMap::new(),
             type_names: HashSet::new(),
             gauge_sets: HashSet::new(),
@@ -481,12 +487,12 @@ impl OperatorRuntime {
         let shared = match self.contexts.get(resource_type) {
             Some(shared) => shared.clone(),
             None => {
-                let (subjects, bridge, history) = match (
+                let (subjects, link, history) = match (
                     self.plan.types.get(resource_type),
-                    &self.bridge,
+                    &self.link,
                     &self.history,
                 ) {
-                    (Some(t), Some(b), Some(h)) => (t.subjects.clone(), b.clone(), h.clone()),
+                    (Some(t), Some(l), Some(h)) => (t.subjects.clone(), l.clone(), h.clone()),
                     _ => {
                         return Err(ControlError::Internal(format!(
                             "operator {} cannot host type {resource_type}",
@@ -504,7 +510,7 @@ impl OperatorRuntime {
                     operator: self.plan.name.clone(),
                     subjects,
                     store: self.store.clone(),
-                    bridge,
+                    link,
                     runtime: runtime.clone().recipient(),
                     sleep_requests: runtime.recipient(),
                     idle_after: self.timings.entity_idle,
@@ -524,16 +530,13 @@ impl Actor for OperatorRuntime {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.address = Some(ctx.address());
-        let bridge = NatsBridge::new(
-            self.plan.streams.clone(),
-            self.client.clone(),
+        let (link, history) = self.transport.connect(
+            &self.plan.streams,
             ctx.address().recipient(),
             self.timings.query_timeout,
         );
-        self.bridge = Some(bridge.start());
-        self.history = Some(crate::history::History::new(async_nats::jetstream::new(
-            self.client.clone(),
-        )));
+        self.link = Some(link);
+        self.history = Some(history);
         ctx.run_interval(PROBE_INTERVAL, |_, ctx| ctx.notify(ProbeTick));
         info!(operator = %self.plan.name, types = self.plan.types.len(), "operator runtime started");
     }
@@ -567,8 +570,7 @@ impl Handler<ProbeTick> for OperatorRuntime {
             self.liveness.last_answer = chrono::Utc::now();
             return;
         };
-        let (Some(bridge), Some(plan)) = (&self.bridge, self.plan.types.get(&**resource_type))
-        else {
+        let (Some(link), Some(plan)) = (&self.link, self.plan.types.get(&**resource_type)) else {
             return;
         };
         let probe = Envelope::new(
@@ -580,7 +582,7 @@ impl Handler<ProbeTick> for OperatorRuntime {
             0,
             serde_json::json!({}),
         );
-        let ask = bridge.send(SendQuery {
+        let ask = link.queries.send(SendQuery {
             subject: plan.subjects.query_subject.clone(),
             envelope: probe,
             parent: tracing::Span::none(),
@@ -865,12 +867,12 @@ impl Handler<Shutdown> for OperatorRuntime {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
-        let bridge = self.bridge.take();
+        let link = self.link.take();
         let plan = self.plan.streams.clone();
         Box::pin(
             async move {
-                if let Some(bridge) = bridge {
-                    let _ = bridge.send(RemoveStreams { plan }).await;
+                if let Some(link) = link {
+                    let _ = link.streams.send(RemoveStreams { plan }).await;
                 }
             }
             .into_actor(self)

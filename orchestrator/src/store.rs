@@ -1,16 +1,22 @@
-//! The orchestrator's durable state: one JetStream KV bucket each for operators, resources and
-//! secrets. Writes are compare-and-set on the revision the writer last saw, so a stale writer
-//! cannot overwrite a newer record. Secret records are stored sealed (`secret_keys`), never as
-//! plaintext.
+//! The orchestrator's durable state: three buckets of records, for operators, resources and
+//! secrets, behind [`RecordStore`]. The daemon keeps them in JetStream KV ([`JetStreamStore`]);
+//! the actors' tests keep them in memory ([`MemoryStore`]).
 //!
-//! With replicas (`ORCHESTRATOR_REPLICA_NAME`), only the leader writes, and its writes are
-//! fenced instead ([`Store::lead`]): it writes the fence key of each bucket when it takes the
-//! lead, and JetStream refuses every later write of its term once a successor has written its
-//! own fence, so a deposed leader (paused, cut off) changes nothing.
+//! In JetStream, writes are compare-and-set on the revision the writer last saw, so a stale
+//! writer cannot overwrite a newer record. Secret records are stored sealed (`secret_keys`),
+//! never as plaintext. With replicas (`ORCHESTRATOR_REPLICA_NAME`), only the leader writes, and
+//! its writes are fenced instead ([`JetStreamStore::lead`]): it writes the fence key of each
+//! bucket when it takes the lead, and JetStream refuses every later write of its term once a
+//! successor has written its own fence, so a deposed leader (paused, cut off) changes nothing.
+
+mod memory;
+
+pub use memory::MemoryStore;
 
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
+use async_trait::async_trait;
 use futures::StreamExt;
 use operator_contract::election::FENCE_KEY;
 use operator_election::{
@@ -67,7 +73,7 @@ pub enum StoreError {
 }
 
 /// Which bucket a record lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bucket {
     Operators,
     Resources,
@@ -75,7 +81,7 @@ pub enum Bucket {
 }
 
 impl Bucket {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Operators => OPERATORS_BUCKET,
             Self::Resources => RESOURCES_BUCKET,
@@ -92,10 +98,42 @@ pub struct Stored {
     pub revision: u64,
 }
 
-/// Handles to the three buckets; a clone is one reference count, so every entity can hold
-/// one (a bucket handle carries its stream's whole info and a JetStream context: kilobytes).
+/// Where the records live. Every write names the revision its writer last saw (a create, that
+/// the key is new), so a stale writer is refused rather than obeyed.
+#[async_trait]
+pub trait RecordStore: Send + Sync {
+    /// The replication factor of everything the orchestrator creates in JetStream.
+    fn replicas(&self) -> usize;
+
+    /// Every record in a bucket.
+    async fn load_all(&self, bucket: Bucket) -> Result<Vec<Stored>, StoreError>;
+
+    /// The record stored under `key`, if any.
+    async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<Stored>, StoreError>;
+
+    /// Stores a record under a key that must not exist yet; returns its revision.
+    async fn create(&self, bucket: Bucket, key: &str, record: &Record) -> Result<u64, StoreError>;
+
+    /// Replaces a record if it is still at `revision`; returns the new revision.
+    async fn update(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        record: &Record,
+        revision: u64,
+    ) -> Result<u64, StoreError>;
+
+    /// Removes a record if it is still at `revision`.
+    async fn delete(&self, bucket: Bucket, key: &str, revision: u64) -> Result<(), StoreError>;
+}
+
+/// The store every actor holds: a clone is one reference count.
+pub type Store = Arc<dyn RecordStore>;
+
+/// Handles to the three JetStream buckets, shared by every clone (a bucket handle carries its
+/// stream's whole info and a JetStream context: kilobytes).
 #[derive(Clone)]
-pub struct Store {
+pub struct JetStreamStore {
     shared: Arc<Buckets>,
 }
 
@@ -134,7 +172,7 @@ struct Decoded {
     stale: bool,
 }
 
-impl Store {
+impl JetStreamStore {
     /// Opens the buckets, creating any that is missing; secret records are sealed with `keyring`.
     pub async fn open(
         js: &jetstream::Context,
@@ -207,11 +245,6 @@ impl Store {
             .map_err(|e| fence_error(bucket, key, e))
     }
 
-    /// The replication factor of everything the orchestrator creates in JetStream.
-    pub fn replicas(&self) -> usize {
-        self.shared.replicas
-    }
-
     fn kv(&self, bucket: Bucket) -> &kv::Store {
         match bucket {
             Bucket::Operators => &self.shared.operators,
@@ -219,10 +252,17 @@ impl Store {
             Bucket::Secrets => &self.shared.secrets,
         }
     }
+}
+
+#[async_trait]
+impl RecordStore for JetStreamStore {
+    fn replicas(&self) -> usize {
+        self.shared.replicas
+    }
 
     /// Every record in a bucket, read in one pass over the bucket's stream. Secret records sealed
     /// with an older key (or stored before sealing) are sealed again with the current one.
-    pub async fn load_all(&self, bucket: Bucket) -> Result<Vec<Stored>, StoreError> {
+    async fn load_all(&self, bucket: Bucket) -> Result<Vec<Stored>, StoreError> {
         let kv = self.kv(bucket);
         let fail = |operation, reason: String| StoreError::Failed {
             operation,
@@ -281,7 +321,7 @@ impl Store {
     }
 
     /// The record stored under `key`, if any (read through the stream leader once replicated).
-    pub async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<Stored>, StoreError> {
+    async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<Stored>, StoreError> {
         let entry = self
             .kv(bucket)
             .entry(key)
@@ -303,13 +343,7 @@ impl Store {
         }))
     }
 
-    /// Stores a record under a key that must not exist yet.
-    pub async fn create(
-        &self,
-        bucket: Bucket,
-        key: &str,
-        record: &Record,
-    ) -> Result<u64, StoreError> {
+    async fn create(&self, bucket: Bucket, key: &str, record: &Record) -> Result<u64, StoreError> {
         let value = self.encode(bucket, key, record)?;
         if let Some(leading) = &self.shared.leading {
             // The leader alone writes, and its copy says the key is new.
@@ -334,8 +368,7 @@ impl Store {
             })
     }
 
-    /// Replaces a record if it is still at `revision`; returns the new revision.
-    pub async fn update(
+    async fn update(
         &self,
         bucket: Bucket,
         key: &str,
@@ -366,8 +399,7 @@ impl Store {
             })
     }
 
-    /// Removes a record if it is still at `revision`.
-    pub async fn delete(&self, bucket: Bucket, key: &str, revision: u64) -> Result<(), StoreError> {
+    async fn delete(&self, bucket: Bucket, key: &str, revision: u64) -> Result<(), StoreError> {
         if let Some(leading) = &self.shared.leading {
             return self
                 .fenced(leading, bucket, key, FencedOperation::Purge)
@@ -422,7 +454,7 @@ fn fence_error(bucket: Bucket, key: &str, error: FencedWriteError) -> StoreError
     }
 }
 
-impl Store {
+impl JetStreamStore {
     /// The bytes stored for `record`: its JSON, sealed in the secrets bucket.
     fn encode(&self, bucket: Bucket, key: &str, record: &Record) -> Result<Vec<u8>, StoreError> {
         let failed = |e: serde_json::Error| StoreError::Failed {

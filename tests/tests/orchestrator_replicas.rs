@@ -257,7 +257,7 @@ async fn jetstream_refuses_the_store_writes_of_a_leader_once_a_successor_fenced_
     use operator_election::{Fence, FenceState};
     use operator_orchestrator::records::Record;
     use operator_orchestrator::secret_keys::SecretKeyring;
-    use operator_orchestrator::store::{Bucket, Store, StoreError};
+    use operator_orchestrator::store::{Bucket, JetStreamStore, RecordStore, StoreError};
 
     let nats = NatsServer::start()?;
     let js = async_nats::jetstream::new(nats.client().await?);
@@ -275,7 +275,7 @@ async fn jetstream_refuses_the_store_writes_of_a_leader_once_a_successor_fenced_
         operator_contract::Manifest::parse_one(&TestSystem::job("x", spec)).expect("a manifest")
     };
     let (_lease_1, fence_1) = leading(1);
-    let first = Store::open(&js, keyring()?, 1)
+    let first = JetStreamStore::open(&js, keyring()?, 1)
         .await?
         .lead(js.clone(), 1, "first", fence_1)
         .await?;
@@ -283,7 +283,7 @@ async fn jetstream_refuses_the_store_writes_of_a_leader_once_a_successor_fenced_
     let revision = first.create(Bucket::Resources, "public.x", &record).await?;
 
     let (_lease_2, fence_2) = leading(2);
-    let second = Store::open(&js, keyring()?, 1)
+    let second = JetStreamStore::open(&js, keyring()?, 1)
         .await?
         .lead(js.clone(), 2, "second", fence_2)
         .await?;
@@ -314,7 +314,7 @@ async fn jetstream_refuses_the_store_writes_of_a_leader_once_a_successor_fenced_
 
     // A leader of an older term cannot fence the store back.
     let (_lease_old, fence_old) = leading(1);
-    let late = Store::open(&js, keyring()?, 1)
+    let late = JetStreamStore::open(&js, keyring()?, 1)
         .await?
         .lead(js.clone(), 1, "late", fence_old)
         .await;
@@ -325,7 +325,7 @@ async fn jetstream_refuses_the_store_writes_of_a_leader_once_a_successor_fenced_
     );
     // Nor write once its own lease has lapsed, even before any successor.
     let (lapsing, fence_3) = leading(3);
-    let third = Store::open(&js, keyring()?, 1)
+    let third = JetStreamStore::open(&js, keyring()?, 1)
         .await?
         .lead(js.clone(), 3, "third", fence_3)
         .await?;

@@ -7,6 +7,9 @@
 //! so a replicated stream of ours has `allow_direct` off: gets then go through the stream
 //! leader's message API. Compare-and-set writes always go through the stream leader.
 
+#[cfg(feature = "test-server")]
+pub mod test_server;
+
 use async_nats::jetstream::{self, stream};
 use async_nats::ServerAddr;
 use tracing::{info, warn};

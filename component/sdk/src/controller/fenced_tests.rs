@@ -2,12 +2,11 @@
 //! fence another leader has overwritten: no command may be acknowledged on the strength of a
 //! write JetStream refused.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::Addr;
 use operator_contract::Operation;
+use operator_nats_cluster::test_server::TestNatsServer;
 use tokio::sync::oneshot;
 
 use super::messages::ApplyCommand;
@@ -17,62 +16,6 @@ use crate::election::{Fence, FenceState};
 use crate::handler::CommandOutcome;
 use crate::prelude::*;
 use crate::store::{write_fence, EntityStore, KvStore, WriteFence};
-
-/// A nats-server with JetStream on a port it chose itself, read back from its ports file.
-struct NatsServer {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl NatsServer {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
-        let child = Command::new(&bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
-            .arg(dir.path())
-            .arg("--ports_file_dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin} (install nats-server >= 2.11): {e}"));
-        let ports = dir.path().join(format!("nats-server_{}.ports", child.id()));
-        let url = read_client_url(&ports, Duration::from_secs(10));
-        Self {
-            child,
-            url,
-            _dir: dir,
-        }
-    }
-}
-
-fn read_client_url(ports: &PathBuf, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(ports) {
-            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
-                if let Some(url) = value["nats"][0].as_str() {
-                    return url.to_string();
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no ports file {}",
-            ports.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn send(addr: &Addr<ControllerActor>, generation: u64) -> (CommandOutcome, bool) {
     let (reply, applied) = oneshot::channel();
@@ -88,10 +31,8 @@ async fn send(addr: &Addr<ControllerActor>, generation: u64) -> (CommandOutcome,
 
 #[actix::test]
 async fn a_command_redelivered_after_its_write_was_refused_is_not_acknowledged_as_stale() {
-    let nats = NatsServer::start();
-    let client = async_nats::connect(nats.url.as_str())
-        .await
-        .expect("connected");
+    let nats = TestNatsServer::start();
+    let client = async_nats::connect(nats.url()).await.expect("connected");
     let js = async_nats::jetstream::new(client);
 
     // A leader of term 5, its fence written, its copy caught up.
