@@ -166,7 +166,7 @@ pub fn status_event(
     StatusReported {
         envelope: Envelope::new(
             EnvelopeKind::Event,
-            Operation::Update,
+            Operation::Status,
             &command.operator,
             &command.resource_type,
             command.key.clone(),

@@ -179,7 +179,7 @@ impl NatsCluster {
 
     fn start_at(r: u8, n: usize) -> anyhow::Result<Self> {
         let mut network = Network::create(r)?;
-        let logs = tempfile::tempdir()?;
+        let logs = crate::process::log_dir()?;
         let ips: Vec<String> = (1..=n).map(|i| format!("10.251.{r}.{i}")).collect();
         let routes = ips
             .iter()

@@ -176,6 +176,19 @@ pub fn read_ports_file(dir: &Path, child: &mut Child) -> anyhow::Result<u16> {
     }
 }
 
+/// A directory for processes' logs, removed with the process, or kept (and named on stderr)
+/// when `OPERATOR_TESTS_KEEP_LOGS` is set: to read what happened in a slow or failed run.
+pub fn log_dir() -> anyhow::Result<tempfile::TempDir> {
+    let mut dir = tempfile::Builder::new()
+        .prefix("operator-logs-")
+        .tempdir()?;
+    if std::env::var_os("OPERATOR_TESTS_KEEP_LOGS").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("logs kept in {}", dir.path().display());
+    }
+    Ok(dir)
+}
+
 /// Where a process's output goes: a log file kept beside the test's temporary files.
 fn log_file(dir: &Path, name: &str) -> anyhow::Result<(Stdio, PathBuf)> {
     let path = dir.join(format!("{name}.log"));
@@ -258,7 +271,7 @@ impl OrchestratorProcess {
             child: None,
             port: 0,
             nats_url: nats_url.to_string(),
-            logs: tempfile::tempdir()?,
+            logs: log_dir()?,
             extra_env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -469,7 +482,7 @@ impl ComponentProcess {
             binary: binary.to_string(),
             args: args.iter().map(|a| a.to_string()).collect(),
             env: all,
-            logs: tempfile::tempdir()?,
+            logs: log_dir()?,
         };
         component.spawn()?;
         Ok(component)

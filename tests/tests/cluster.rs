@@ -10,6 +10,8 @@ use async_nats::jetstream;
 use futures::TryStreamExt;
 use operator_tests::*;
 
+mod fencing;
+
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A cluster, the orchestrator on it, the jobs platform and the demo component.
@@ -353,4 +355,13 @@ async fn a_bad_entry_in_the_nats_url_list_is_named() -> anyhow::Result<()> {
         "{text}"
     );
     Ok(())
+}
+
+#[tokio::test]
+async fn jetstream_refuses_the_store_writes_of_a_deposed_leader_on_replicated_buckets(
+) -> anyhow::Result<()> {
+    let cluster = NatsCluster::start(3)?;
+    let client = cluster.client().await?;
+    cluster.wait_ready(&client, WAIT).await?;
+    fencing::check_store_fencing(&jetstream::new(client), 3).await
 }

@@ -9,6 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use operator_tests::platform::Platform;
 use operator_tests::*;
 
+mod fencing;
+
 const WAIT: Duration = Duration::from_secs(30);
 const LEASE_TTL_MS: u64 = 2000;
 
@@ -254,86 +256,7 @@ async fn a_leader_paused_past_its_lease_writes_nothing_and_exits() -> anyhow::Re
 #[tokio::test]
 async fn jetstream_refuses_the_store_writes_of_a_leader_once_a_successor_fenced_the_store(
 ) -> anyhow::Result<()> {
-    use operator_election::{Fence, FenceState};
-    use operator_orchestrator::records::Record;
-    use operator_orchestrator::secret_keys::SecretKeyring;
-    use operator_orchestrator::store::{Bucket, JetStreamStore, RecordStore, StoreError};
-
     let nats = NatsServer::start()?;
     let js = async_nats::jetstream::new(nats.client().await?);
-    let keys = tempfile::tempdir()?;
-    let keyring = || SecretKeyring::from_file(&keys.path().join("secret-keys"));
-    let leading = |term| {
-        let (state, fence) = Fence::channel();
-        let _ = state.send(FenceState::Leading {
-            term,
-            valid_until: tokio::time::Instant::now() + WAIT,
-        });
-        (state, fence)
-    };
-    let manifest = |spec: &str| {
-        operator_contract::Manifest::parse_one(&TestSystem::job("x", spec)).expect("a manifest")
-    };
-    let (_lease_1, fence_1) = leading(1);
-    let first = JetStreamStore::open(&js, keyring()?, 1)
-        .await?
-        .lead(js.clone(), 1, "first", fence_1)
-        .await?;
-    let record = Record::new(manifest("{durationMs: 1}"), Some("public".into()));
-    let revision = first.create(Bucket::Resources, "public.x", &record).await?;
-
-    let (_lease_2, fence_2) = leading(2);
-    let second = JetStreamStore::open(&js, keyring()?, 1)
-        .await?
-        .lead(js.clone(), 2, "second", fence_2)
-        .await?;
-    let stale = Record::new(manifest("{durationMs: 2}"), Some("public".into()));
-    let refused = first
-        .update(Bucket::Resources, "public.x", &stale, revision)
-        .await;
-    assert!(
-        matches!(refused, Err(StoreError::Fenced { .. })),
-        "the deposed leader's write: {refused:?}"
-    );
-    let refused = first.delete(Bucket::Resources, "public.x", revision).await;
-    assert!(
-        matches!(refused, Err(StoreError::Fenced { .. })),
-        "{refused:?}"
-    );
-    let stored = second
-        .get(Bucket::Resources, "public.x")
-        .await?
-        .expect("kept");
-    assert_eq!(
-        stored.record.manifest, record.manifest,
-        "the first leader's record stands"
-    );
-    second
-        .update(Bucket::Resources, "public.x", &stale, stored.revision)
-        .await?;
-
-    // A leader of an older term cannot fence the store back.
-    let (_lease_old, fence_old) = leading(1);
-    let late = JetStreamStore::open(&js, keyring()?, 1)
-        .await?
-        .lead(js.clone(), 1, "late", fence_old)
-        .await;
-    assert!(
-        matches!(late, Err(StoreError::Fenced { .. })),
-        "{:?}",
-        late.err()
-    );
-    // Nor write once its own lease has lapsed, even before any successor.
-    let (lapsing, fence_3) = leading(3);
-    let third = JetStreamStore::open(&js, keyring()?, 1)
-        .await?
-        .lead(js.clone(), 3, "third", fence_3)
-        .await?;
-    lapsing.send(FenceState::Following)?;
-    let refused = third.create(Bucket::Resources, "public.y", &record).await;
-    assert!(
-        matches!(refused, Err(StoreError::Fenced { .. })),
-        "{refused:?}"
-    );
-    Ok(())
+    fencing::check_store_fencing(&js, 1).await
 }

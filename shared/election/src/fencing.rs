@@ -3,7 +3,9 @@
 //! ([`fenced_write`]): JetStream refuses the write once a later leader has written the fence,
 //! so a deposed leader (paused, partitioned, slow) cannot overwrite its successor's state.
 
-use async_nats::jetstream::context::PublishErrorKind;
+use std::time::Duration;
+
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, kv};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -111,8 +113,22 @@ pub async fn write_fence(
     }
 }
 
+/// How long a fenced write waits, at most, for the other writes checked against the same fence
+/// to leave a replicated stream's leader (see [`fenced_write`]).
+const CONTENDED_FOR_AT_MOST: Duration = Duration::from_secs(5);
+/// The first pause before a contended write is sent again; it doubles up to the next.
+const CONTENDED_FIRST_PAUSE: Duration = Duration::from_millis(1);
+const CONTENDED_LONGEST_PAUSE: Duration = Duration::from_millis(50);
+
 /// Writes `operation` under `key` of `kv`, accepted by JetStream only while the bucket's fence
 /// key is still at `fence.sequence`. Returns the write's sequence (the key's new revision).
+///
+/// A replicated stream's leader checks an expected last subject sequence for one message at a
+/// time per subject checked: while one write checked against the fence is being replicated,
+/// another is refused with error 10164 ("wrong last sequence", without a number), though the
+/// fence has not moved. Every fenced write of a bucket is checked against the same fence key, so
+/// concurrent ones contend: such a write is sent again after a short pause, for at most
+/// [`CONTENDED_FOR_AT_MOST`]. A moved fence is answered with 10071 and a number, and refused.
 pub async fn fenced_write(
     js: &jetstream::Context,
     kv: &kv::Store,
@@ -120,6 +136,36 @@ pub async fn fenced_write(
     operation: FencedOperation,
     fence: WriteFence,
 ) -> Result<u64, FencedWriteError> {
+    let deadline = tokio::time::Instant::now() + CONTENDED_FOR_AT_MOST;
+    let mut pause = CONTENDED_FIRST_PAUSE;
+    loop {
+        let error = match publish_fenced(js, kv, key, &operation, fence).await {
+            Ok(sequence) => return Ok(sequence),
+            Err(error) => error,
+        };
+        if error.kind() == PublishErrorKind::WrongLastSequence {
+            return Err(FencedWriteError::Fenced {
+                reason: format!("a newer leader fenced the store ({error})"),
+            });
+        }
+        if !contended(&error) || tokio::time::Instant::now() + pause > deadline {
+            return Err(FencedWriteError::Unavailable {
+                reason: error.to_string(),
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(CONTENDED_LONGEST_PAUSE);
+    }
+}
+
+/// One attempt of [`fenced_write`].
+async fn publish_fenced(
+    js: &jetstream::Context,
+    kv: &kv::Store,
+    key: &str,
+    operation: &FencedOperation,
+    fence: WriteFence,
+) -> Result<u64, PublishError> {
     let prefix = kv.put_prefix.as_deref().unwrap_or(&kv.prefix);
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -132,7 +178,7 @@ pub async fn fenced_write(
     );
     headers.insert(TERM_HEADER, fence.term.to_string().as_str());
     let payload = match operation {
-        FencedOperation::Put(value) => value,
+        FencedOperation::Put(value) => value.clone(),
         FencedOperation::Delete => {
             headers.insert(KV_OPERATION_HEADER, KV_OPERATION_DELETE);
             Bytes::new()
@@ -143,22 +189,18 @@ pub async fn fenced_write(
             Bytes::new()
         }
     };
-    let published = js
+    let ack = js
         .publish_with_headers(kv_subject(prefix, key), headers, payload)
-        .await;
-    let acked = match published {
-        Ok(ack) => ack.await,
-        Err(e) => Err(e),
-    };
-    match acked {
-        Ok(ack) => Ok(ack.sequence),
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-            Err(FencedWriteError::Fenced {
-                reason: format!("a newer leader fenced the store ({e})"),
-            })
-        }
-        Err(e) => Err(FencedWriteError::Unavailable {
-            reason: e.to_string(),
-        }),
-    }
+        .await?;
+    Ok(ack.await?.sequence)
+}
+
+/// True for error 10164: the check against the fence could not be made while another write
+/// checked against it was in flight (the client reports it only as `Other`).
+fn contended(error: &PublishError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| {
+            e.error_code() == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+        })
 }
