@@ -305,13 +305,28 @@ async fn consume_events(
         match attach.await {
             Ok(messages) => {
                 take_over = false;
+                // Read until the stream can deliver nothing more, then attach again: a consumer
+                // just replaced on a cluster answers no responders until it has a leader.
                 messages
+                    .take_while(|message| {
+                        let go_on = match message {
+                            Err(e) if operator_nats_cluster::must_reattach(e) => {
+                                warn!(error = %e, "event stream ended; attaching again");
+                                false
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "event stream error");
+                                true
+                            }
+                            Ok(_) => true,
+                        };
+                        futures::future::ready(go_on)
+                    })
                     .for_each_concurrent(EVENTS_IN_FLIGHT, |message| {
                         let events = events.clone();
                         async move {
-                            match message {
-                                Ok(message) => apply_event(message, &events).await,
-                                Err(e) => warn!(error = %e, "event stream error"),
+                            if let Ok(message) = message {
+                                apply_event(message, &events).await;
                             }
                         }
                     })

@@ -123,6 +123,23 @@ pub fn replicas_for(
     Ok(replicas)
 }
 
+/// True when a pull consumer's message stream will deliver nothing more until it is attached
+/// again: its consumer is gone or has no leader yet (just made, or its node died), a request was
+/// refused, or its heartbeats stopped. A new replicated consumer answers its first pulls with no
+/// responders until it has elected a leader; left alone, the client waits for two missed
+/// heartbeats (30 s) before pulling again.
+pub fn must_reattach(error: &jetstream::consumer::pull::MessagesError) -> bool {
+    use jetstream::consumer::pull::MessagesErrorKind;
+    matches!(
+        error.kind(),
+        MessagesErrorKind::ConsumerDeleted
+            | MessagesErrorKind::NoResponders
+            | MessagesErrorKind::RequestLimitExceeded
+            | MessagesErrorKind::PushBasedConsumer
+            | MessagesErrorKind::MissingHeartbeat
+    )
+}
+
 /// The settings a stream of ours gets for `replicas`: leader-consistent gets once replicated.
 pub fn apply_replication(config: &mut stream::Config, replicas: usize) {
     config.num_replicas = replicas;

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use actix::Addr;
-use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
+use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::stream::RetentionPolicy;
 use async_nats::jetstream::{self, AckKind};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -193,15 +193,8 @@ async fn consume_commands(
                         in_flight.push(hand_over(message, &controller, &metrics));
                     }
                     Some(Err(e)) => {
-                        let fatal = matches!(
-                            e.kind(),
-                            MessagesErrorKind::ConsumerDeleted
-                                | MessagesErrorKind::NoResponders
-                                | MessagesErrorKind::RequestLimitExceeded
-                                | MessagesErrorKind::PushBasedConsumer
-                        );
                         warn!(stream = %stream, consumer = %name, error = %e, "command stream error");
-                        if fatal {
+                        if operator_nats_cluster::must_reattach(&e) {
                             tokio::time::sleep(REATTACH_DELAY).await;
                             continue 'attach;
                         }
