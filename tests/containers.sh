@@ -26,8 +26,13 @@ fi
 
 say() { echo "[containers] $*" >&2; }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# The host port Docker published for a service's container port (the compose files publish on
+# any free port when the port variable is empty, so no port is picked here and bound later).
+published_port() { # service container-port
+  local address
+  address=$(compose port "$1" "$2") || return 1
+  [ -n "$address" ] || return 1
+  echo "${address##*:}"
 }
 
 # --- the steps, run bounded in time by the outer part below -----------------------------------
@@ -113,6 +118,10 @@ if [ "${1:-}" = "--cluster-steps" ]; then
   started=$SECONDS
   say "cluster: compose up (project $PROJECT)"
   compose up -d
+  OPERATOR_API_PORT=$(published_port orchestrator-1 7700)
+  OPERATOR_API_PORT_2=$(published_port orchestrator-2 7700)
+  ADF_STANDIN_PORT=$(published_port adf-standin 7800)
+  say "ports: orchestrator-1 $OPERATOR_API_PORT, orchestrator-2 $OPERATOR_API_PORT_2, stand-in $ADF_STANDIN_PORT"
   export OPCTL_SERVER="http://127.0.0.1:$OPERATOR_API_PORT,http://127.0.0.1:$OPERATOR_API_PORT_2"
   admin_key() { compose exec -T orchestrator-1 cat /var/lib/orchestrator/admin.apikey 2>/dev/null; }
   wait_until 120 "orchestrator-1 has made the admin's key" admin_key
@@ -170,6 +179,9 @@ if [ "${1:-}" = "--steps" ]; then
   fi
   say "images ready after $((SECONDS - started))s; compose up (project $PROJECT)"
   compose up -d
+  OPERATOR_API_PORT=$(published_port orchestrator 7700)
+  ADF_STANDIN_PORT=$(published_port adf-standin 7800)
+  say "ports: orchestrator $OPERATOR_API_PORT, stand-in $ADF_STANDIN_PORT"
   export OPCTL_SERVER="http://127.0.0.1:$OPERATOR_API_PORT"
   admin_key() { compose exec -T orchestrator cat /var/lib/orchestrator/admin.apikey 2>/dev/null; }
   wait_until 90 "the orchestrator has made the admin's key" admin_key
@@ -221,9 +233,8 @@ fi
 export PROJECT=opr-e2e-$$
 export COMPOSE_PROJECT_NAME=$PROJECT
 export OPERATOR_NETWORK=$PROJECT-net OPERATOR_PREFIX=$PROJECT
-export OPERATOR_API_PORT=${OPERATOR_API_PORT:-$(free_port)}
-export OPERATOR_API_PORT_2=${OPERATOR_API_PORT_2:-$(free_port)}
-export ADF_STANDIN_PORT=${ADF_STANDIN_PORT:-$(free_port)}
+# Empty: Docker publishes each on a free host port, read back after `compose up`.
+export OPERATOR_API_PORT="" OPERATOR_API_PORT_2="" ADF_STANDIN_PORT=""
 export ADF_STANDIN_RUN_MS=${ADF_STANDIN_RUN_MS:-2000}
 export WORK
 WORK=$(mktemp -d)
