@@ -182,7 +182,7 @@ pub fn log_dir() -> anyhow::Result<tempfile::TempDir> {
     let mut dir = tempfile::Builder::new()
         .prefix("operator-logs-")
         .tempdir()?;
-    if std::env::var_os("OPERATOR_TESTS_KEEP_LOGS").is_some() {
+    if std::env::var_os("OPERATOR_TESTS_KEEP_LOGS").is_some_and(|v| !v.is_empty()) {
         dir.disable_cleanup(true);
         eprintln!("logs kept in {}", dir.path().display());
     }
