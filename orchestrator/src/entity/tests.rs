@@ -110,6 +110,18 @@ impl Fixture {
             .collect()
     }
 
+    /// An entity for job `name`, applied with an empty spec, and its create as sent.
+    async fn created(&self, name: &str) -> (Addr<ResourceEntity>, Envelope) {
+        let entity = self.start(name);
+        entity
+            .send(apply(job(name, "{}")))
+            .await
+            .expect("delivered")
+            .expect("applied");
+        let create = self.commands(1).await.remove(0);
+        (entity, create)
+    }
+
     /// The commands sent so far, once there are `count`.
     async fn commands(&self, count: usize) -> Vec<Envelope> {
         self.components
@@ -218,9 +230,7 @@ async fn a_command_jetstream_refused_is_sent_again_with_the_same_id() {
 #[actix::test]
 async fn a_status_is_stored_and_a_confirmed_command_is_not_kept() {
     let fixture = Fixture::awake();
-    let entity = fixture.start("a");
-    applied(&entity, "{}").await;
-    let command = fixture.commands(1).await.remove(0);
+    let (entity, command) = fixture.created("a").await;
     report(
         &entity,
         &command,
@@ -240,9 +250,7 @@ async fn a_status_is_stored_and_a_confirmed_command_is_not_kept() {
 #[actix::test]
 async fn a_status_older_than_the_one_held_changes_nothing() {
     let fixture = Fixture::awake();
-    let entity = fixture.start("a");
-    applied(&entity, "{}").await;
-    let command = fixture.commands(1).await.remove(0);
+    let (entity, command) = fixture.created("a").await;
     let older = status_event(
         &command,
         ResourceStatus::Active,
@@ -382,9 +390,7 @@ async fn details_are_asked_of_the_components_only_when_wanted() {
 #[actix::test]
 async fn a_settled_quiet_entity_offers_to_sleep_and_leaves_its_record_as_stored() {
     let fixture = Fixture::new(Duration::from_millis(20));
-    let entity = fixture.start("a");
-    applied(&entity, "{}").await;
-    let command = fixture.commands(1).await.remove(0);
+    let (entity, command) = fixture.created("a").await;
     let unsettled = entity.send(Passivate).await.expect("delivered");
     assert!(
         unsettled.is_none(),

@@ -89,6 +89,15 @@ impl Fixture {
             .expect("delivered")
     }
 
+    async fn list(&self, workspace: Option<&str>) -> Vec<RecordView> {
+        self.runtime
+            .send(ListResources {
+                workspace: workspace.map(str::to_string),
+            })
+            .await
+            .expect("delivered")
+    }
+
     async fn census(&self) -> (usize, usize) {
         self.runtime.send(Census).await.expect("delivered")
     }
@@ -183,21 +192,9 @@ async fn statuses_from_the_components_reach_the_resource_through_the_runtime() {
         (view.status.as_str(), view.runtime.as_deref()),
         ("active", Some("succeeded"))
     );
-    let list = fixture
-        .runtime
-        .send(ListResources {
-            workspace: Some("public".into()),
-        })
-        .await
-        .expect("delivered");
+    let list = fixture.list(Some("public")).await;
     assert_eq!(list.len(), 1);
-    let elsewhere = fixture
-        .runtime
-        .send(ListResources {
-            workspace: Some("sandbox".into()),
-        })
-        .await
-        .expect("delivered");
+    let elsewhere = fixture.list(Some("sandbox")).await;
     assert!(elsewhere.is_empty());
 }
 
@@ -209,11 +206,7 @@ async fn a_settled_resource_sleeps_is_read_asleep_and_wakes_for_a_change() {
 
     let view = fixture.find("a", false).await.expect("read asleep");
     assert_eq!(view.runtime.as_deref(), Some("succeeded"));
-    let list = fixture
-        .runtime
-        .send(ListResources { workspace: None })
-        .await
-        .expect("delivered");
+    let list = fixture.list(None).await;
     assert_eq!(list.len(), 1);
     assert_eq!(fixture.census().await, (0, 1), "reading does not wake it");
 

@@ -24,7 +24,7 @@ struct State {
     last_revision: u64,
     /// While set, every operation fails with this reason, as an unreachable server's would.
     unavailable: Option<String>,
-    /// Reads and writes, counted.
+    /// Writes that succeeded (creates, updates, deletes).
     writes: u64,
 }
 
