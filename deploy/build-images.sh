@@ -13,7 +13,9 @@
 #   DEBIAN_MIRROR   where debootstrap fetches from (default http://deb.debian.org/debian)
 #   IMAGE_TAG       the tag of the orchestrator, adf-operator, postgres-operator and adf-standin
 #                   images (latest)
-#   SKIP_CARGO_BUILD=1   use the release binaries already in target/release
+#   BINARY_PROFILE  release (default) or debug: which cargo build goes into the images (CI
+#                   puts in the debug binaries its tests already built, saving a release build)
+#   SKIP_CARGO_BUILD=1   use the binaries already in target/<profile>
 #
 # Images: operator-nats:2.15.1 (and :latest), operator-orchestrator, adf-operator,
 # postgres-operator and adf-standin (each :IMAGE_TAG). The seed's operator manifest runs
@@ -79,15 +81,21 @@ if [ "$BASE_IMAGE" = "$LOCAL_BASE" ]; then
   fi
 fi
 
+BINARY_PROFILE=${BINARY_PROFILE:-release}
+case "$BINARY_PROFILE" in
+  release) CARGO_PROFILE_FLAGS=(--release) ;;
+  debug) CARGO_PROFILE_FLAGS=() ;;
+  *) say "BINARY_PROFILE must be release or debug, not '$BINARY_PROFILE'"; exit 2 ;;
+esac
 if [ "${SKIP_CARGO_BUILD:-}" != 1 ]; then
-  say "building the release binaries"
-  cargo build --release --bins -p operator-orchestrator -p opctl -p adf-operator -p adf-standin -p demo-operator -p postgres-operator
+  say "building the $BINARY_PROFILE binaries"
+  cargo build "${CARGO_PROFILE_FLAGS[@]}" --bins -p operator-orchestrator -p opctl -p adf-operator -p adf-standin -p demo-operator -p postgres-operator
 fi
 
 rm -rf "$CONTEXT"
 mkdir -p "$CONTEXT/bin"
 for bin in orchestrator opctl adf-operator postgres-operator adf-standin; do
-  cp "target/release/$bin" "$CONTEXT/bin/$bin"
+  cp "target/$BINARY_PROFILE/$bin" "$CONTEXT/bin/$bin"
 done
 cp deploy/docker/nats.conf "$CONTEXT/nats.conf"
 stage_nats_server

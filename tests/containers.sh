@@ -12,11 +12,14 @@
 #
 # Bounded by CONTAINER_TEST_TIMEOUT_S (default 1500 s, image build included); whatever
 # happens, it removes what it started. Without a Docker engine it says so and exits 0.
-# SKIP_IMAGE_BUILD=1 uses the images as they are.
+# SKIP_IMAGE_BUILD=1 uses the images as they are; BINARY_PROFILE=debug puts the debug build in
+# them (deploy/build-images.sh), as CI does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 COMPOSE_FILE=${COMPOSE_FILE:-deploy/compose.yaml}
+# The opctl of the build the images carry (deploy/build-images.sh, BINARY_PROFILE).
+OPCTL_BIN=$PWD/target/${BINARY_PROFILE:-release}/opctl
 CLUSTER_COMPOSE_FILE=deploy/compose.cluster.yaml
 if docker compose version >/dev/null 2>&1; then
   COMPOSE=(docker compose)
@@ -62,7 +65,7 @@ if [ "${1:-}" = "--steps" ] || [ "${1:-}" = "--cluster-steps" ]; then
     say "ok: $what"
   }
   compose() { "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" "$@"; }
-  opctl() { target/release/opctl "$@"; }
+  opctl() { "$OPCTL_BIN" "$@"; }
   # A field of an opctl JSON answer, by a Python expression on `d`.
   field() { # expression opctl-args...
     local expression=$1; shift
@@ -141,7 +144,7 @@ if [ "${1:-}" = "--cluster-steps" ]; then
   wait_until 120 "orchestrator-1 leads" curl -fsS "http://127.0.0.1:$OPERATOR_API_PORT/readyz"
   wait_until 120 "orchestrator-2 follows" follower_answers
   check "a request to the follower is forwarded to the leader" \
-    target/release/opctl --server "http://127.0.0.1:$OPERATOR_API_PORT_2" get -t operator
+    "$OPCTL_BIN" --server "http://127.0.0.1:$OPERATOR_API_PORT_2" get -t operator
 
   check "the seed's secret is applied" opctl apply -f deploy/examples/adf-secret.yaml -w user-system
   check "the seed's operator is applied" opctl apply -f deploy/examples/adf-operator.yaml
@@ -211,9 +214,9 @@ if [ "${1:-}" = "--steps" ]; then
   check "Azure (the stand-in) ran pipeline-run-2 exactly once" [ "$(standin_runs LongCopyPipeline)" -eq 1 ]
   wait_until 120 "the killed replica is running again" running_replicas 3
   check "opctl logs shows each replica's output" bash -c \
-    "target/release/opctl logs -n adf-operator --tail 20 | grep -c '^==> adf-controller-[0-2] <==$' | grep -qx 3"
+    "$OPCTL_BIN logs -n adf-operator --tail 20 | grep -c '^==> adf-controller-[0-2] <==$' | grep -qx 3"
   check "opctl logs -f follows the containers' output" bash -c \
-    "timeout 10 target/release/opctl logs -n adf-operator -f --tail 1 | grep -q '^==> adf-controller-[0-2] <==$'"
+    "timeout 10 $OPCTL_BIN logs -n adf-operator -f --tail 1 | grep -q '^==> adf-controller-[0-2] <==$'"
   opctl get -t operator -n adf-operator -d >&2
 
   check "compose down" compose down --volumes --timeout 60
