@@ -54,7 +54,8 @@ pub trait MessageHandler: Send + 'static {
 }
 
 /// The protocol's rules: a command applies only when its generation is above the stored one;
-/// create and update store the spec; delete marks the entity `deleting` at the delete's
+/// a create or update sent before the delete of an entity since cleaned up does not apply (see
+/// [`crate::store::Tombstone`]); create and update store the spec; delete marks the entity `deleting` at the delete's
 /// generation (creating a stub when the entity is unknown, so `deleted` is still reported);
 /// `get` answers `{"entity": …, "status": …}`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -77,6 +78,16 @@ impl MessageHandler for DefaultMessageHandler {
                     stored_generation: stored.generation,
                 });
             }
+        }
+        let buried = store.tombstone(&r).filter(|t| t.precedes(envelope.id));
+        if let (None, Some(tombstone), Operation::Create | Operation::Update) =
+            (stored, buried, envelope.operation)
+        {
+            // Sent before the entity's delete, redelivered after it: the entity is not created
+            // again. (A delete again only repeats the clean-up and its `deleted`.)
+            return Ok(CommandOutcome::Stale {
+                stored_generation: tombstone.generation,
+            });
         }
         let entity = match envelope.operation {
             Operation::Create | Operation::Update => {
@@ -229,6 +240,48 @@ mod tests {
         assert_eq!(entity.generation, 2);
         assert_eq!(entity.spec, json!({"a": 1}));
         assert_eq!(entity.last_command, delete.id);
+    }
+
+    #[test]
+    fn a_create_sent_before_a_delete_does_not_bring_back_the_deleted_entity() {
+        let mut store = EntityStore::default();
+        let h = DefaultMessageHandler;
+        let create = command(Operation::Create, 1, json!({"spec": {"a": 1}}));
+        let update = command(Operation::Update, 2, json!({"spec": {"a": 2}}));
+        let delete = command(Operation::Delete, 3, json!({}));
+        for c in [&create, &update, &delete] {
+            assert_eq!(h.handle_command(c, &mut store), Ok(CommandOutcome::Applied));
+        }
+        store.bury(&r());
+        assert_eq!(store.entity(&r()), None);
+        for redelivered in [&create, &update] {
+            assert_eq!(
+                h.handle_command(redelivered, &mut store),
+                Ok(CommandOutcome::Stale {
+                    stored_generation: 3
+                })
+            );
+        }
+        assert_eq!(store.entity(&r()), None, "not created again");
+        assert_eq!(
+            h.handle_command(&delete, &mut store),
+            Ok(CommandOutcome::Applied),
+            "a delete again cleans up again"
+        );
+        store.bury(&r());
+
+        // The resource created again, after the delete: its generations start at 1 again.
+        let again = command(Operation::Create, 1, json!({"spec": {"a": 9}}));
+        assert_eq!(
+            h.handle_command(&again, &mut store),
+            Ok(CommandOutcome::Applied)
+        );
+        assert_eq!(store.entity(&r()).map(|e| &e.spec), Some(&json!({"a": 9})));
+        assert_eq!(
+            store.tombstone(&r()),
+            None,
+            "a new entity: the tombstone goes"
+        );
     }
 
     #[test]

@@ -9,11 +9,15 @@ mod jetstream_kv;
 pub(crate) mod memory;
 
 use std::fmt;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use operator_contract::subject::entity_kv_key;
 use operator_contract::{Entity, EntityKey, EntityStatus};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 pub use jetstream_kv::KvStore;
 pub(crate) use jetstream_kv::{
@@ -23,6 +27,41 @@ pub use memory::MemoryStore;
 
 /// The KV key prefix under which statuses are kept, before the entity's key.
 pub const STATUS_KEY_PREFIX: &str = "status.";
+/// The KV key prefix under which the tombstones of deleted entities are kept.
+pub const TOMBSTONE_KEY_PREFIX: &str = "deleted.";
+/// How long a deleted entity is remembered: far longer than a command can wait for its
+/// redelivery (the ack wait, or a new leader taking the consumer over).
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
+
+/// What is kept of an entity once it is deleted and cleaned up, so that a command older than
+/// its delete (a create whose acknowledgement was lost, redelivered after the delete) is known
+/// stale rather than taken for a new entity. Envelope ids are time-ordered (UUIDv7): a command
+/// of a resource created again after the delete carries a later id than the delete's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tombstone {
+    /// The generation of the delete.
+    pub generation: u64,
+    /// The envelope id of the delete command.
+    pub command: Uuid,
+    pub deleted_at: DateTime<Utc>,
+}
+
+impl Tombstone {
+    /// The tombstone of an entity deleted now.
+    pub fn of(entity: &Entity) -> Self {
+        Self {
+            generation: entity.generation,
+            command: entity.last_command,
+            deleted_at: Utc::now(),
+        }
+    }
+
+    /// True when the command with envelope id `command` was sent before the delete (or is it).
+    pub fn precedes(&self, command: Uuid) -> bool {
+        command <= self.command
+    }
+}
 
 /// Identifies an entity within a component: its resource type and `workspace/name` key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +97,11 @@ impl EntityRef {
     /// The KV key the entity's status is kept under: `status.<type>.<workspace>.<name>`.
     pub fn status_kv_key(&self) -> String {
         format!("{STATUS_KEY_PREFIX}{}", self.entity_kv_key())
+    }
+
+    /// The KV key the entity's tombstone is kept under: `deleted.<type>.<workspace>.<name>`.
+    pub fn tombstone_kv_key(&self) -> String {
+        format!("{TOMBSTONE_KEY_PREFIX}{}", self.entity_kv_key())
     }
 }
 
@@ -167,7 +211,13 @@ impl EntityStore {
         self.cache().status(entity)
     }
 
-    /// Stores an entity, replacing the one with the same reference.
+    /// What is remembered of a deleted entity, if it was deleted lately (see [`Tombstone`]).
+    pub fn tombstone(&self, entity: &EntityRef) -> Option<&Tombstone> {
+        self.cache().tombstone(entity)
+    }
+
+    /// Stores an entity, replacing the one with the same reference (and the tombstone of a
+    /// deleted one: this is a new one).
     pub fn put_entity(&mut self, entity: Entity) {
         match self {
             Self::Memory(store) => store.put_entity(entity),
@@ -189,6 +239,35 @@ impl EntityStore {
             Self::Memory(store) => store.remove(entity),
             Self::JetStreamKv(store) => store.remove(entity),
         }
+    }
+
+    /// Removes a deleted entity and its status, and keeps its tombstone.
+    pub(crate) fn bury(&mut self, entity: &EntityRef) {
+        let Some(tombstone) = self.entity(entity).map(Tombstone::of) else {
+            return;
+        };
+        match self {
+            Self::Memory(store) => {
+                store.remove(entity);
+                store.put_tombstone(entity.clone(), tombstone);
+            }
+            Self::JetStreamKv(store) => store.bury(entity, tombstone),
+        }
+    }
+
+    /// Forgets the entities deleted more than [`TOMBSTONE_TTL`] ago; how many.
+    pub(crate) fn prune_tombstones(&mut self) -> usize {
+        let ttl = chrono::Duration::from_std(TOMBSTONE_TTL).unwrap_or_default();
+        let expired = self.cache().tombstones_before(Utc::now() - ttl);
+        for r in &expired {
+            match self {
+                Self::Memory(store) => {
+                    store.remove_tombstone(r);
+                }
+                Self::JetStreamKv(store) => store.remove_tombstone(r),
+            }
+        }
+        expired.len()
     }
 
     /// How many entities are stored.
@@ -249,6 +328,29 @@ mod tests {
         assert_eq!(r.entity_kv_key(), "job.public.run-1");
         assert_eq!(r.status_kv_key(), "status.job.public.run-1");
         assert_eq!(r.to_string(), "job/public/run-1");
+    }
+
+    #[test]
+    fn tombstones_older_than_their_ttl_are_pruned_and_fresh_ones_kept() {
+        let mut store = EntityStore::default();
+        let (old, fresh) = (
+            memory::tests::entity("old", 2),
+            memory::tests::entity("fresh", 2),
+        );
+        for e in [&old, &fresh] {
+            store.put_entity(e.clone());
+            store.bury(&EntityRef::of_entity(e));
+        }
+        let (old, fresh) = (EntityRef::of_entity(&old), EntityRef::of_entity(&fresh));
+        if let EntityStore::Memory(memory) = &mut store {
+            let mut expired = memory.tombstone(&old).cloned().expect("kept");
+            expired.deleted_at -= chrono::Duration::from_std(TOMBSTONE_TTL).expect("fits")
+                + chrono::Duration::seconds(1);
+            memory.put_tombstone(old.clone(), expired);
+        }
+        assert_eq!(store.prune_tombstones(), 1);
+        assert_eq!(store.tombstone(&old), None);
+        assert!(store.tombstone(&fresh).is_some());
     }
 
     #[tokio::test]

@@ -219,6 +219,23 @@ impl ControllerActor {
     }
 }
 
+/// How often the leader forgets the entities deleted more than `TOMBSTONE_TTL` ago.
+const TOMBSTONE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+impl ControllerActor {
+    fn prune_tombstones(&mut self) {
+        if self.draining || !self.leadership.is_leading() {
+            return;
+        }
+        let pruned = self.store.prune_tombstones();
+        // Written behind; a tombstone that stays is pruned again next time.
+        drop(self.store.take_flush());
+        if pruned > 0 {
+            debug!(pruned, "tombstones of entities deleted long ago removed");
+        }
+    }
+}
+
 impl Actor for ControllerActor {
     type Context = Context<Self>;
 
@@ -238,6 +255,7 @@ impl Actor for ControllerActor {
         if let Some(interval) = self.resync {
             ctx.run_interval(interval, |_, ctx| ctx.notify(ResyncTick));
         }
+        ctx.run_interval(TOMBSTONE_PRUNE_INTERVAL, |this, _| this.prune_tombstones());
         self.join(ctx);
     }
 }
@@ -371,7 +389,7 @@ impl Handler<ReconcileFinished> for ControllerActor {
                     .entity(&msg.entity)
                     .is_some_and(|e| e.deleting && e.generation == generation);
                 if cleaned {
-                    self.store.remove(&msg.entity);
+                    self.store.bury(&msg.entity);
                     // Removal is written behind; a restart before it lands only repeats the
                     // (idempotent) clean-up.
                     drop(self.store.take_flush());

@@ -392,6 +392,56 @@ async fn a_delete_cleans_up_removes_the_entity_and_publishes_deleted() {
 }
 
 #[actix::test]
+async fn a_create_redelivered_after_its_entity_was_deleted_reconciles_nothing() {
+    let probe = Probe::new(Duration::ZERO, |_, _, _| done());
+    let (addr, mut events) = start(&probe, 4);
+    let create = command(Operation::Create, "run-1", 1);
+    apply(&addr, create.clone()).await;
+    assert_eq!(next_event(&mut events).await.status, ResourceStatus::Active);
+    apply(&addr, command(Operation::Delete, "run-1", 2)).await;
+    assert_eq!(
+        next_event(&mut events).await.status,
+        ResourceStatus::Deleted
+    );
+    // The clean-up's end reaches the controller after its `deleted`: ask until it has.
+    let gone = async {
+        while addr
+            .send(GetEntity { entity: r("run-1") })
+            .await
+            .expect("alive")
+            .is_some()
+        {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone)
+        .await
+        .expect("the entity goes once cleaned up");
+
+    // Its acknowledgement lost, the create comes again after the delete.
+    assert_eq!(
+        apply(&addr, create).await,
+        CommandOutcome::Stale {
+            stored_generation: 2
+        }
+    );
+    // Created again by a user: a new command, a new entity.
+    apply(&addr, command(Operation::Create, "run-1", 1)).await;
+    assert_eq!(next_event(&mut events).await.status, ResourceStatus::Active);
+    drained(&addr).await;
+    let calls: Vec<(u64, bool)> = probe
+        .calls()
+        .into_iter()
+        .map(|(_, generation, deleting, _)| (generation, deleting))
+        .collect();
+    assert_eq!(
+        calls,
+        [(1, false), (2, true), (1, false)],
+        "the redelivered create reconciled nothing"
+    );
+}
+
+#[actix::test]
 async fn draining_waits_for_running_reconciles() {
     tokio::time::pause();
     let probe = Probe::new(Duration::from_secs(2), |_, _, _| done());

@@ -29,7 +29,10 @@ use tracing::{debug, info, warn};
 pub(crate) use self::bucket::{open_or_create, snapshot, write_fence, Change, Snapshot};
 pub(crate) use self::writer::WriteFence;
 use self::writer::{WriteValue, WriterCommand};
-use super::{EntityRef, MemoryStore, StoreError, StoreFlush, STATUS_KEY_PREFIX};
+use super::{
+    EntityRef, MemoryStore, StoreError, StoreFlush, Tombstone, STATUS_KEY_PREFIX,
+    TOMBSTONE_KEY_PREFIX,
+};
 use crate::election::Fence;
 
 /// What the store's tasks tell the controller.
@@ -211,9 +214,13 @@ impl KvStore {
 
     pub(super) fn put_entity(&mut self, entity: Entity) {
         let r = EntityRef::of_entity(&entity);
-        if self.write(r.entity_kv_key(), Some(encode(&entity))) {
-            self.cache.put_entity(entity);
+        if !self.write(r.entity_kv_key(), Some(encode(&entity))) {
+            return;
         }
+        if self.cache.tombstone(&r).is_some() && !self.write(r.tombstone_kv_key(), None) {
+            return;
+        }
+        self.cache.put_entity(entity);
     }
 
     pub(super) fn put_status(&mut self, status: EntityStatus) {
@@ -231,6 +238,22 @@ impl KvStore {
             return;
         }
         self.cache.remove(entity);
+    }
+
+    /// Removes a deleted entity and its status, and writes its tombstone first: a restart
+    /// between the writes finds the entity still there and cleans it up again.
+    pub(super) fn bury(&mut self, entity: &EntityRef, tombstone: Tombstone) {
+        if !self.write(entity.tombstone_kv_key(), Some(encode(&tombstone))) {
+            return;
+        }
+        self.cache.put_tombstone(entity.clone(), tombstone);
+        self.remove(entity);
+    }
+
+    pub(super) fn remove_tombstone(&mut self, entity: &EntityRef) {
+        if self.write(entity.tombstone_kv_key(), None) {
+            self.cache.remove_tombstone(entity);
+        }
     }
 
     /// Makes the next flush wait until what the copy holds for `entity` is in the bucket, and
@@ -308,8 +331,16 @@ fn encode<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())
 }
 
-/// Puts the value of KV key `key` into `cache`: a status or an entity, by its key.
+/// Puts the value of KV key `key` into `cache`: a status, a tombstone or an entity, by its key.
 pub(crate) fn decode_into(cache: &mut MemoryStore, key: &str, value: &[u8], bucket: &str) {
+    if let Some(rest) = key.strip_prefix(TOMBSTONE_KEY_PREFIX) {
+        if let Some((resource_type, entity_key)) = parse_entity_kv_key(rest) {
+            if let Some(tombstone) = decode::<Tombstone>(key, value) {
+                cache.put_tombstone(EntityRef::new(resource_type, entity_key), tombstone);
+            }
+            return;
+        }
+    }
     if let Some(rest) = key.strip_prefix(STATUS_KEY_PREFIX) {
         if parse_entity_kv_key(rest).is_some() {
             if let Some(status) = decode::<EntityStatus>(key, value) {
@@ -329,6 +360,12 @@ pub(crate) fn decode_into(cache: &mut MemoryStore, key: &str, value: &[u8], buck
 
 /// Removes what KV key `key` held from `cache`.
 fn remove_key(cache: &mut MemoryStore, key: &str) {
+    if let Some(rest) = key.strip_prefix(TOMBSTONE_KEY_PREFIX) {
+        if let Some((resource_type, entity_key)) = parse_entity_kv_key(rest) {
+            cache.remove_tombstone(&EntityRef::new(resource_type, entity_key));
+            return;
+        }
+    }
     let (rest, status) = match key.strip_prefix(STATUS_KEY_PREFIX) {
         Some(rest) => (rest, true),
         None => (key, false),
@@ -347,4 +384,55 @@ fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Option<T> {
     serde_json::from_slice(value)
         .map_err(|e| warn!(kv.key = %key, error = %e, "unreadable value in entity bucket ignored"))
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use operator_nats_cluster::test_server::TestNatsServer;
+
+    use super::*;
+    use crate::store::memory::tests::entity;
+    use crate::store::EntityStore;
+
+    async fn open(js: &jetstream::Context) -> EntityStore {
+        let (store, _) = KvStore::open(js, "entities-tombstones", 1, Fence::unelected())
+            .await
+            .expect("store opened");
+        EntityStore::JetStreamKv(Box::new(store))
+    }
+
+    #[tokio::test]
+    async fn a_tombstone_is_kept_in_the_bucket_until_the_entity_is_created_again() {
+        let nats = TestNatsServer::start();
+        let client = async_nats::connect(nats.url()).await.expect("connected");
+        let js = jetstream::new(client);
+
+        let mut store = open(&js).await;
+        let deleted = Entity {
+            deleting: true,
+            ..entity("run-1", 2)
+        };
+        let r = EntityRef::of_entity(&deleted);
+        store.put_entity(deleted.clone());
+        store.put_status(EntityStatus::pending(deleted.key.clone(), "demo", "job"));
+        store.bury(&r);
+        store.take_flush().wait().await.expect("durable");
+        assert_eq!(store.entity(&r), None);
+
+        // Another replica, or this one after a restart, loads the bucket.
+        let reopened = open(&js).await;
+        assert_eq!(reopened.entity(&r), None);
+        assert_eq!(reopened.status(&r), None);
+        let tombstone = reopened.tombstone(&r).expect("the tombstone is kept");
+        assert_eq!(
+            (tombstone.generation, tombstone.command),
+            (2, deleted.last_command)
+        );
+
+        store.put_entity(entity("run-1", 1));
+        store.take_flush().wait().await.expect("durable");
+        let reopened = open(&js).await;
+        assert_eq!(reopened.tombstone(&r), None, "gone with the new entity");
+        assert_eq!(reopened.entity(&r).map(|e| e.generation), Some(1));
+    }
 }

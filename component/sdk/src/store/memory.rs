@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use operator_contract::{Entity, EntityStatus};
 
-use super::EntityRef;
+use super::{EntityRef, Tombstone};
 
 /// Entities and their statuses, by reference: one map entry for both, each boxed, so the map's
 /// spare capacity costs a pointer a slot rather than a whole entity, and the reference is held
@@ -15,6 +16,8 @@ pub struct MemoryStore {
     held: HashMap<EntityRef, Held>,
     /// How many entries hold an entity (the rest hold only a status).
     entities: usize,
+    /// Entities deleted lately, apart: most stores hold none, and an idle entity pays nothing.
+    tombstones: HashMap<EntityRef, Tombstone>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -34,9 +37,14 @@ impl MemoryStore {
         self.held.get(entity)?.status.as_deref()
     }
 
-    /// Stores an entity, replacing the one with the same reference.
+    /// Stores an entity, replacing the one with the same reference and forgetting that one of
+    /// that reference was deleted.
     pub fn put_entity(&mut self, entity: Entity) {
-        let held = self.held.entry(EntityRef::of_entity(&entity)).or_default();
+        let r = EntityRef::of_entity(&entity);
+        if !self.tombstones.is_empty() {
+            self.tombstones.remove(&r);
+        }
+        let held = self.held.entry(r).or_default();
         if held.entity.replace(Box::new(entity)).is_none() {
             self.entities += 1;
         }
@@ -80,6 +88,35 @@ impl MemoryStore {
             self.held.remove(entity);
         }
         had
+    }
+
+    /// What is remembered of a deleted entity, if it was deleted lately.
+    pub fn tombstone(&self, entity: &EntityRef) -> Option<&Tombstone> {
+        self.tombstones.get(entity)
+    }
+
+    /// Remembers a deleted entity.
+    pub(crate) fn put_tombstone(&mut self, entity: EntityRef, tombstone: Tombstone) {
+        self.tombstones.insert(entity, tombstone);
+    }
+
+    /// Forgets a deleted entity; true when it was remembered.
+    pub(crate) fn remove_tombstone(&mut self, entity: &EntityRef) -> bool {
+        self.tombstones.remove(entity).is_some()
+    }
+
+    /// The deleted entities remembered since before `before`.
+    pub(crate) fn tombstones_before(&self, before: DateTime<Utc>) -> Vec<EntityRef> {
+        self.tombstones
+            .iter()
+            .filter(|(_, t)| t.deleted_at < before)
+            .map(|(r, _)| r.clone())
+            .collect()
+    }
+
+    /// How many deleted entities are remembered.
+    pub fn tombstones(&self) -> usize {
+        self.tombstones.len()
     }
 
     /// How many entities are stored.
