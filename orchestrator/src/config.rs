@@ -211,6 +211,12 @@ pub struct ComponentsConfig {
     )]
     pub stop_on_exit: bool,
 
+    /// `process`: a folder where each replica's output is also appended to
+    /// `<replica name>.log` (kept after the replica and the orchestrator are gone, unlike the
+    /// lines `opctl logs` shows from memory).
+    #[arg(long = "process-log-dir", env = "ORCHESTRATOR_PROCESS_LOG_DIR")]
+    pub process_log_dir: Option<std::path::PathBuf>,
+
     /// `kubernetes`: the namespace of the Deployments and Secrets [default: the client's].
     #[arg(long = "kube-namespace", env = "ORCHESTRATOR_KUBE_NAMESPACE")]
     pub kube_namespace: Option<String>,

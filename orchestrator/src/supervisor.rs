@@ -108,7 +108,9 @@ impl SupervisorSetup {
     ) -> Result<Self, DockerRuntimeError> {
         let grace = Duration::from_secs(config.stop_grace_s);
         let launcher = match config.runtime {
-            ComponentRuntime::Process => Launcher::Process(ProcessLauncher::new(grace)),
+            ComponentRuntime::Process => Launcher::Process(
+                ProcessLauncher::new(grace).with_log_dir(config.process_log_dir.clone()),
+            ),
             ComponentRuntime::Docker => Launcher::Docker(
                 DockerLauncher::connect(
                     config.docker_network.clone(),

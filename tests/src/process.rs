@@ -317,6 +317,9 @@ impl OrchestratorProcess {
             .env("LOG_LEVEL", "info")
             // Tests start their components themselves unless they ask the orchestrator to.
             .env("ORCHESTRATOR_COMPONENT_RUNTIME", "external")
+            // The output of the components it runs, beside its own (kept with
+            // OPERATOR_TESTS_KEEP_LOGS).
+            .env("ORCHESTRATOR_PROCESS_LOG_DIR", self.logs.path())
             // Its own key file, kept across restarts, not one in the user's home.
             .env(
                 "ORCHESTRATOR_SECRET_KEYS_FILE",
@@ -431,6 +434,12 @@ impl OrchestratorProcess {
     /// Everything the daemon logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.logs.path().join("orchestrator.log")).unwrap_or_default()
+    }
+
+    /// Everything a component replica it runs (`process` runtime) wrote so far, by the
+    /// replica's process name (`<operator>-<replica>`, e.g. `demo-demo-controller-0`).
+    pub fn component_log(&self, replica: &str) -> String {
+        std::fs::read_to_string(self.logs.path().join(format!("{replica}.log"))).unwrap_or_default()
     }
 
     /// An `opctl` pointed at this orchestrator.

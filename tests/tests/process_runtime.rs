@@ -192,6 +192,11 @@ async fn the_orchestrator_runs_the_demo_component_and_its_jobs_are_reconciled() 
         logs.contains("command stream found"),
         "the component's own output: {logs}"
     );
+    let kept = system.orchestrator.component_log("demo-demo-controller-0");
+    assert!(
+        kept.contains("command stream found"),
+        "the replica's output is kept in ORCHESTRATOR_PROCESS_LOG_DIR too: {kept:?}"
+    );
 
     let described = system
         .opctl

@@ -9,7 +9,8 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use actix::Addr;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::fs::OpenOptions;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
@@ -50,6 +51,8 @@ pub struct ProcessLauncher {
     /// the replicas' names, since a paused leader's children still run when its successor
     /// starts its own, and two replicas of one name would confuse their election.
     instance: Option<String>,
+    /// Where each replica's output is also appended, to `<name>.log`.
+    log_dir: Option<PathBuf>,
 }
 
 /// A running replica: the way to ask its watcher to stop it.
@@ -68,7 +71,14 @@ impl ProcessLauncher {
             grace,
             setpriv,
             instance: None,
+            log_dir: None,
         }
+    }
+
+    /// Appends each replica's output to `<dir>/<name>.log` too.
+    pub fn with_log_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.log_dir = dir;
+        self
     }
 
     /// Names the replicas started by orchestrator replica `instance` after it.
@@ -137,11 +147,17 @@ impl ProcessLauncher {
                 source,
             })?;
         let pid = child.id().unwrap_or_default();
+        let log_file = self
+            .log_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{name}.log")));
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(out, id.clone(), launch, supervisor.clone()));
+            let sink = OutputSink::new(id, launch, &supervisor, log_file.clone());
+            tokio::spawn(pump(out, sink));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(err, id.clone(), launch, supervisor.clone()));
+            let sink = OutputSink::new(id, launch, &supervisor, log_file);
+            tokio::spawn(pump(err, sink));
         }
         let (stop, requests) = mpsc::channel(1);
         tokio::spawn(watch(
@@ -167,24 +183,68 @@ impl ProcessHandle {
     }
 }
 
-/// Sends each line the replica writes to the supervisor.
-async fn pump(
-    stream: impl AsyncRead + Unpin,
+/// Where a replica's output lines go: the supervisor, and a log file when one is set.
+struct OutputSink {
     id: ReplicaId,
     launch: u64,
     supervisor: Addr<ComponentSupervisor>,
-) {
+    log_file: Option<PathBuf>,
+}
+
+impl OutputSink {
+    fn new(
+        id: &ReplicaId,
+        launch: u64,
+        supervisor: &Addr<ComponentSupervisor>,
+        log_file: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            id: id.clone(),
+            launch,
+            supervisor: supervisor.clone(),
+            log_file,
+        }
+    }
+}
+
+/// Sends each line the replica writes to the supervisor, and appends it to the log file.
+async fn pump(stream: impl AsyncRead + Unpin, sink: OutputSink) {
+    let mut file = match &sink.log_file {
+        Some(path) => match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await
+        {
+            Ok(file) => Some(file),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot open the replica's log file");
+                None
+            }
+        },
+        None => None,
+    };
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => return,
-            Ok(_) => supervisor.do_send(ReplicaOutput {
-                id: id.clone(),
-                launch,
-                line: String::from_utf8_lossy(&line).trim_end().to_string(),
-            }),
+            Ok(_) => {
+                if let Some(f) = file.as_mut() {
+                    if !line.ends_with(b"\n") {
+                        line.push(b'\n');
+                    }
+                    if f.write_all(&line).await.is_err() {
+                        file = None;
+                    }
+                }
+                sink.supervisor.do_send(ReplicaOutput {
+                    id: sink.id.clone(),
+                    launch: sink.launch,
+                    line: String::from_utf8_lossy(&line).trim_end().to_string(),
+                });
+            }
         }
     }
 }
