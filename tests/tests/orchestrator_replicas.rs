@@ -64,6 +64,17 @@ fn opctl_of(replicas: &[&OrchestratorProcess]) -> Opctl {
     opctl
 }
 
+/// Applies a demo job through `replica` on a blocking thread (opctl waits for its answer; the
+/// test's runtime must not), giving the apply's own result.
+async fn apply_job_through(
+    replica: &OrchestratorProcess,
+    name: &str,
+) -> anyhow::Result<anyhow::Result<operator_tests::process::OpctlRun>> {
+    let opctl = opctl_of(&[replica]);
+    let manifest = TestSystem::job(name, "{durationMs: 0}");
+    Ok(tokio::task::spawn_blocking(move || opctl.apply(&manifest, Some("public"))).await?)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_three_node_cluster_a_follower_forwards_and_takes_over_when_the_leader_is_killed(
 ) -> anyhow::Result<()> {
@@ -163,14 +174,7 @@ async fn a_write_forwarded_to_a_paused_leader_goes_to_its_successor() -> anyhow:
     // kernel takes the request into the paused process's buffers.
     first.signal("STOP")?;
     let paused = Instant::now();
-    let through_a_follower = opctl_of(&[&third]);
-    let applied = tokio::task::spawn_blocking(move || {
-        through_a_follower.apply(
-            &TestSystem::job("while-paused", "{durationMs: 0}"),
-            Some("public"),
-        )
-    })
-    .await?;
+    let applied = apply_job_through(&third, "while-paused").await?;
     let taken_after = paused.elapsed();
     // The successor is known to lead before the paused one can answer anything.
     first.signal("CONT")?;
@@ -179,6 +183,35 @@ async fn a_write_forwarded_to_a_paused_leader_goes_to_its_successor() -> anyhow:
     assert!(
         taken_after < Duration::from_millis(LEASE_TTL_MS) + Duration::from_secs(5),
         "{taken_after:?}"
+    );
+    drop(second);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_leader_killed_and_started_again_within_its_lease_sends_requests_on_to_its_successor(
+) -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let keys = tempfile::tempdir()?;
+    let keys = keys.path().join("secret-keys");
+    let mut first = replica(&nats.url(), "first", &keys)?;
+    wait_leading(&first).await?;
+    let second = replica(&nats.url(), "second", &keys)?;
+    assert_eq!(ready(&second).await?, 503);
+    opctl_of(&[&first]).apply(&example("demo-operator.yaml"), None)?;
+
+    // Back before its lease lapsed, the new process finds the lease in its own name: it must
+    // not wait for a lead that goes to `second`.
+    first.kill9();
+    let killed = Instant::now();
+    first.restart()?;
+    let applied = apply_job_through(&first, "after-restart").await?;
+    let taken_after = killed.elapsed();
+    applied?;
+    println!("leader killed and started again -> write through it accepted after {taken_after:?} (lease TTL {LEASE_TTL_MS} ms)");
+    assert!(
+        taken_after < Duration::from_millis(LEASE_TTL_MS) + Duration::from_secs(5),
+        "{taken_after:?}; waited for a lead its previous process held (30 s)"
     );
     drop(second);
     Ok(())

@@ -75,22 +75,43 @@ fn unavailable(reason: String) -> HttpResponse {
         .json(json!({ "error": reason }))
 }
 
-/// `503` for a request that reached this replica's follower server just as this replica took
-/// the lead, sent once the leader's server is up (restoring the state can take seconds): the
-/// client retries a second later on a new connection, which the leader's server takes (the
-/// follower's stops accepting as soon as the leader's is up, and drains what it has).
+/// The answer to a request that reached this replica's follower server while the lease names
+/// this replica. Either it is taking the lead: `503` once the leader's server is up (restoring
+/// the state can take seconds), and the client retries a second later on a new connection,
+/// which the leader's server takes (the follower's stops accepting as soon as the leader's is
+/// up, and drains what it has). Or the lease is its previous process's, killed and started
+/// again before the lease lapsed: `503` as soon as the lease lapses or another replica takes
+/// it, rather than waiting for a lead this process may never get.
 async fn promoted(forwarder: &Forwarder) -> HttpResponse {
+    let deadline = tokio::time::Instant::now() + PROMOTION_WAIT;
     let mut leading = forwarder.leading.clone();
-    if tokio::time::timeout(PROMOTION_WAIT, leading.wait_for(|up| *up))
-        .await
-        .is_err()
-    {
-        return unavailable("this orchestrator is taking the lead; retry".into());
+    loop {
+        tokio::select! {
+            up = leading.wait_for(|up| *up) => {
+                if up.is_err() {
+                    return unavailable("this orchestrator is stopping; retry".into());
+                }
+                return HttpResponse::ServiceUnavailable()
+                    .insert_header(("Retry-After", "1"))
+                    .force_close()
+                    .json(json!({ "error": "this orchestrator has just taken the lead; retry" }));
+            }
+            _ = tokio::time::sleep(LEADER_CHECK) => {}
+        }
+        match forwarder.directory.leader().await {
+            Ok(Leader::At { replica, .. }) if replica == forwarder.replica => {}
+            Ok(Leader::At { replica, .. }) => {
+                return unavailable(format!("the orchestrator {replica} leads now; retry"))
+            }
+            Ok(Leader::Unknown) => {
+                return unavailable("no orchestrator leads at the moment; retry".into())
+            }
+            Err(e) => return unavailable(format!("cannot find the leading orchestrator: {e}")),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return unavailable("this orchestrator is taking the lead; retry".into());
+        }
     }
-    HttpResponse::ServiceUnavailable()
-        .insert_header(("Retry-After", "1"))
-        .force_close()
-        .json(json!({ "error": "this orchestrator has just taken the lead; retry" }))
 }
 
 /// Forwards one request to the leader.
