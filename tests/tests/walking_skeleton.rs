@@ -249,6 +249,40 @@ async fn deleting_a_resource_lets_the_component_clean_up_before_it_disappears() 
 }
 
 #[tokio::test]
+async fn the_orchestrator_attaches_again_when_its_event_consumer_goes_away() -> anyhow::Result<()> {
+    let system = TestSystem::start().await?;
+    let _component = system.start_demo_component("memory")?;
+    let succeeded = |r: Option<&serde_json::Value>| runtime_of(r) == Some("succeeded");
+    system
+        .opctl
+        .apply(&TestSystem::job("before", "{durationMs: 0}"), None)?;
+    wait_for_resource(&system.client, "public", "before", WAIT, succeeded).await?;
+
+    // The consumer vanishes under the orchestrator (deleted, or lost with a stream leader).
+    let js = async_nats::jetstream::new(system.client.clone());
+    js.get_stream(operator_contract::subject::event_stream("demo"))
+        .await?
+        .delete_consumer(&operator_contract::subject::event_consumer("demo"))
+        .await?;
+
+    // It attaches again and statuses flow as before. (On one server the pull ends at once; on a
+    // cluster a consumer without a leader answers no responders instead, and the orchestrator
+    // attaches again after a second rather than waiting out the heartbeats: the fault runs.)
+    system
+        .opctl
+        .apply(&TestSystem::job("after", "{durationMs: 0}"), None)?;
+    wait_for_resource(
+        &system.client,
+        "public",
+        "after",
+        Duration::from_secs(15),
+        succeeded,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn deleting_an_operator_is_refused_while_resources_depend_on_it() -> anyhow::Result<()> {
     let system = TestSystem::start().await?;
     let _component = system.start_demo_component("memory")?;
