@@ -234,6 +234,35 @@ impl ControllerActor {
             debug!(pruned, "tombstones of entities deleted long ago removed");
         }
     }
+
+    /// Queues `entity` for a reconcile once the command's writes in `flush` are durable, and
+    /// gives the flush its acknowledgement waits on. Never before: a reconcile acts on the
+    /// platform, and a write that is refused (this replica was deposed meanwhile) would leave
+    /// the next leader with the older spec, to act on the platform again (a job deleted, then
+    /// started again at the generation it had).
+    fn reconcile_once_durable(
+        &mut self,
+        entity: EntityRef,
+        flush: StoreFlush,
+        ctx: &mut Context<Self>,
+    ) -> StoreFlush {
+        if flush.is_done() {
+            self.queue.enqueue(entity);
+            return flush;
+        }
+        let (durable, answer) = oneshot::channel();
+        ctx.spawn(async move { flush.wait().await }.into_actor(self).map(
+            move |result, this, ctx| {
+                let still_there = this.store.entity(&entity).is_some();
+                if result.is_ok() && still_there && this.leadership.is_leading() {
+                    this.queue.enqueue(entity);
+                    this.dispatch(ctx);
+                }
+                let _ = durable.send(result);
+            },
+        ));
+        StoreFlush::new(vec![answer])
+    }
 }
 
 impl Actor for ControllerActor {
@@ -280,10 +309,10 @@ impl Handler<ApplyCommand> for ControllerActor {
         )
         .entered();
         let result = self.handler.handle_command(envelope, &mut self.store);
+        let entity = EntityRef::new(envelope.resource_type.clone(), envelope.key.clone());
         if let Ok(CommandOutcome::Stale { .. }) = &result {
             // Stale against the copy, which may hold a write that is refused later: the command
             // is acknowledged only once that write is known to be in the bucket.
-            let entity = EntityRef::new(envelope.resource_type.clone(), envelope.key.clone());
             self.store.confirm(&entity);
         }
         let flush = self.store.take_flush();
@@ -294,15 +323,22 @@ impl Handler<ApplyCommand> for ControllerActor {
         };
         self.metrics
             .command_handled(&envelope.resource_type, counted);
-        let applied = result.map(|outcome| {
-            if outcome == CommandOutcome::Applied {
-                let entity = EntityRef::new(envelope.resource_type.clone(), envelope.key.clone());
+        let applied = match result {
+            Ok(outcome @ CommandOutcome::Applied) => {
                 self.causes
                     .insert(entity.clone(), TraceContext::of(&msg.cause));
-                self.queue.enqueue(entity);
+                let flush = self.reconcile_once_durable(entity, flush, ctx);
+                Ok(CommandApplied { outcome, flush })
             }
-            CommandApplied { outcome, flush }
-        });
+            // A redelivery found stale against a write that was not yet durable when it was
+            // first applied (so never reconciled): reconciled once that write is known durable.
+            Ok(outcome @ CommandOutcome::Stale { .. }) if !flush.is_done() => {
+                let flush = self.reconcile_once_durable(entity, flush, ctx);
+                Ok(CommandApplied { outcome, flush })
+            }
+            Ok(outcome) => Ok(CommandApplied { outcome, flush }),
+            Err(e) => Err(e),
+        };
         // The bridge may have given up on the message; nothing to do then.
         let _ = msg.reply.send(applied);
         self.dispatch(ctx);

@@ -10,7 +10,7 @@ use operator_nats_cluster::test_server::TestNatsServer;
 use tokio::sync::oneshot;
 
 use super::messages::ApplyCommand;
-use super::tests::{command, start_with_store, Probe, Step, TEST_OPERATOR};
+use super::tests::{command, drained, start_with_store, Probe, Step, TEST_OPERATOR};
 use super::ControllerActor;
 use crate::election::{Fence, FenceState};
 use crate::handler::CommandOutcome;
@@ -80,5 +80,11 @@ async fn a_command_redelivered_after_its_write_was_refused_is_not_acknowledged_a
     assert!(
         !durable,
         "a stale verdict against a refused write must not be acknowledged"
+    );
+    drained(&addr).await;
+    assert_eq!(
+        probe.calls(),
+        [],
+        "nothing is reconciled, so nothing is done on the platform, on a write that was refused"
     );
 }

@@ -61,7 +61,7 @@ impl Probe {
         })
     }
 
-    fn calls(&self) -> Vec<(EntityRef, u64, bool, u32)> {
+    pub(super) fn calls(&self) -> Vec<(EntityRef, u64, bool, u32)> {
         self.calls.lock().expect("lock").clone()
     }
 }
@@ -214,7 +214,7 @@ async fn next_event(events: &mut mpsc::UnboundedReceiver<Envelope>) -> EntitySta
     serde_json::from_value(event.payload).expect("a status")
 }
 
-async fn drained(addr: &Addr<ControllerActor>) {
+pub(super) async fn drained(addr: &Addr<ControllerActor>) {
     let (done, drained) = oneshot::channel();
     addr.do_send(Drain { done });
     let flush = drained.await.expect("drained");
