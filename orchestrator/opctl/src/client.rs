@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use operator_contract::api::{Applied, ApplyAnswer, BatchAnswer, ErrorBody};
+use operator_contract::api::{Applied, ApplyAnswer, BatchAnswer, ErrorBody, Outcome};
 use operator_contract::ManifestKind;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -74,8 +74,12 @@ impl ApiError {
 /// What one attempt of a request came to.
 enum Sent {
     Answer(StatusCode, String),
-    /// 429: try again after this long.
-    Busy(Duration),
+    /// 429 or 503 with `Retry-After`: try again after this long. A 503 may come after the
+    /// request was carried out (the leader lost its lease while it was under way).
+    Busy {
+        wait: Duration,
+        unavailable: bool,
+    },
 }
 
 /// `url`, built on `base`, moved onto `server` (same path below them, same query).
@@ -237,7 +241,39 @@ impl OrchestratorClient {
         name: &str,
     ) -> Result<Applied> {
         let url = self.url(&entity_path(kind, workspace, name));
-        self.send(self.http.request(Method::DELETE, url)).await
+        let mut unavailable_before = false;
+        let sent = self
+            .send_text_noting_unavailable(
+                self.http.request(Method::DELETE, url),
+                &mut unavailable_before,
+            )
+            .await;
+        match sent {
+            Ok((status, body)) => serde_json::from_str(&body).with_context(|| {
+                format!(
+                    "the orchestrator at {} answered {status} with unexpected JSON",
+                    self.shown_server()
+                )
+            }),
+            // Sent again after a 503 that may have come once the delete was under way (the
+            // leader lost its lease): "not found" then means that attempt deleted it.
+            Err(e)
+                if unavailable_before
+                    && e.downcast_ref::<ApiError>()
+                        .is_some_and(|a| a.status == StatusCode::NOT_FOUND) =>
+            {
+                tracing::info!(%name, "not found when sent again after a 503: the earlier attempt deleted it");
+                Ok(Applied {
+                    kind: kind.to_string(),
+                    name: name.to_string(),
+                    version: String::new(),
+                    workspace: workspace.map(str::to_string),
+                    generation: 0,
+                    outcome: Outcome::Deleted,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The last lines of an operator's replicas (`{"replicas": [...]}`).
@@ -334,6 +370,16 @@ impl OrchestratorClient {
     /// Sends a request; a 2xx answer's status and body, or the server's refusal as an error.
     /// A "busy" answer (429) is sent again after the wait it names, a few times.
     async fn send_text(&self, request: reqwest::RequestBuilder) -> Result<(StatusCode, String)> {
+        self.send_text_noting_unavailable(request, &mut false).await
+    }
+
+    /// [`Self::send_text`], setting `unavailable_before` when an attempt before the last was
+    /// answered 503: that attempt may have been carried out.
+    async fn send_text_noting_unavailable(
+        &self,
+        request: reqwest::RequestBuilder,
+        unavailable_before: &mut bool,
+    ) -> Result<(StatusCode, String)> {
         let mut request = match &self.apikey {
             Some(key) => request.bearer_auth(key),
             None => request,
@@ -346,7 +392,10 @@ impl OrchestratorClient {
                 .flatten();
             match self.send_once(request, retry.is_some()).await? {
                 Sent::Answer(status, body) => return Ok((status, body)),
-                Sent::Busy(wait) => tokio::time::sleep(wait).await,
+                Sent::Busy { wait, unavailable } => {
+                    *unavailable_before |= unavailable;
+                    tokio::time::sleep(wait).await
+                }
             }
             request = retry.context("a busy answer without a request to send again")?;
             attempt += 1;
@@ -399,7 +448,10 @@ impl OrchestratorClient {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .unwrap_or(1)
                 .min(MAX_BUSY_WAIT_S);
-            return Ok(Sent::Busy(Duration::from_secs(wait)));
+            return Ok(Sent::Busy {
+                wait: Duration::from_secs(wait),
+                unavailable: status == StatusCode::SERVICE_UNAVAILABLE,
+            });
         }
         let body = response
             .text()
@@ -596,24 +648,18 @@ mod tests {
         );
     }
 
-    /// An API that answers "busy" (429, `Retry-After: 0`) `busy` times, then 200; counts calls.
-    async fn busy_api(busy: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    /// An API on a free port that answers its `n`th call (from 0) with `answer(n)`; counts calls.
+    async fn api(
+        answer: impl Fn(usize) -> actix_web::HttpResponse + Clone + Send + 'static,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let calls = std::sync::Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
         let server = actix_web::HttpServer::new(move || {
-            let calls = counted.clone();
+            let (calls, answer) = (counted.clone(), answer.clone());
             actix_web::App::new().default_service(actix_web::web::to(move || {
-                let call = calls.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    if call < busy {
-                        actix_web::HttpResponse::TooManyRequests()
-                            .insert_header(("retry-after", "0"))
-                            .json(serde_json::json!({"error": "the orchestrator is busy", "details": []}))
-                    } else {
-                        actix_web::HttpResponse::Ok().json(serde_json::json!({"name": "admin"}))
-                    }
-                }
+                let response = answer(calls.fetch_add(1, Ordering::SeqCst));
+                async move { response }
             }))
         })
         .workers(1)
@@ -622,6 +668,55 @@ mod tests {
         let address = server.addrs()[0];
         actix_rt::spawn(server.run());
         (format!("http://{address}"), calls)
+    }
+
+    /// An API that answers "busy" (429, `Retry-After: 0`) `busy` times, then 200; counts calls.
+    async fn busy_api(busy: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        api(move |call| {
+            if call < busy {
+                actix_web::HttpResponse::TooManyRequests()
+                    .insert_header(("retry-after", "0"))
+                    .json(serde_json::json!({"error": "the orchestrator is busy", "details": []}))
+            } else {
+                actix_web::HttpResponse::Ok().json(serde_json::json!({"name": "admin"}))
+            }
+        })
+        .await
+    }
+
+    /// An API that answers a delete with 503 (`Retry-After: 0`, as a follower whose leader lost
+    /// its lease mid-request does) `unavailable` times, then 404.
+    async fn deleted_meanwhile_api(unavailable: usize) -> String {
+        let (url, _) = api(move |call| {
+            if call < unavailable {
+                actix_web::HttpResponse::ServiceUnavailable()
+                    .insert_header(("retry-after", "0"))
+                    .json(serde_json::json!({"error": "it may or may not have been carried out", "details": []}))
+            } else {
+                actix_web::HttpResponse::NotFound()
+                    .json(serde_json::json!({"error": "resource public/job-1 not found", "details": []}))
+            }
+        })
+        .await;
+        url
+    }
+
+    #[actix_web::test]
+    async fn a_delete_sent_again_after_a_503_and_not_found_was_carried_out_by_the_first() {
+        let url = deleted_meanwhile_api(1).await;
+        let deleted = client(&url)
+            .delete(ManifestKind::Resource, Some("public"), "job-1")
+            .await
+            .expect("gone: the first attempt deleted it");
+        assert_eq!(deleted.outcome, Outcome::Deleted);
+
+        let url = deleted_meanwhile_api(0).await;
+        let error = client(&url)
+            .delete(ManifestKind::Resource, Some("public"), "job-1")
+            .await
+            .expect_err("never there");
+        let refusal = error.downcast_ref::<ApiError>().expect("the refusal");
+        assert_eq!(refusal.status, StatusCode::NOT_FOUND);
     }
 
     #[actix_web::test]
