@@ -126,12 +126,22 @@ if [ "${1:-}" = "--cluster-steps" ]; then
   ADF_STANDIN_PORT=$(published_port adf-standin 7800)
   say "ports: orchestrator-1 $OPERATOR_API_PORT, orchestrator-2 $OPERATOR_API_PORT_2, stand-in $ADF_STANDIN_PORT"
   export OPCTL_SERVER="http://127.0.0.1:$OPERATOR_API_PORT,http://127.0.0.1:$OPERATOR_API_PORT_2"
+  # An orchestrator that exits (it could not fence the store while a node was down, say) is
+  # started again by its restart policy and published on a new port: read the ports again.
+  refresh_ports() {
+    local port
+    if port=$(published_port orchestrator-1 7700 2>/dev/null); then OPERATOR_API_PORT=$port; fi
+    if port=$(published_port orchestrator-2 7700 2>/dev/null); then OPERATOR_API_PORT_2=$port; fi
+    export OPCTL_SERVER="http://127.0.0.1:$OPERATOR_API_PORT,http://127.0.0.1:$OPERATOR_API_PORT_2"
+  }
+  opctl() { refresh_ports; "$OPCTL_BIN" "$@"; }
   admin_key() { compose exec -T orchestrator-1 cat /var/lib/orchestrator/admin.apikey 2>/dev/null; }
   wait_until 120 "orchestrator-1 has made the admin's key" admin_key
   OPCTL_APIKEY=$(admin_key | tr -d '[:space:]')
   export OPCTL_APIKEY
   # The replica whose /readyz answers 200.
   leading_orchestrator() {
+    refresh_ports
     if curl -fsS "http://127.0.0.1:$OPERATOR_API_PORT/readyz" >/dev/null 2>&1; then
       echo orchestrator-1
     elif curl -fsS "http://127.0.0.1:$OPERATOR_API_PORT_2/readyz" >/dev/null 2>&1; then
