@@ -1239,7 +1239,15 @@ pub async fn run(config: &FaultConfig) -> anyhow::Result<FaultReport> {
         if hits_leader {
             report.leader_kills += 1;
         }
-        let attempts = workload.await?;
+        // Meanwhile an orchestrator that exits (both can, when a partition lets neither renew
+        // the lease) is started again at once, as its supervisor would: the operations wait on it.
+        let mut workload = workload;
+        let attempts = loop {
+            tokio::select! {
+                attempts = &mut workload => break attempts?,
+                _ = tokio::time::sleep(POLL) => system.revive_orchestrators(),
+            }
+        };
         record(&mut model, attempts, &mut report, &context);
         let converged = system
             .wait_converged(&mut model, config.converge_timeout)
