@@ -55,8 +55,9 @@ pub trait MessageHandler: Send + 'static {
 
 /// The protocol's rules: a command applies only when its generation is above the stored one;
 /// a create or update sent before the delete of an entity since cleaned up does not apply (see
-/// [`crate::store::Tombstone`]); create and update store the spec; delete marks the entity `deleting` at the delete's
-/// generation (creating a stub when the entity is unknown, so `deleted` is still reported);
+/// [`crate::store::Tombstone`]); create and update store the spec; delete marks the entity
+/// `deleting` at the delete's generation (creating a stub when the entity is unknown, so
+/// `deleted` is still reported);
 /// `get` answers `{"entity": …, "status": …}`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultMessageHandler;

@@ -261,9 +261,7 @@ impl EntityStore {
         let expired = self.cache().tombstones_before(Utc::now() - ttl);
         for r in &expired {
             match self {
-                Self::Memory(store) => {
-                    store.remove_tombstone(r);
-                }
+                Self::Memory(store) => store.remove_tombstone(r),
                 Self::JetStreamKv(store) => store.remove_tombstone(r),
             }
         }

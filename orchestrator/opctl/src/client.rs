@@ -249,12 +249,7 @@ impl OrchestratorClient {
             )
             .await;
         match sent {
-            Ok((status, body)) => serde_json::from_str(&body).with_context(|| {
-                format!(
-                    "the orchestrator at {} answered {status} with unexpected JSON",
-                    self.shown_server()
-                )
-            }),
+            Ok((status, body)) => self.parse(status, &body),
             // Sent again after a 503 that may have come once the delete was under way (the
             // leader lost its lease): "not found" then means that attempt deleted it.
             Err(e)
@@ -359,7 +354,12 @@ impl OrchestratorClient {
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
         let (status, body) = self.send_text(request).await?;
-        serde_json::from_str(&body).with_context(|| {
+        self.parse(status, &body)
+    }
+
+    /// A 2xx answer's JSON body.
+    fn parse<T: DeserializeOwned>(&self, status: StatusCode, body: &str) -> Result<T> {
+        serde_json::from_str(body).with_context(|| {
             format!(
                 "the orchestrator at {} answered {status} with unexpected JSON",
                 self.shown_server()
@@ -368,7 +368,8 @@ impl OrchestratorClient {
     }
 
     /// Sends a request; a 2xx answer's status and body, or the server's refusal as an error.
-    /// A "busy" answer (429) is sent again after the wait it names, a few times.
+    /// A "busy" answer (429, or 503 with `Retry-After`) is sent again after the wait it names, a
+    /// few times.
     async fn send_text(&self, request: reqwest::RequestBuilder) -> Result<(StatusCode, String)> {
         self.send_text_noting_unavailable(request, &mut false).await
     }

@@ -31,6 +31,8 @@ use crate::trace::TraceContext;
 
 /// Room in the mailbox for requests from reconcile tasks before senders wait.
 const MAILBOX_CAPACITY: usize = 4096;
+/// How often the leader forgets the entities deleted more than `TOMBSTONE_TTL` ago.
+const TOMBSTONE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Owns the store and the work queue of a component.
 pub(crate) struct ControllerActor {
@@ -217,12 +219,7 @@ impl ControllerActor {
             let _ = done.send(self.store.flush_all());
         }
     }
-}
 
-/// How often the leader forgets the entities deleted more than `TOMBSTONE_TTL` ago.
-const TOMBSTONE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
-
-impl ControllerActor {
     fn prune_tombstones(&mut self) {
         if self.draining || !self.leadership.is_leading() {
             return;

@@ -333,13 +333,11 @@ fn encode<T: Serialize>(value: &T) -> Bytes {
 
 /// Puts the value of KV key `key` into `cache`: a status, a tombstone or an entity, by its key.
 pub(crate) fn decode_into(cache: &mut MemoryStore, key: &str, value: &[u8], bucket: &str) {
-    if let Some(rest) = key.strip_prefix(TOMBSTONE_KEY_PREFIX) {
-        if let Some((resource_type, entity_key)) = parse_entity_kv_key(rest) {
-            if let Some(tombstone) = decode::<Tombstone>(key, value) {
-                cache.put_tombstone(EntityRef::new(resource_type, entity_key), tombstone);
-            }
-            return;
+    if let Some(r) = tombstone_ref(key) {
+        if let Some(tombstone) = decode::<Tombstone>(key, value) {
+            cache.put_tombstone(r, tombstone);
         }
+        return;
     }
     if let Some(rest) = key.strip_prefix(STATUS_KEY_PREFIX) {
         if parse_entity_kv_key(rest).is_some() {
@@ -358,13 +356,17 @@ pub(crate) fn decode_into(cache: &mut MemoryStore, key: &str, value: &[u8], buck
     }
 }
 
+/// The entity whose tombstone KV key `key` is, if it is one.
+fn tombstone_ref(key: &str) -> Option<EntityRef> {
+    let (resource_type, entity_key) = parse_entity_kv_key(key.strip_prefix(TOMBSTONE_KEY_PREFIX)?)?;
+    Some(EntityRef::new(resource_type, entity_key))
+}
+
 /// Removes what KV key `key` held from `cache`.
 fn remove_key(cache: &mut MemoryStore, key: &str) {
-    if let Some(rest) = key.strip_prefix(TOMBSTONE_KEY_PREFIX) {
-        if let Some((resource_type, entity_key)) = parse_entity_kv_key(rest) {
-            cache.remove_tombstone(&EntityRef::new(resource_type, entity_key));
-            return;
-        }
+    if let Some(r) = tombstone_ref(key) {
+        cache.remove_tombstone(&r);
+        return;
     }
     let (rest, status) = match key.strip_prefix(STATUS_KEY_PREFIX) {
         Some(rest) => (rest, true),

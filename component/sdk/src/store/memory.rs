@@ -100,9 +100,9 @@ impl MemoryStore {
         self.tombstones.insert(entity, tombstone);
     }
 
-    /// Forgets a deleted entity; true when it was remembered.
-    pub(crate) fn remove_tombstone(&mut self, entity: &EntityRef) -> bool {
-        self.tombstones.remove(entity).is_some()
+    /// Forgets a deleted entity.
+    pub(crate) fn remove_tombstone(&mut self, entity: &EntityRef) {
+        self.tombstones.remove(entity);
     }
 
     /// The deleted entities remembered since before `before`.
@@ -112,11 +112,6 @@ impl MemoryStore {
             .filter(|(_, t)| t.deleted_at < before)
             .map(|(r, _)| r.clone())
             .collect()
-    }
-
-    /// How many deleted entities are remembered.
-    pub fn tombstones(&self) -> usize {
-        self.tombstones.len()
     }
 
     /// How many entities are stored.
