@@ -18,14 +18,15 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, ResponseError};
-use async_nats::jetstream::{self, kv};
 use base64::Engine as _;
 use futures::StreamExt;
+use operator_contract::election::FENCE_KEY;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::error::ControlError;
+use crate::store::LeaderBucket;
 
 /// Bucket of user records, keyed by user name.
 pub const USERS_BUCKET: &str = "orchestrator-users";
@@ -178,7 +179,7 @@ pub fn hash_key(key: &str) -> String {
 /// The users, in memory and in their bucket; cheap to clone.
 #[derive(Clone)]
 pub struct Users {
-    kv: kv::Store,
+    bucket: LeaderBucket,
     state: Arc<RwLock<UsersState>>,
 }
 
@@ -208,9 +209,10 @@ impl UsersState {
 }
 
 impl Users {
-    /// Opens the users' bucket and loads every user.
-    pub async fn open(js: &jetstream::Context, replicas: usize) -> anyhow::Result<Self> {
-        let kv = crate::store::open_bucket(js, USERS_BUCKET, replicas).await?;
+    /// Loads every user from their bucket, which `bucket` writes (fenced while replicas run:
+    /// a deposed leader changes no user).
+    pub async fn open(bucket: LeaderBucket) -> anyhow::Result<Self> {
+        let kv = bucket.kv();
         let mut state = UsersState::default();
         let mut keys = kv
             .keys()
@@ -218,6 +220,9 @@ impl Users {
             .map_err(|e| anyhow::anyhow!("cannot list {USERS_BUCKET}: {e}"))?;
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| anyhow::anyhow!("cannot list {USERS_BUCKET}: {e}"))?;
+            if key == FENCE_KEY {
+                continue;
+            }
             let Some(bytes) = kv
                 .get(&key)
                 .await
@@ -231,7 +236,7 @@ impl Users {
             }
         }
         Ok(Self {
-            kv,
+            bucket,
             state: Arc::new(RwLock::new(state)),
         })
     }
@@ -308,9 +313,7 @@ impl Users {
     pub async fn put(&self, user: UserRecord) -> Result<(), ControlError> {
         let bytes = serde_json::to_vec(&user)
             .map_err(|e| ControlError::Internal(format!("cannot encode user: {e}")))?;
-        self.kv.put(&user.name, bytes.into()).await.map_err(|e| {
-            ControlError::Unavailable(format!("cannot store user {}: {e}", user.name))
-        })?;
+        self.bucket.put(&user.name, bytes).await?;
         self.write().insert(user);
         Ok(())
     }
@@ -320,10 +323,7 @@ impl Users {
         if self.get(name).is_none() {
             return Err(ControlError::NotFound(format!("user {name} not found")));
         }
-        self.kv
-            .delete(name)
-            .await
-            .map_err(|e| ControlError::Unavailable(format!("cannot delete user {name}: {e}")))?;
+        self.bucket.delete(name).await?;
         self.write().remove(name);
         Ok(())
     }

@@ -63,9 +63,25 @@ impl ControlError {
     }
 }
 
+/// A store that cannot be reached, or a write refused because this orchestrator no longer leads,
+/// is a 503: the request may be sent again (opctl does, to the next replica). A record that
+/// cannot be encoded or read back is a 500.
 impl From<crate::store::StoreError> for ControlError {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::Internal(e.to_string())
+        use crate::store::StoreError;
+        match &e {
+            StoreError::AlreadyExists { .. } | StoreError::WrongRevision { .. } => Self::Conflict {
+                reason: e.to_string(),
+                details: Vec::new(),
+            },
+            StoreError::Failed {
+                operation: "encode" | "decode",
+                ..
+            } => Self::Internal(e.to_string()),
+            StoreError::OpenFailed { .. }
+            | StoreError::Fenced { .. }
+            | StoreError::Failed { .. } => Self::Unavailable(e.to_string()),
+        }
     }
 }
 

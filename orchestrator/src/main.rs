@@ -34,7 +34,7 @@ use operator_orchestrator::manager::OperatorManager;
 use operator_orchestrator::replication::forward::{forward, Forwarder};
 use operator_orchestrator::replication::role::ReplicaRole;
 use operator_orchestrator::replication::{Directory, ReplicaSettings, ORCHESTRATOR_CLUSTER};
-use operator_orchestrator::store::{JetStreamStore, Store};
+use operator_orchestrator::store::JetStreamStore;
 use operator_orchestrator::supervisor::SupervisorSetup;
 use operator_orchestrator::{admission, api, auth, manager, metrics, secret_keys, ui};
 
@@ -118,7 +118,7 @@ struct Parts {
 
 /// The only orchestrator: leads at once; stops its components when it stops.
 async fn run_alone(config: Config, store: JetStreamStore, parts: Parts) -> anyhow::Result<()> {
-    let leader = Leader::start(&config, Arc::new(store), &parts).await?;
+    let leader = Leader::start(&config, store, &parts).await?;
     let manager = leader.manager.clone();
     let server = leader.server(&config, &parts.listener)?;
     announce_listening(&config, &parts.listener)?;
@@ -198,7 +198,7 @@ async fn run_replica(
         .lead(parts.js.clone(), term, &name, fence)
         .await
         .context("cannot fence the store")?;
-    let leader = Leader::start(&config, Arc::new(store), &parts).await?;
+    let leader = Leader::start(&config, store, &parts).await?;
     let server = actix_web::rt::spawn(leader.server(&config, &parts.listener)?);
     leading.send_replace(true);
     // Gracefully: a request the follower is forwarding to the deposed leader gets its answer
@@ -237,7 +237,7 @@ struct Leader {
 
 impl Leader {
     /// Restores the actor tree from the store and starts it, with the component runtime.
-    async fn start(config: &Config, store: Store, parts: &Parts) -> anyhow::Result<Self> {
+    async fn start(config: &Config, store: JetStreamStore, parts: &Parts) -> anyhow::Result<Self> {
         let components = SupervisorSetup::connect(&config.components, config.component_nats_url())
             .await
             .map_err(|reason| {
@@ -246,11 +246,18 @@ impl Leader {
             .with_nats_signer(config.nats_auth.account_signer()?)
             .with_instance(config.replication.replica_name.clone());
         info!(runtime = %components.runtime(), "components runtime chosen");
-        let manager =
-            OperatorManager::restore(store, parts.client.clone(), config.runtime_timings())
-                .await?
-                .with_components(components);
-        let users = auth::Users::open(&parts.js, parts.replicas).await?;
+        let users = store
+            .leader_bucket(&parts.js, auth::USERS_BUCKET)
+            .await
+            .context("cannot open the users' bucket")?;
+        let manager = OperatorManager::restore(
+            Arc::new(store),
+            parts.client.clone(),
+            config.runtime_timings(),
+        )
+        .await?
+        .with_components(components);
+        let users = auth::Users::open(users).await?;
         users
             .bootstrap_admin(config.admin_apikey_file.as_deref())
             .await?;

@@ -153,10 +153,91 @@ struct Buckets {
 /// A leader's fences: one per bucket, and its lease's.
 struct Leading {
     js: jetstream::Context,
+    term: u64,
+    replica: String,
     lease: Fence,
     operators: WriteFence,
     resources: WriteFence,
     secrets: WriteFence,
+}
+
+impl Leading {
+    /// A fenced write of this leader to `kv`: refused once its lease has lapsed (checked first,
+    /// so a leader paused past it writes nothing) or a successor has fenced the bucket.
+    async fn write(
+        &self,
+        bucket: &'static str,
+        kv: &kv::Store,
+        key: &str,
+        operation: FencedOperation,
+        fence: WriteFence,
+    ) -> Result<u64, StoreError> {
+        self.lease.check().map_err(|e| StoreError::Fenced {
+            bucket,
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        fenced_write(&self.js, kv, key, operation, fence)
+            .await
+            .map_err(|e| fence_error(bucket, key, e))
+    }
+}
+
+/// A bucket the leader alone writes, outside [`RecordStore`]: fenced while replicas run.
+#[derive(Clone)]
+pub struct LeaderBucket {
+    bucket: &'static str,
+    kv: kv::Store,
+    /// The leader and its fence of this bucket; `None` for a lone orchestrator.
+    fenced: Option<(Arc<Leading>, WriteFence)>,
+}
+
+impl LeaderBucket {
+    /// The bucket, for reads.
+    pub fn kv(&self) -> &kv::Store {
+        &self.kv
+    }
+
+    /// Stores `value` under `key`; returns its revision.
+    pub async fn put(&self, key: &str, value: Vec<u8>) -> Result<u64, StoreError> {
+        match &self.fenced {
+            Some((leading, fence)) => {
+                let operation = FencedOperation::Put(value.into());
+                leading
+                    .write(self.bucket, &self.kv, key, operation, *fence)
+                    .await
+            }
+            None => self
+                .kv
+                .put(key, value.into())
+                .await
+                .map_err(|e| self.failed("put", key, e)),
+        }
+    }
+
+    /// Marks `key` deleted.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match &self.fenced {
+            Some((leading, fence)) => leading
+                .write(self.bucket, &self.kv, key, FencedOperation::Delete, *fence)
+                .await
+                .map(|_| ()),
+            None => self
+                .kv
+                .delete(key)
+                .await
+                .map_err(|e| self.failed("delete", key, e)),
+        }
+    }
+
+    fn failed(&self, operation: &'static str, key: &str, e: impl ToString) -> StoreError {
+        StoreError::Failed {
+            operation,
+            bucket: self.bucket,
+            key: key.to_string(),
+            reason: e.to_string(),
+        }
+    }
 }
 
 /// A secret record as stored: nothing but the sealed JSON of the record.
@@ -206,12 +287,14 @@ impl JetStreamStore {
         for bucket in [Bucket::Operators, Bucket::Resources, Bucket::Secrets] {
             let sequence = write_fence(self.kv(bucket), term, replica)
                 .await
-                .map_err(|e| fence_error(bucket, FENCE_KEY, e))?;
+                .map_err(|e| fence_error(bucket.name(), FENCE_KEY, e))?;
             fences.push(WriteFence { term, sequence });
         }
         let mut buckets = Buckets::clone(&self.shared);
         buckets.leading = Some(Arc::new(Leading {
             js,
+            term,
+            replica: replica.to_string(),
             lease,
             operators: fences[0],
             resources: fences[1],
@@ -230,19 +313,39 @@ impl JetStreamStore {
         key: &str,
         operation: FencedOperation,
     ) -> Result<u64, StoreError> {
-        leading.lease.check().map_err(|e| StoreError::Fenced {
-            bucket: bucket.name(),
-            key: key.to_string(),
-            reason: e.to_string(),
-        })?;
         let fence = match bucket {
             Bucket::Operators => leading.operators,
             Bucket::Resources => leading.resources,
             Bucket::Secrets => leading.secrets,
         };
-        fenced_write(&leading.js, self.kv(bucket), key, operation, fence)
+        leading
+            .write(bucket.name(), self.kv(bucket), key, operation, fence)
             .await
-            .map_err(|e| fence_error(bucket, key, e))
+    }
+
+    /// Opens a bucket that only the leader writes besides the record buckets (the users'):
+    /// while this store leads, its fence is written now and every write to it is fenced like
+    /// the records'; without replicas, writes are plain.
+    pub async fn leader_bucket(
+        &self,
+        js: &jetstream::Context,
+        bucket: &'static str,
+    ) -> Result<LeaderBucket, StoreError> {
+        let kv = open_bucket(js, bucket, self.shared.replicas).await?;
+        let fenced = match &self.shared.leading {
+            None => None,
+            Some(leading) => {
+                let sequence = write_fence(&kv, leading.term, &leading.replica)
+                    .await
+                    .map_err(|e| fence_error(bucket, FENCE_KEY, e))?;
+                let fence = WriteFence {
+                    term: leading.term,
+                    sequence,
+                };
+                Some((leading.clone(), fence))
+            }
+        };
+        Ok(LeaderBucket { bucket, kv, fenced })
     }
 
     fn kv(&self, bucket: Bucket) -> &kv::Store {
@@ -438,16 +541,16 @@ pub(crate) async fn open_bucket(
 }
 
 /// A refused or failed fenced write as a store error.
-fn fence_error(bucket: Bucket, key: &str, error: FencedWriteError) -> StoreError {
+fn fence_error(bucket: &'static str, key: &str, error: FencedWriteError) -> StoreError {
     match error {
         FencedWriteError::Fenced { reason } => StoreError::Fenced {
-            bucket: bucket.name(),
+            bucket,
             key: key.to_string(),
             reason,
         },
         FencedWriteError::Unavailable { reason } => StoreError::Failed {
             operation: "write",
-            bucket: bucket.name(),
+            bucket,
             key: key.to_string(),
             reason,
         },

@@ -15,6 +15,7 @@ pub async fn check_store_fencing(
     replicas: usize,
 ) -> anyhow::Result<()> {
     use operator_election::{Fence, FenceState};
+    use operator_orchestrator::auth::USERS_BUCKET;
     use operator_orchestrator::records::Record;
     use operator_orchestrator::secret_keys::SecretKeyring;
     use operator_orchestrator::store::{Bucket, JetStreamStore, RecordStore, StoreError};
@@ -39,6 +40,9 @@ pub async fn check_store_fencing(
         .await?;
     let record = Record::new(manifest("{durationMs: 1}"), Some("public".into()));
     let revision = first.create(Bucket::Resources, "public.x", &record).await?;
+    // The users' bucket, written by the leader alone too.
+    let users_1 = first.leader_bucket(js, USERS_BUCKET).await?;
+    users_1.put("alice", b"{\"v\":1}".to_vec()).await?;
     // Each is checked against the same fence key; none may be refused for another's check.
     let writes = (0..32).map(|i| {
         let (first, record) = (&first, &record);
@@ -74,6 +78,22 @@ pub async fn check_store_fencing(
         matches!(refused, Err(StoreError::Fenced { .. })),
         "{refused:?}"
     );
+    // The successor fences the users' bucket as it opens it: the deposed leader can neither
+    // change nor delete a user from then on, and the successor can.
+    let users_2 = second.leader_bucket(js, USERS_BUCKET).await?;
+    let refused = users_1.put("alice", b"{\"v\":2}".to_vec()).await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "the deposed leader's user write: {refused:?}"
+    );
+    let refused = users_1.delete("alice").await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "the deposed leader's user delete: {refused:?}"
+    );
+    let alice = users_2.kv().get("alice").await?.expect("alice kept");
+    assert_eq!(&alice[..], b"{\"v\":1}", "the first leader's user stands");
+    users_2.put("alice", b"{\"v\":3}".to_vec()).await?;
     let stored = second
         .get(Bucket::Resources, "public.x")
         .await?
