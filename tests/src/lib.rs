@@ -6,6 +6,7 @@
 pub mod adf;
 pub mod cluster;
 pub mod faults;
+pub mod measure;
 pub mod otlp;
 pub mod platform;
 pub mod postgres;

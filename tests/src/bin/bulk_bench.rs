@@ -7,15 +7,15 @@
 //!
 //! `cargo run --release -p operator-tests --bin bulk_bench -- --files 10 --per-file 2000`
 
-use std::collections::HashSet;
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
-use operator_tests::{binary, example, ComponentProcess, NatsServer, OrchestratorProcess};
+use operator_tests::measure::{
+    job_documents, post_all, time_opctl_list, watch_succeeded, DemoSystem,
+};
+use operator_tests::NatsServer;
 
 #[derive(Parser)]
 struct Args {
@@ -105,56 +105,17 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `count` demo jobs named `{prefix}-{i}` as one multi-document text.
-fn file_text(prefix: &str, count: usize) -> String {
-    (0..count)
-        .map(|i| format!("name: {prefix}-{i}\nversion: v1\ntype: resource\nresource:\n  operator: demo\n  type: job\n  spec: {{durationMs: 0}}\n"))
-        .collect::<Vec<_>>()
-        .join("---\n")
-}
-
 async fn run(args: &Args, path: Path) -> anyhow::Result<Figures> {
     let n = args.files * args.per_file;
     let nats = NatsServer::start()?;
     let js = async_nats::jetstream::new(nats.client().await?);
-    let orchestrator = OrchestratorProcess::start(&nats.url())?;
-    let http = operator_tests::process::admin_http_client()?;
-    let applied = http
-        .post(format!("{}/api/v1/apply", orchestrator.url()))
-        .body(example("demo-operator.yaml"))
-        .send()
-        .await?;
-    anyhow::ensure!(applied.status().is_success(), "{}", applied.text().await?);
-    let workers = args.workers.to_string();
-    let _component = ComponentProcess::start(
-        &nats.url(),
-        "demo",
-        &[
-            ("OPERATOR_MAX_WORKERS", workers.as_str()),
-            ("LOG_LEVEL", "warn"),
-        ],
-    )?;
+    let system = DemoSystem::start(&nats, &[], args.workers, &[]).await?;
+    let (orchestrator, http) = (&system.orchestrator, &system.http);
     let files: Vec<String> = (0..args.files)
-        .map(|f| file_text(&format!("f{f}"), args.per_file))
+        .map(|f| job_documents(&format!("f{f}"), args.per_file))
         .collect();
 
-    let resources_kv = js.get_key_value("orchestrator-resources").await?;
-    let mut watch = resources_kv.watch("public.*").await?;
-    let watcher = tokio::spawn(async move {
-        let mut reconciled = HashSet::new();
-        while reconciled.len() < n {
-            let Some(Ok(entry)) = watch.next().await else {
-                break;
-            };
-            let Ok(record) = serde_json::from_slice::<serde_json::Value>(&entry.value) else {
-                continue;
-            };
-            if record["status"]["runtime"] == "succeeded" {
-                reconciled.insert(entry.key.to_string());
-            }
-        }
-        (reconciled.len(), Instant::now())
-    });
+    let watcher = watch_succeeded(&js, n).await?;
 
     let url = format!(
         "{}/api/v1/{}?workspace=public",
@@ -162,22 +123,8 @@ async fn run(args: &Args, path: Path) -> anyhow::Result<Figures> {
         path.route()
     );
     let start = Instant::now();
-    let answers = futures::future::join_all(files.into_iter().map(|text| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let answer = http.post(&url).body(text).send().await?;
-            let status = answer.status();
-            let body: serde_json::Value = answer.json().await?;
-            anyhow::ensure!(status.is_success(), "{status}: {body}");
-            anyhow::ensure!(
-                body.get("failed").is_none_or(|f| f == 0),
-                "documents refused: {body}"
-            );
-            Ok(())
-        }
-    }))
-    .await;
-    answers.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    let at_once = files.len();
+    post_all(http, &url, files, at_once).await?;
     let applied = start.elapsed();
     let (done, at) = tokio::time::timeout(Duration::from_secs(600), watcher)
         .await
@@ -219,39 +166,19 @@ async fn run(args: &Args, path: Path) -> anyhow::Result<Figures> {
     let all_streamed = t.elapsed();
     anyhow::ensure!(lines == n, "the stream holds {lines} of {n} lines");
 
-    let opctl = orchestrator.opctl();
-    let t = Instant::now();
-    let mut child = Command::new(binary("opctl")?)
-        .args(["get", "-t", "resource", "-a"])
-        .env("OPCTL_SERVER", &opctl.server)
-        .envs(opctl.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let (opctl_first_line, rows) = tokio::task::spawn_blocking(move || {
-        let mut first = None;
-        let mut rows = 0;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line?;
-            if line.trim_start().starts_with('f') {
-                first.get_or_insert_with(|| t.elapsed());
-                rows += 1;
-            }
-        }
-        Ok::<_, std::io::Error>((first, rows))
-    })
-    .await??;
-    child.wait()?;
-    let opctl_done = t.elapsed();
-    anyhow::ensure!(rows == n, "opctl printed {rows} of {n} rows");
+    let listed = time_opctl_list(orchestrator, "f").await?;
+    anyhow::ensure!(
+        listed.rows == n,
+        "opctl printed {} of {n} rows",
+        listed.rows
+    );
     Ok(Figures {
         applied,
         reconciled,
         whole_list,
         first_streamed_line: first_streamed_line.unwrap_or(all_streamed),
         all_streamed,
-        opctl_first_line: opctl_first_line.unwrap_or(opctl_done),
-        opctl_done,
+        opctl_first_line: listed.first_row,
+        opctl_done: listed.done,
     })
 }

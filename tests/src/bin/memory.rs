@@ -11,15 +11,16 @@
 //! only the system allocator: build the orchestrator for it with `--no-default-features`
 //! (without jemalloc).
 
-use std::collections::HashSet;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use futures::StreamExt;
-use operator_tests::process::metric_sum;
-use operator_tests::{example, ComponentProcess, NatsServer, OrchestratorProcess};
+use operator_tests::measure::{
+    job_document, mb, rss, steady_rss, wait_asleep, wait_restored, watch_succeeded, DemoSystem,
+};
+use operator_tests::NatsServer;
 
 #[derive(Parser)]
 struct Args {
@@ -41,23 +42,6 @@ struct Args {
 /// An idle period this long means the entities are meant to stay awake: not waited for.
 const KEPT_AWAKE_MS: u64 = 60_000;
 
-/// Resident set size of a process, in bytes (`VmRSS` of `/proc/PID/status`).
-fn rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .context("no VmRSS line")?;
-    Ok(kb * 1024)
-}
-
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / 1_048_576.0
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -69,23 +53,11 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|ms| ("ORCHESTRATOR_ENTITY_IDLE_MS", ms.as_str()))
         .collect();
-    let mut orchestrator = OrchestratorProcess::start_with_env(&nats.url(), &env)?;
-    let http = operator_tests::process::admin_http_client()?;
-    let applied = http
-        .post(format!("{}/api/v1/apply", orchestrator.url()))
-        .body(example("demo-operator.yaml"))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        applied.status().is_success(),
-        "operator apply failed: {}",
-        applied.text().await?
-    );
-    let component = ComponentProcess::start(
-        &nats.url(),
-        "demo",
-        &[("OPERATOR_MAX_WORKERS", "64"), ("LOG_LEVEL", "warn")],
-    )?;
+    let DemoSystem {
+        mut orchestrator,
+        component,
+        http,
+    } = DemoSystem::start(&nats, &env, 64, &[]).await?;
     let orchestrator_pid = orchestrator.pid().context("orchestrator not running")?;
     let component_pid = component.pid().context("component not running")?;
     let idle = (rss(orchestrator_pid)?, rss(component_pid)?);
@@ -180,40 +152,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The resident size once it has stopped falling: sampled every 250 ms until no sample in 2 s
-/// was lower (the allocator hands freed pages back over a second or so), at most 30 s.
-async fn steady_rss(pid: u32) -> anyhow::Result<u64> {
-    let start = Instant::now();
-    let mut lowest = rss(pid)?;
-    let mut lowest_at = Instant::now();
-    while lowest_at.elapsed() < Duration::from_secs(2) && start.elapsed() < Duration::from_secs(30)
-    {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = rss(pid)?;
-        if now < lowest {
-            lowest = now;
-            lowest_at = Instant::now();
-        }
-    }
-    Ok(lowest)
-}
-
-/// Waits until the orchestrator holds no entity actor (its `orchestrator_entities_awake` gauge,
-/// scraped: there is no event to await for it); returns how long that took.
-async fn wait_asleep(http: &reqwest::Client, base: &str) -> anyhow::Result<Duration> {
-    let start = Instant::now();
-    loop {
-        let awake = metric_sum(http, base, "orchestrator_entities_awake", &[]).await?;
-        if awake == 0.0 {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() > Duration::from_secs(300) {
-            bail!("{awake} entities still awake after 300 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Starts `heaptrack -p PID -o FILE` and waits until it says it is attached.
 fn attach_heaptrack(pid: u32, file: &std::path::Path) -> anyhow::Result<Child> {
     let log = tempfile::NamedTempFile::new()?;
@@ -248,33 +186,14 @@ async fn apply_all(
     n: usize,
     in_flight: usize,
 ) -> anyhow::Result<()> {
-    let resources_kv = js.get_key_value("orchestrator-resources").await?;
-    let mut watch = resources_kv.watch("public.*").await?;
-    let watcher = tokio::spawn(async move {
-        let mut succeeded = HashSet::new();
-        while succeeded.len() < n {
-            let Some(Ok(entry)) = watch.next().await else {
-                break;
-            };
-            let Ok(record) = serde_json::from_slice::<serde_json::Value>(&entry.value) else {
-                continue;
-            };
-            if record["status"]["runtime"] == "succeeded" {
-                succeeded.insert(entry.key);
-            }
-        }
-        succeeded.len()
-    });
+    let watcher = watch_succeeded(js, n).await?;
     let url = format!("{base}/api/v1/apply?workspace=public");
     futures::stream::iter(0..n)
         .map(|i| {
             let (http, url) = (http.clone(), url.clone());
             async move {
                 let name = format!("mem-{i}");
-                let body = format!(
-                    "name: {name}\nversion: v1\ntype: resource\nresource:\n  operator: demo\n  type: job\n  spec: {{durationMs: 0}}\n"
-                );
-                let response = http.post(&url).body(body).send().await?;
+                let response = http.post(&url).body(job_document(&name)).send().await?;
                 anyhow::ensure!(
                     response.status().is_success(),
                     "apply {name}: {}",
@@ -288,25 +207,9 @@ async fn apply_all(
         .await
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
-    let done = tokio::time::timeout(Duration::from_secs(900), watcher)
+    let (done, _) = tokio::time::timeout(Duration::from_secs(900), watcher)
         .await
         .context("resources were not all reconciled within 15 minutes")??;
     anyhow::ensure!(done == n, "the watch ended after {done} of {n} reconciled");
     Ok(())
-}
-
-/// Waits until the orchestrator's `orchestrator_entities` gauges add up to `n`: every
-/// resource read back (settled ones asleep, the others with their entity started).
-async fn wait_restored(http: &reqwest::Client, base: &str, n: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let entities = metric_sum(http, base, "orchestrator_entities", &[]).await?;
-        if entities as usize >= n {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{entities} of {n} entities restored after 300 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

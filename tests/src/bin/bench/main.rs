@@ -4,6 +4,9 @@
 //!
 //! `cargo run --release -p operator-tests --bin bench -- --resources 2000 --in-flight 64`
 //!
+//! `--scale [N]` (default N 100,000) runs the scale mode instead of the control-plane runs:
+//! see `scale.rs`.
+//!
 //! `--tracing on` runs the control plane with every span sampled (`OTEL_TRACES_SAMPLER=always_on`)
 //! and exported over OTLP/gRPC to a receiver inside the bench; `--tracing compare` runs it
 //! twice, without then with tracing, each on a fresh nats-server, and prints the ratios.
@@ -16,8 +19,11 @@ use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use operator_tests::{example, ComponentProcess, NatsServer, OrchestratorProcess, OtlpReceiver};
+use operator_tests::measure::DemoSystem;
+use operator_tests::{NatsServer, OtlpReceiver};
 use tokio::sync::Mutex;
+
+mod scale;
 
 #[derive(Parser)]
 struct Args {
@@ -37,6 +43,13 @@ struct Args {
     /// receiver in this process) or `compare` (off, then on, and the ratios).
     #[arg(long, value_enum, default_value_t = Tracing::Off)]
     tracing: Tracing,
+    /// Scale mode: this many resources (100,000 when no number is given) applied through the
+    /// batch endpoint, with every size, rate and restore time printed.
+    #[arg(long, num_args = 0..=1, default_missing_value = "100000")]
+    scale: Option<usize>,
+    /// Scale mode: batch requests (files of 2,000 documents) sent at once.
+    #[arg(long, default_value_t = 4)]
+    files_at_once: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -139,6 +152,36 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await?;
+    // As many puts at once as applies are in flight: the ceiling a pipelined writer meets.
+    let kv_put_pipelined = {
+        let start = Instant::now();
+        futures::stream::iter(0..args.samples)
+            .map(|i| {
+                let (k, p) = (kv.clone(), payload.clone());
+                async move { k.put(format!("p{}", i % 1000), p).await }
+            })
+            .buffer_unordered(args.in_flight)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        args.samples as f64 / start.elapsed().as_secs_f64()
+    };
+
+    if let Some(resources) = args.scale {
+        print_raw(&args, &[&rr, &publish, &kv_put], kv_put_pipelined);
+        let scale = scale::Scale {
+            resources,
+            workers: args.workers,
+            files_at_once: args.files_at_once,
+        };
+        let raw = scale::RawRates {
+            kv_put_sequential: kv_put.per_second,
+            kv_put_pipelined,
+            in_flight: args.in_flight,
+        };
+        return scale::run(&scale, &raw).await;
+    }
 
     // The control plane, without and/or with tracing.
     let mut runs = Vec::new();
@@ -150,23 +193,7 @@ async fn main() -> anyhow::Result<()> {
         runs.push(control_plane(&args, Some(&receiver)).await?);
     }
 
-    println!(
-        "raw primitives ({} samples each, 512-byte payload, sequential)",
-        args.samples
-    );
-    println!(
-        "{:<34} {:>10} {:>10} {:>12}",
-        "primitive", "p50 µs", "p99 µs", "ops/s"
-    );
-    for f in [&rr, &publish, &kv_put] {
-        println!(
-            "{:<34} {:>10.0} {:>10.0} {:>12.0}",
-            f.name,
-            f.p(0.5),
-            f.p(0.99),
-            f.per_second
-        );
-    }
+    print_raw(&args, &[&rr, &publish, &kv_put], kv_put_pipelined);
     for run in &runs {
         println!();
         println!(
@@ -253,6 +280,34 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The raw primitives' figures, and the pipelined KV puts' rate.
+fn print_raw(args: &Args, sequential: &[&Figures], kv_put_pipelined: f64) {
+    println!(
+        "raw primitives ({} samples each, 512-byte payload, sequential)",
+        args.samples
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>12}",
+        "primitive", "p50 µs", "p99 µs", "ops/s"
+    );
+    for f in sequential {
+        println!(
+            "{:<34} {:>10.0} {:>10.0} {:>12.0}",
+            f.name,
+            f.p(0.5),
+            f.p(0.99),
+            f.per_second
+        );
+    }
+    println!(
+        "{:<34} {:>10} {:>10} {:>12.0}",
+        format!("KV put, {} in flight", args.in_flight),
+        "",
+        "",
+        kv_put_pipelined
+    );
+}
+
 /// One run of the control plane: a fresh nats-server, orchestrator and demo component.
 struct Run {
     label: &'static str,
@@ -272,30 +327,12 @@ async fn control_plane(args: &Args, receiver: Option<&OtlpReceiver>) -> anyhow::
     let js = async_nats::jetstream::new(client);
     let otel = receiver.map(OtlpReceiver::env).unwrap_or_default();
     let otel: Vec<(&str, &str)> = otel.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let orchestrator = OrchestratorProcess::start_with_env(&nats.url(), &otel)?;
-    let http = operator_tests::process::admin_http_client()?;
-    let applied = http
-        .post(format!("{}/api/v1/apply", orchestrator.url()))
-        .body(example("demo-operator.yaml"))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        applied.status().is_success(),
-        "operator apply failed: {}",
-        applied.text().await?
-    );
-    let workers = args.workers.to_string();
-    let mut env = vec![
-        ("OPERATOR_MAX_WORKERS", workers.as_str()),
-        ("LOG_LEVEL", "warn"),
-    ];
-    env.extend(otel);
-    let _component = ComponentProcess::start(&nats.url(), "demo", &env)?;
-
+    let system = DemoSystem::start(&nats, &otel, args.workers, &otel).await?;
+    let (orchestrator, http) = (&system.orchestrator, &system.http);
     let url = format!("{}/api/v1/apply?workspace=public", orchestrator.url());
     let sequential_n = (args.samples / 10).max(50);
-    let sequential = apply_batch(&http, &url, &js, "seq", sequential_n, 1).await?;
-    let loaded = apply_batch(&http, &url, &js, "load", args.resources, args.in_flight).await?;
+    let sequential = apply_batch(http, &url, &js, "seq", sequential_n, 1).await?;
+    let loaded = apply_batch(http, &url, &js, "load", args.resources, args.in_flight).await?;
     // What the processes still hold arrives within a few batch delays.
     let spans = match receiver {
         Some(receiver) => {
