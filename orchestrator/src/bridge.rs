@@ -265,8 +265,11 @@ async fn consume_events(
     let stream_name = subject::event_stream(&plan.operator);
     let durable = subject::event_consumer(&plan.operator);
     let mut take_over = true;
+    // Looked up (or made) once, and again only when it went away: pulling again after a lost
+    // pull needs no JetStream API call, which would time out until the consumer has a leader.
+    let mut known_consumer: Option<consumer::PullConsumer> = None;
     loop {
-        let attach = async {
+        let lookup = async {
             ensure_streams(&js, &plan)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -300,11 +303,26 @@ async fn consume_events(
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-            consumer.messages().await.map_err(|e| e.to_string())
+            Ok::<_, String>(consumer)
+        };
+        let attach = async {
+            let consumer = match known_consumer.take() {
+                Some(consumer) => consumer,
+                None => lookup.await?,
+            };
+            let messages = consumer
+                .stream()
+                .expires(operator_nats_cluster::PULL_EXPIRES)
+                .heartbeat(operator_nats_cluster::PULL_HEARTBEAT)
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((consumer, messages))
         };
         match attach.await {
-            Ok(messages) => {
+            Ok((consumer, messages)) => {
                 take_over = false;
+                let mut look_up_again = false;
                 // Read until the stream can deliver nothing more, then attach again: a consumer
                 // just replaced on a cluster answers no responders until it has a leader.
                 messages
@@ -312,6 +330,7 @@ async fn consume_events(
                         let go_on = match message {
                             Err(e) if operator_nats_cluster::must_reattach(e) => {
                                 warn!(error = %e, "event stream ended; attaching again");
+                                look_up_again = !operator_nats_cluster::only_the_pull_lost(e);
                                 false
                             }
                             Err(e) => {
@@ -331,6 +350,9 @@ async fn consume_events(
                         }
                     })
                     .await;
+                if !look_up_again {
+                    known_consumer = Some(consumer);
+                }
             }
             Err(e) => warn!(stream = %stream_name, error = %e, "cannot attach to event stream"),
         }

@@ -360,6 +360,43 @@ impl NatsCluster {
             .with_context(|| format!("{stream:?} has no leader"))
     }
 
+    /// The node that leads consumer `consumer` of `stream`.
+    pub async fn consumer_leader(
+        &self,
+        js: &jetstream::Context,
+        stream: &str,
+        consumer: &str,
+    ) -> anyhow::Result<String> {
+        let mut consumer: jetstream::consumer::PullConsumer = js
+            .get_stream(stream)
+            .await?
+            .get_consumer(consumer)
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer {consumer} of {stream}: {e}"))?;
+        let info = consumer.info().await?;
+        info.cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .with_context(|| format!("consumer {} of {stream} has no leader", info.name))
+    }
+
+    /// The node that last said it became the JetStream meta leader, from the nodes' logs.
+    pub fn meta_leader(&self) -> Option<String> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let text = std::fs::read_to_string(&n.log).ok()?;
+                let line = text
+                    .lines()
+                    .rfind(|l| l.contains("Self is new JetStream cluster metadata leader"))?;
+                // Lines start `[pid] yyyy/mm/dd hh:mm:ss.micros`: comparable as text.
+                let stamp = line.split_once("] ")?.1.get(..26)?.to_string();
+                Some((stamp, n.name.clone()))
+            })
+            .max()
+            .map(|(_, name)| name)
+    }
+
     /// Every node's log, for a failure message.
     pub fn logs(&self) -> String {
         self.nodes

@@ -195,6 +195,56 @@ async fn killing_the_node_that_leads_the_resource_bucket_loses_no_acknowledged_a
 }
 
 #[tokio::test]
+async fn killing_the_node_that_leads_the_command_consumer_holds_no_command_for_long(
+) -> anyhow::Result<()> {
+    let mut system = ClusterSystem::start(&[]).await?;
+    system.opctl.apply(&job("first"), Some("public"))?;
+    system.wait_succeeded(&["first".into()]).await?;
+    let js = jetstream::new(system.client.clone());
+    // Not the meta leader too: JetStream's own recovery from losing that takes 10 s or more,
+    // which would hide what is measured here. Moved by asking the consumer to step down.
+    let meta = system.cluster.meta_leader().expect("a meta leader logged");
+    let deadline = Instant::now() + WAIT;
+    let leader = loop {
+        let leader = system
+            .cluster
+            .consumer_leader(&js, "operator-demo", "component-demo")
+            .await?;
+        if leader != meta {
+            break leader;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the consumer stays on {meta}");
+        let _ = system
+            .client
+            .request(
+                "$JS.API.CONSUMER.LEADER.STEPDOWN.operator-demo.component-demo",
+                "".into(),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let victim = system.cluster.index_of(&leader).expect("a node of ours");
+    system.cluster.kill(victim);
+
+    // The component's pull went to the killed node: it is lost, and pulled again once its
+    // heartbeats are missed (1 s apart), without a JetStream API call, as soon as JetStream has
+    // elected another leader for the consumer (a few seconds). With the client's defaults and a
+    // lookup on each attach this took about 20 s here, now 6–14 s; the bound leaves room for a
+    // loaded machine, so it checks that commands flow again, not how soon.
+    let killed = Instant::now();
+    apply_until_taken(&system.opctl, "after", killed + Duration::from_secs(30))?;
+    system.wait_succeeded(&["after".into()]).await?;
+    let took = killed.elapsed();
+    eprintln!("a command applied after the kill of {leader} reconciled {took:?} after it");
+    assert!(
+        took < Duration::from_secs(30),
+        "reconciled {took:?} after the kill of {leader}; component log:\n{}",
+        system._component.log()
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_cluster_without_quorum_refuses_writes_with_a_clear_error_and_takes_them_again_once_healed(
 ) -> anyhow::Result<()> {
     let mut system = ClusterSystem::start(&[]).await?;

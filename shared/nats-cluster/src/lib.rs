@@ -123,11 +123,19 @@ pub fn replicas_for(
     Ok(replicas)
 }
 
+/// How long each pull request of the system's pull consumers lasts. A pull lost with its NATS
+/// node (killed, cut off) is pulled again when it expires or after two missed heartbeats: with
+/// the client's defaults (30 s, 15 s) a command or status event then waited 30 s; an idle
+/// consumer pays one request per expiry and a heartbeat a second.
+pub const PULL_EXPIRES: std::time::Duration = std::time::Duration::from_secs(5);
+/// The idle heartbeat the server sends on a pending pull (below half of [`PULL_EXPIRES`]).
+pub const PULL_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// True when a pull consumer's message stream will deliver nothing more until it is attached
 /// again: its consumer is gone or has no leader yet (just made, or its node died), a request was
 /// refused, or its heartbeats stopped. A new replicated consumer answers its first pulls with no
 /// responders until it has elected a leader; left alone, the client waits for two missed
-/// heartbeats (30 s) before pulling again.
+/// heartbeats before pulling again.
 pub fn must_reattach(error: &jetstream::consumer::pull::MessagesError) -> bool {
     use jetstream::consumer::pull::MessagesErrorKind;
     matches!(
@@ -138,6 +146,13 @@ pub fn must_reattach(error: &jetstream::consumer::pull::MessagesError) -> bool {
             | MessagesErrorKind::PushBasedConsumer
             | MessagesErrorKind::MissingHeartbeat
     )
+}
+
+/// True when only the pull was lost (its heartbeats stopped: the NATS node it went through, or
+/// the consumer's leader, was killed or cut off): pulling again on the same consumer suffices.
+/// After any other error that ends the stream, the consumer may be gone and is looked up again.
+pub fn only_the_pull_lost(error: &jetstream::consumer::pull::MessagesError) -> bool {
+    error.kind() == jetstream::consumer::pull::MessagesErrorKind::MissingHeartbeat
 }
 
 /// The settings a stream of ours gets for `replicas`: leader-consistent gets once replicated.

@@ -128,12 +128,14 @@ async fn consume_commands(
     } = feed.clone();
     let name = config.name.clone().unwrap_or_default();
     let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let mut known_consumer: Option<jetstream::consumer::PullConsumer> = None;
     'attach: while !*stop.borrow() {
         if let Err(e) = fence.check() {
             info!(reason = %e, "command consumer stopping: not the leader");
             break 'attach;
         }
         if take_over {
+            known_consumer = None;
             match take_over_consumer(&feed, &name).await {
                 Ok(()) => take_over = false,
                 Err(e) => {
@@ -145,26 +147,37 @@ async fn consume_commands(
                 }
             }
         }
+        // The consumer is looked up (or made) once, and again only when it went away: after a
+        // lost pull (its NATS node killed or cut off) pulling again needs no JetStream API call,
+        // which would time out until the consumer has a new leader.
         let attached = async {
-            let consumer = js
-                .get_stream(&stream)
-                .await
-                .map_err(|e| e.to_string())?
-                .get_or_create_consumer(&name, config.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            consumer
+            let consumer = match &known_consumer {
+                Some(consumer) => consumer.clone(),
+                None => js
+                    .get_stream(&stream)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .get_or_create_consumer(&name, config.clone())
+                    .await
+                    .map_err(|e| e.to_string())?,
+            };
+            let messages = consumer
                 .stream()
                 .max_messages_per_batch(PULL_BATCH)
-                .expires(Duration::from_secs(30))
-                .heartbeat(Duration::from_secs(10))
+                .expires(operator_nats_cluster::PULL_EXPIRES)
+                .heartbeat(operator_nats_cluster::PULL_HEARTBEAT)
                 .messages()
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((consumer, messages))
         };
         let mut messages = match attached.await {
-            Ok(messages) => messages,
+            Ok((consumer, messages)) => {
+                known_consumer = Some(consumer);
+                messages
+            }
             Err(e) => {
+                known_consumer = None;
                 warn!(stream = %stream, consumer = %name, error = %e, "cannot attach command consumer; retrying");
                 tokio::select! {
                     _ = stop.changed() => break 'attach,
@@ -195,6 +208,9 @@ async fn consume_commands(
                     Some(Err(e)) => {
                         warn!(stream = %stream, consumer = %name, error = %e, "command stream error");
                         if operator_nats_cluster::must_reattach(&e) {
+                            if !operator_nats_cluster::only_the_pull_lost(&e) {
+                                known_consumer = None;
+                            }
                             tokio::time::sleep(REATTACH_DELAY).await;
                             continue 'attach;
                         }
