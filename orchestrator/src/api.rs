@@ -14,10 +14,11 @@ use crate::auth::{Caller, Role, UserRecord, UserView, Users};
 use crate::error::ControlError;
 use crate::manager::{
     ApplyOperator, ApplySecret, DeleteOperator, DeleteResourceByKey, DeleteSecret,
-    FollowOperatorLogs, GetOperatorLogs, GetRecord, ListRecords, OperatorManager, RenderOperator,
+    FollowOperatorLogs, GetOperatorLogs, GetRecord, ListStored, OperatorManager, RenderOperator,
     RouteResource,
 };
-use crate::records::Applied;
+use crate::records::{Applied, RecordView};
+use crate::runtime::Listed;
 
 mod batch;
 mod list_stream;
@@ -253,19 +254,25 @@ async fn list(
         caller.require_read(ws)?;
     }
     let items = manager
-        .send(ListRecords {
+        .send(ListStored {
             kind,
             workspace: query.workspace,
         })
         .await?;
-    let items: Vec<_> = items
+    let items: Vec<Listed> = items
         .into_iter()
-        .filter(|r| r.workspace.as_deref().is_none_or(|ws| caller.can_read(ws)))
-        .filter(|r| query.all || r.owner.as_deref() == Some(caller.name.as_str()))
+        .filter(|r| r.workspace().is_none_or(|ws| caller.can_read(ws)))
         .collect();
+    let (all, me) = (query.all, caller.name.clone());
+    let shown = move |r: &RecordView| all || r.owner.as_deref() == Some(me.as_str());
     if query.stream {
-        return Ok(list_stream::json_lines(items));
+        return Ok(list_stream::json_lines(items, shown));
     }
+    let items: Vec<RecordView> = items
+        .into_iter()
+        .filter_map(Listed::view)
+        .filter(|r| shown(r))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 

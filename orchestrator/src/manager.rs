@@ -16,7 +16,7 @@ use crate::error::ControlError;
 use crate::records::{Applied, Outcome, Record, RecordView};
 use crate::replicas;
 use crate::runtime::{
-    ApplyResource, DeleteResource, FindResource, ListKeys, ListResources, OperatorPlan,
+    ApplyResource, DeleteResource, FindResource, ListKeys, ListResources, Listed, OperatorPlan,
     OperatorRuntime, ReplacePlan, RestoreResources, RuntimeTimings, Shutdown,
 };
 use crate::store::{workspaced_key, Bucket, Store, StoreError, Stored};
@@ -78,10 +78,19 @@ pub struct GetRecord {
     pub span: tracing::Span,
 }
 
-/// Every record of a type, in one workspace or all.
+/// Every record of a type, in one workspace or all, sorted by workspace and name.
 #[derive(Message)]
 #[rtype(result = "Vec<RecordView>")]
 pub struct ListRecords {
+    pub kind: ManifestKind,
+    pub workspace: Option<String>,
+}
+
+/// The same as [`ListRecords`], sleeping resources left as their stored bytes for the caller to
+/// read as it goes (a streamed list).
+#[derive(Message)]
+#[rtype(result = "Vec<Listed>")]
+pub struct ListStored {
     pub kind: ManifestKind,
     pub workspace: Option<String>,
 }
@@ -688,44 +697,62 @@ impl Handler<ListRecords> for OperatorManager {
     type Result = ResponseFuture<Vec<RecordView>>;
 
     fn handle(&mut self, msg: ListRecords, _ctx: &mut Self::Context) -> Self::Result {
-        match msg.kind {
-            ManifestKind::Operator => {
-                let views = self
-                    .operators
+        let listed = self.listed(msg.kind, msg.workspace);
+        Box::pin(async move { listed.await.into_iter().filter_map(Listed::view).collect() })
+    }
+}
+
+impl Handler<ListStored> for OperatorManager {
+    type Result = ResponseFuture<Vec<Listed>>;
+
+    fn handle(&mut self, msg: ListStored, _ctx: &mut Self::Context) -> Self::Result {
+        Box::pin(self.listed(msg.kind, msg.workspace))
+    }
+}
+
+impl OperatorManager {
+    /// Every record of `kind` (in `workspace`, or all), sorted by workspace and name, sleeping
+    /// resources as their stored bytes.
+    fn listed(
+        &self,
+        kind: ManifestKind,
+        workspace: Option<String>,
+    ) -> impl std::future::Future<Output = Vec<Listed>> + 'static {
+        let view = |record: &crate::records::Record| Listed::View(Box::new(record.view()));
+        let (mut ready, asks): (Vec<Listed>, Vec<_>) = match kind {
+            ManifestKind::Operator => (
+                self.operators
                     .values()
-                    .map(|e| e.stored.record.view())
-                    .collect();
-                Box::pin(async move { views })
-            }
-            ManifestKind::Secret => {
-                let views = self
-                    .secrets
+                    .map(|e| view(&e.stored.record))
+                    .collect(),
+                Vec::new(),
+            ),
+            ManifestKind::Secret => (
+                self.secrets
                     .values()
-                    .filter(|s| msg.workspace.is_none() || s.record.workspace == msg.workspace)
-                    .map(|s| s.record.view())
-                    .collect();
-                Box::pin(async move { views })
-            }
-            ManifestKind::Resource => {
-                let asks: Vec<_> = self
-                    .runtimes()
+                    .filter(|s| workspace.is_none() || s.record.workspace == workspace)
+                    .map(|s| view(&s.record))
+                    .collect(),
+                Vec::new(),
+            ),
+            ManifestKind::Resource => (
+                Vec::new(),
+                self.runtimes()
                     .into_iter()
                     .map(|r| {
                         r.send(ListResources {
-                            workspace: msg.workspace.clone(),
+                            workspace: workspace.clone(),
                         })
                     })
-                    .collect();
-                Box::pin(async move {
-                    let mut views: Vec<RecordView> = join_all(asks)
-                        .await
-                        .into_iter()
-                        .flat_map(|r| r.unwrap_or_default())
-                        .collect();
-                    views.sort_by(|a, b| (&a.workspace, &a.name).cmp(&(&b.workspace, &b.name)));
-                    views
-                })
+                    .collect(),
+            ),
+        };
+        async move {
+            for answer in join_all(asks).await {
+                ready.extend(answer.unwrap_or_default());
             }
+            Listed::sort(&mut ready);
+            ready
         }
     }
 }

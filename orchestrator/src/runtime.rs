@@ -159,9 +159,9 @@ pub struct FindResource {
     pub span: tracing::Span,
 }
 
-/// Views of this runtime's resources, in one workspace or all.
+/// This runtime's resources, in one workspace or all, as a list takes them.
 #[derive(Message)]
-#[rtype(result = "Vec<RecordView>")]
+#[rtype(result = "Vec<Listed>")]
 pub struct ListResources {
     pub workspace: Option<String>,
 }
@@ -251,7 +251,8 @@ enum SlotState {
 
 /// A settled resource's record as stored (JSON) at `revision`, and what it adds to the gauges.
 struct SleepingRecord {
-    record: Box<[u8]>,
+    /// Shared with the lists under way, which read it a page at a time.
+    record: Arc<[u8]>,
     revision: u64,
     gauged: Arc<Gauged>,
 }
@@ -259,6 +260,50 @@ struct SleepingRecord {
 impl SleepingRecord {
     fn decode(&self) -> Result<Record, serde_json::Error> {
         serde_json::from_slice(&self.record)
+    }
+}
+
+/// A record as a list takes it: the view of an awake entity (or an operator, a secret), or the
+/// stored bytes of a sleeping resource, read only when the list reaches it; a streamed list of
+/// 100,000 resources then sends its first lines before it has read the rest.
+pub enum Listed {
+    View(Box<RecordView>),
+    Stored { key: EntityKey, record: Arc<[u8]> },
+}
+
+impl Listed {
+    /// Workspace and name: the order of lists.
+    pub fn sort_key(&self) -> (&str, &str) {
+        match self {
+            Self::View(view) => (view.workspace.as_deref().unwrap_or(""), &view.name),
+            Self::Stored { key, .. } => (&key.workspace, &key.name),
+        }
+    }
+
+    /// The record's workspace, if it has one.
+    pub fn workspace(&self) -> Option<&str> {
+        match self {
+            Self::View(view) => view.workspace.as_deref(),
+            Self::Stored { key, .. } => Some(&key.workspace),
+        }
+    }
+
+    /// The record's view; `None` (logged) for stored bytes that do not read back.
+    pub fn view(self) -> Option<RecordView> {
+        match self {
+            Self::View(view) => Some(*view),
+            Self::Stored { key, record } => serde_json::from_slice::<Record>(&record)
+                .map(|r| r.view())
+                .map_err(
+                    |e| warn!(entity.key = %key, error = %e, "a sleeping record is unreadable"),
+                )
+                .ok(),
+        }
+    }
+
+    /// Sorts `listed` by workspace and name.
+    pub fn sort(listed: &mut [Listed]) {
+        listed.sort_unstable_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     }
 }
 
@@ -414,7 +459,7 @@ impl OperatorRuntime {
     ) {
         let gauged = self.intern_gauge(gauged);
         let state = SlotState::Asleep(SleepingRecord {
-            record,
+            record: Arc::from(record),
             revision,
             gauged,
         });
@@ -702,7 +747,7 @@ impl Handler<FindResource> for OperatorRuntime {
 }
 
 impl Handler<ListResources> for OperatorRuntime {
-    type Result = ResponseFuture<Vec<RecordView>>;
+    type Result = ResponseFuture<Vec<Listed>>;
 
     fn handle(&mut self, msg: ListResources, _ctx: &mut Self::Context) -> Self::Result {
         let mut sleeping = Vec::new();
@@ -719,7 +764,10 @@ impl Handler<ListResources> for OperatorRuntime {
                         span: tracing::Span::none(),
                     }));
                 }
-                SlotState::Asleep(_) => sleeping.extend(Self::sleeping_view(slot)),
+                SlotState::Asleep(asleep) => sleeping.push(Listed::Stored {
+                    key: key.clone(),
+                    record: asleep.record.clone(),
+                }),
             }
         }
         Box::pin(async move {
@@ -727,7 +775,8 @@ impl Handler<ListResources> for OperatorRuntime {
                 join_all(asks)
                     .await
                     .into_iter()
-                    .filter_map(|r| r.ok().flatten()),
+                    .filter_map(|r| r.ok().flatten())
+                    .map(|view| Listed::View(Box::new(view))),
             );
             sleeping
         })

@@ -96,6 +96,9 @@ impl Fixture {
             })
             .await
             .expect("delivered")
+            .into_iter()
+            .filter_map(Listed::view)
+            .collect()
     }
 
     async fn census(&self) -> (usize, usize) {
