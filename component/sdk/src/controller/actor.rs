@@ -59,6 +59,10 @@ pub(crate) struct ControllerActor {
     pub(super) tasks: HashMap<EntityRef, AbortHandle>,
     /// The trace of the latest command applied to each entity, which its reconciles join.
     causes: HashMap<EntityRef, TraceContext>,
+    /// Entities with a command's write not yet durable, and how many such writes: not
+    /// reconciled meanwhile, even when a requeue (polling a running job) comes due, since the
+    /// copy holds the write that may yet be refused; reconciled once it is durable.
+    awaiting_durable: HashMap<EntityRef, usize>,
     resync: Option<Duration>,
     pub(super) metrics: ComponentMetrics,
 }
@@ -97,6 +101,7 @@ impl ControllerActor {
             feeds_stopping: 0,
             tasks: HashMap::new(),
             causes: HashMap::new(),
+            awaiting_durable: HashMap::new(),
             resync: None,
             metrics,
         }
@@ -168,6 +173,11 @@ impl ControllerActor {
             return;
         };
         while let Some(work) = self.queue.next() {
+            if self.awaiting_durable.contains_key(&work.entity) {
+                // Queued again once the write is durable (`reconcile_once_durable`).
+                self.queue.finish(&work.entity, &Outcome::Settled, 0.0);
+                continue;
+            }
             let Some(entity) = self.store.entity(&work.entity).cloned() else {
                 self.queue.finish(&work.entity, &Outcome::Settled, 0.0);
                 continue;
@@ -248,8 +258,15 @@ impl ControllerActor {
             return flush;
         }
         let (durable, answer) = oneshot::channel();
+        *self.awaiting_durable.entry(entity.clone()).or_default() += 1;
         ctx.spawn(async move { flush.wait().await }.into_actor(self).map(
             move |result, this, ctx| {
+                if let Some(count) = this.awaiting_durable.get_mut(&entity) {
+                    *count -= 1;
+                    if *count == 0 {
+                        this.awaiting_durable.remove(&entity);
+                    }
+                }
                 let still_there = this.store.entity(&entity).is_some();
                 if result.is_ok() && still_there && this.leadership.is_leading() {
                     this.queue.enqueue(entity);

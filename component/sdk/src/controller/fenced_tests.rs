@@ -88,3 +88,65 @@ async fn a_command_redelivered_after_its_write_was_refused_is_not_acknowledged_a
         "nothing is reconciled, so nothing is done on the platform, on a write that was refused"
     );
 }
+
+#[actix::test]
+async fn a_requeue_that_comes_due_while_a_delete_is_not_durable_does_not_reconcile_it() {
+    let nats = TestNatsServer::start();
+    let client = async_nats::connect(nats.url()).await.expect("connected");
+    let js = async_nats::jetstream::new(client);
+    let (state, fence) = Fence::channel();
+    state
+        .send(FenceState::Leading {
+            term: 5,
+            valid_until: tokio::time::Instant::now() + Duration::from_secs(300),
+        })
+        .expect("fence published");
+    let (mut store, _events) = KvStore::open(&js, "entities-polled", 1, fence)
+        .await
+        .expect("store opened");
+    let sequence = write_fence(&store.kv(), 5, "r0")
+        .await
+        .expect("fence written");
+    store.lead(WriteFence { term: 5, sequence });
+
+    // A running job, polled every 20 ms.
+    let probe = Probe::new(Duration::ZERO, |_, _, _| {
+        Step::Report(Action::requeue(Duration::from_millis(20)))
+    });
+    let (addr, _events) = start_with_store(
+        TEST_OPERATOR,
+        EntityStore::JetStreamKv(Box::new(store)),
+        &probe,
+        1,
+        None,
+    );
+    let (outcome, durable) = send(&addr, 1).await;
+    assert_eq!(outcome, CommandOutcome::Applied);
+    assert!(durable);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while probe.calls().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "never polled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // NATS goes away: the delete's write is retried and stays pending, with the copy saying
+    // `deleting`. Acting on it (the job deleted on the platform) would be undone by the next
+    // leader, who never saw the delete and starts the job again.
+    drop(nats);
+    let (reply, applied) = oneshot::channel();
+    addr.do_send(ApplyCommand {
+        envelope: command(Operation::Delete, "after-0", 2),
+        cause: tracing::Span::none(),
+        reply,
+    });
+    let applied = applied.await.expect("answered").expect("handled");
+    assert_eq!(applied.outcome, CommandOutcome::Applied);
+    // A window of ten polling periods: none may reconcile the delete.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deleting: Vec<_> = probe.calls().into_iter().filter(|c| c.2).collect();
+    assert_eq!(
+        deleting,
+        [],
+        "a delete reconciled before its write was durable"
+    );
+}
