@@ -29,13 +29,16 @@ async fn send(addr: &Addr<ControllerActor>, generation: u64) -> (CommandOutcome,
     (applied.outcome, durable)
 }
 
-#[actix::test]
-async fn a_command_redelivered_after_its_write_was_refused_is_not_acknowledged_as_stale() {
-    let nats = TestNatsServer::start();
+/// What a leading store's test keeps alive: the lease's sender and the store's events.
+type Held = (
+    tokio::sync::watch::Sender<FenceState>,
+    Option<tokio::sync::mpsc::UnboundedReceiver<crate::store::StoreEvent>>,
+);
+
+/// The store of a leader of term 5 on `nats`: its fence written, its copy caught up.
+async fn leading_store(nats: &TestNatsServer, bucket: &str) -> (KvStore, Held) {
     let client = async_nats::connect(nats.url()).await.expect("connected");
     let js = async_nats::jetstream::new(client);
-
-    // A leader of term 5, its fence written, its copy caught up.
     let (state, fence) = Fence::channel();
     state
         .send(FenceState::Leading {
@@ -43,13 +46,20 @@ async fn a_command_redelivered_after_its_write_was_refused_is_not_acknowledged_a
             valid_until: tokio::time::Instant::now() + Duration::from_secs(300),
         })
         .expect("fence published");
-    let (mut store, _events) = KvStore::open(&js, "entities-fenced", 1, fence)
+    let (mut store, events) = KvStore::open(&js, bucket, 1, fence)
         .await
         .expect("store opened");
     let sequence = write_fence(&store.kv(), 5, "r0")
         .await
         .expect("fence written");
     store.lead(WriteFence { term: 5, sequence });
+    (store, (state, events))
+}
+
+#[actix::test]
+async fn a_command_redelivered_after_its_write_was_refused_is_not_acknowledged_as_stale() {
+    let nats = TestNatsServer::start();
+    let (store, _held) = leading_store(&nats, "entities-fenced").await;
 
     // Another leader fences the bucket behind its back.
     write_fence(&store.kv(), 6, "intruder")
@@ -92,22 +102,7 @@ async fn a_command_redelivered_after_its_write_was_refused_is_not_acknowledged_a
 #[actix::test]
 async fn a_requeue_that_comes_due_while_a_delete_is_not_durable_does_not_reconcile_it() {
     let nats = TestNatsServer::start();
-    let client = async_nats::connect(nats.url()).await.expect("connected");
-    let js = async_nats::jetstream::new(client);
-    let (state, fence) = Fence::channel();
-    state
-        .send(FenceState::Leading {
-            term: 5,
-            valid_until: tokio::time::Instant::now() + Duration::from_secs(300),
-        })
-        .expect("fence published");
-    let (mut store, _events) = KvStore::open(&js, "entities-polled", 1, fence)
-        .await
-        .expect("store opened");
-    let sequence = write_fence(&store.kv(), 5, "r0")
-        .await
-        .expect("fence written");
-    store.lead(WriteFence { term: 5, sequence });
+    let (store, _held) = leading_store(&nats, "entities-polled").await;
 
     // A running job, polled every 20 ms.
     let probe = Probe::new(Duration::ZERO, |_, _, _| {
