@@ -48,7 +48,7 @@ pub const NATS_RECONNECTS_TOTAL: &str = "operator_nats_reconnects_total";
 
 /// How a reconcile ended: the `result` label of [`RECONCILES_TOTAL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReconcileResult {
+pub(crate) enum ReconcileLabel {
     Ok,
     Requeue,
     Retry,
@@ -57,7 +57,7 @@ pub(crate) enum ReconcileResult {
     Deleted,
 }
 
-impl ReconcileResult {
+impl ReconcileLabel {
     fn label(self) -> &'static str {
         match self {
             Self::Ok => "ok",
@@ -133,7 +133,7 @@ impl ComponentMetrics {
     }
 
     /// A reconcile of an entity of `resource_type` ended after `duration`.
-    pub fn reconciled(&self, resource_type: &str, result: ReconcileResult, duration: Duration) {
+    pub fn reconciled(&self, resource_type: &str, result: ReconcileLabel, duration: Duration) {
         counter!(
             RECONCILES_TOTAL,
             "operator" => self.operator(),

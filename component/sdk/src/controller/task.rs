@@ -14,7 +14,7 @@ use tracing::{debug, error, field, info_span, warn, Instrument};
 use super::state::Outcome;
 use super::{Controller, OController};
 use crate::election::{Fence, Term};
-use crate::metrics::{ComponentMetrics, ReconcileErrorKind, ReconcileResult};
+use crate::metrics::{ComponentMetrics, ReconcileErrorKind, ReconcileLabel};
 use crate::reconciler::{DynReconciler, ReconcileContext, ReconcileError, ReconcileRequest};
 use crate::trace::{failed, TraceContext};
 
@@ -153,7 +153,7 @@ pub(crate) async fn reconcile(task: ReconcileTask) -> Outcome {
     let result = result_of(&outcome);
     if !matches!(
         result,
-        ReconcileResult::Ok | ReconcileResult::Requeue | ReconcileResult::Deleted
+        ReconcileLabel::Ok | ReconcileLabel::Requeue | ReconcileLabel::Deleted
     ) {
         failed(&record_span);
     }
@@ -171,18 +171,18 @@ fn error_kind(error: &ReconcileError) -> Option<ReconcileErrorKind> {
 }
 
 /// The `result` of a reconcile that ended with `outcome`, for the reconciles metric.
-fn result_of(outcome: &Outcome) -> ReconcileResult {
+fn result_of(outcome: &Outcome) -> ReconcileLabel {
     match outcome {
         Outcome::Reconciled {
             requeue_after: None,
-        } => ReconcileResult::Ok,
+        } => ReconcileLabel::Ok,
         Outcome::Reconciled {
             requeue_after: Some(_),
-        } => ReconcileResult::Requeue,
-        Outcome::Failed { .. } => ReconcileResult::Retry,
-        Outcome::Settled => ReconcileResult::Terminal,
-        Outcome::Fenced { .. } => ReconcileResult::Fenced,
-        Outcome::Deleted { .. } => ReconcileResult::Deleted,
+        } => ReconcileLabel::Requeue,
+        Outcome::Failed { .. } => ReconcileLabel::Retry,
+        Outcome::Settled => ReconcileLabel::Terminal,
+        Outcome::Fenced { .. } => ReconcileLabel::Fenced,
+        Outcome::Deleted { .. } => ReconcileLabel::Deleted,
     }
 }
 
