@@ -136,8 +136,11 @@ async fn on_a_three_node_cluster_a_follower_forwards_and_takes_over_when_the_lea
         );
     };
     println!("leader killed -> write accepted through the other replica after {taken_after:?} (lease TTL {LEASE_TTL_MS} ms)");
+    // TTL + 0.1–0.2 s on an idle machine (README, Replicas and failover); the bound leaves
+    // room for a loaded one (3.13 s was seen with a fault run beside the tests), while a
+    // follower that waited for anything but the lease would still fail it.
     assert!(
-        taken_after < Duration::from_millis(LEASE_TTL_MS) + Duration::from_secs(1),
+        taken_after < Duration::from_millis(LEASE_TTL_MS) + Duration::from_secs(3),
         "took {taken_after:?}; second's log:\n{}",
         second.log()
     );
