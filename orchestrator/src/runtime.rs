@@ -496,13 +496,13 @@ impl OperatorRuntime {
     }
 
     /// The view of a sleeping record without waking it; `None` for an awake one.
-    fn sleeping_view(slot: &Slot) -> Option<RecordView> {
+    fn sleeping_view(key: &EntityKey, slot: &Slot) -> Option<RecordView> {
         match &slot.state {
-            SlotState::Asleep(sleeping) => sleeping
-                .decode()
-                .map(|r| r.view())
-                .map_err(|e| warn!(error = %e, "a sleeping record is unreadable"))
-                .ok(),
+            SlotState::Asleep(sleeping) => Listed::Stored {
+                key: key.clone(),
+                record: sleeping.record.clone(),
+            }
+            .view(),
             SlotState::Awake { .. } => None,
         }
     }
@@ -725,7 +725,8 @@ impl Handler<FindResource> for OperatorRuntime {
 
     fn handle(&mut self, msg: FindResource, _ctx: &mut Self::Context) -> Self::Result {
         if !msg.details {
-            if let Some(view) = self.entities.get(&msg.key).and_then(Self::sleeping_view) {
+            let slot = self.entities.get(&msg.key);
+            if let Some(view) = slot.and_then(|slot| Self::sleeping_view(&msg.key, slot)) {
                 return Box::pin(async move { Some(view) });
             }
         }
