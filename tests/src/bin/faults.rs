@@ -99,13 +99,15 @@ async fn main() -> anyhow::Result<ExitCode> {
         args.ttl_ms,
         args.renew_ms
     );
-    // Interrupted, the run is dropped: its guards stop every process and remove the hosts,
-    // links and rules a cluster run made.
+    // Interrupted, the run is dropped (before the branch runs): its guards stop every process
+    // and remove the hosts, links and rules a cluster run made. The process then exits at once:
+    // returning would make the runtime wait for the workload's blocking thread, which may be in
+    // the middle of an opctl call that waits for the system just stopped.
     let report = tokio::select! {
         report = run(&config) => report?,
         signal = interrupted() => {
             eprintln!("faults: {signal}; stopped, everything it started is cleaned up");
-            return Ok(ExitCode::from(130));
+            std::process::exit(130);
         }
     };
     print!("{}", report.summary());
