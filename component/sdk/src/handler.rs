@@ -73,7 +73,7 @@ impl MessageHandler for DefaultMessageHandler {
         }
         let r = EntityRef::new(envelope.resource_type.clone(), envelope.key.clone());
         let stored = store.entity(&r);
-        if let Some(stored) = stored {
+        if let Some(stored) = &stored {
             if envelope.generation <= stored.generation {
                 return Ok(CommandOutcome::Stale {
                     stored_generation: stored.generation,
@@ -82,7 +82,7 @@ impl MessageHandler for DefaultMessageHandler {
         }
         let buried = store.tombstone(&r).filter(|t| t.precedes(envelope.id));
         if let (None, Some(tombstone), Operation::Create | Operation::Update) =
-            (stored, buried, envelope.operation)
+            (&stored, buried, envelope.operation)
         {
             // Sent before the entity's delete, redelivered after it: the entity is not created
             // again. (A delete again only repeats the clean-up and its `deleted`.)
@@ -117,7 +117,7 @@ impl MessageHandler for DefaultMessageHandler {
                     deleting: true,
                     last_command: envelope.id,
                     updated_at: Utc::now(),
-                    ..stored.clone()
+                    ..stored
                 },
                 None => Entity {
                     key: envelope.key.clone(),
@@ -277,7 +277,7 @@ mod tests {
             h.handle_command(&again, &mut store),
             Ok(CommandOutcome::Applied)
         );
-        assert_eq!(store.entity(&r()).map(|e| &e.spec), Some(&json!({"a": 9})));
+        assert_eq!(store.entity(&r()).map(|e| e.spec), Some(json!({"a": 9})));
         assert_eq!(
             store.tombstone(&r()),
             None,

@@ -120,6 +120,10 @@ pub enum StoreError {
     /// The KV bucket's contents could not be listed or read at start.
     #[error("cannot load KV bucket {bucket}: {reason}")]
     LoadFailed { bucket: String, reason: String },
+    /// A value could not be encoded as JSON, so it was not written (no type of the contract
+    /// fails to encode; this stands for a bug, never for empty bytes written instead).
+    #[error("a value could not be encoded for the bucket")]
+    Unencodable,
     /// The store stopped before a write was durable.
     #[error("the store stopped before the write was durable")]
     Closed,
@@ -201,14 +205,19 @@ impl EntityStore {
         }
     }
 
-    /// The stored entity, if any.
-    pub fn entity(&self, entity: &EntityRef) -> Option<&Entity> {
+    /// The stored entity, if any, decoded (the store keeps values encoded: see `MemoryStore`).
+    pub fn entity(&self, entity: &EntityRef) -> Option<Entity> {
         self.cache().entity(entity)
     }
 
-    /// The stored status of an entity, if any.
-    pub fn status(&self, entity: &EntityRef) -> Option<&EntityStatus> {
+    /// The stored status of an entity, if any, decoded.
+    pub fn status(&self, entity: &EntityRef) -> Option<EntityStatus> {
         self.cache().status(entity)
+    }
+
+    /// True when an entity is stored under `entity` (nothing is decoded).
+    pub fn has_entity(&self, entity: &EntityRef) -> bool {
+        self.cache().has_entity(entity)
     }
 
     /// What is remembered of a deleted entity, if it was deleted lately (see [`Tombstone`]).
@@ -243,7 +252,7 @@ impl EntityStore {
 
     /// Removes a deleted entity and its status, and keeps its tombstone.
     pub(crate) fn bury(&mut self, entity: &EntityRef) {
-        let Some(tombstone) = self.entity(entity).map(Tombstone::of) else {
+        let Some(tombstone) = self.entity(entity).as_ref().map(Tombstone::of) else {
             return;
         };
         match self {
@@ -278,8 +287,8 @@ impl EntityStore {
         self.len() == 0
     }
 
-    /// Every stored entity with its status.
-    pub fn entries(&self) -> impl Iterator<Item = (&Entity, Option<&EntityStatus>)> {
+    /// Every stored entity with its status, decoded one at a time.
+    pub fn entries(&self) -> impl Iterator<Item = (Entity, Option<EntityStatus>)> + '_ {
         self.cache().entries()
     }
 

@@ -178,13 +178,13 @@ impl ControllerActor {
                 self.queue.finish(&work.entity, &Outcome::Settled, 0.0);
                 continue;
             }
-            let Some(entity) = self.store.entity(&work.entity).cloned() else {
+            let Some(entity) = self.store.entity(&work.entity) else {
                 self.queue.finish(&work.entity, &Outcome::Settled, 0.0);
                 continue;
             };
             let request = ReconcileRequest {
                 entity,
-                status: self.store.status(&work.entity).cloned(),
+                status: self.store.status(&work.entity),
             };
             let cause = self.causes.get(&work.entity).cloned().unwrap_or_default();
             let reconcile = task::reconcile(ReconcileTask {
@@ -267,7 +267,7 @@ impl ControllerActor {
                         this.awaiting_durable.remove(&entity);
                     }
                 }
-                let still_there = this.store.entity(&entity).is_some();
+                let still_there = this.store.has_entity(&entity);
                 if result.is_ok() && still_there && this.leadership.is_leading() {
                     this.queue.enqueue(entity);
                     this.dispatch(ctx);
@@ -371,7 +371,7 @@ impl Handler<GetEntity> for ControllerActor {
     type Result = MessageResult<GetEntity>;
 
     fn handle(&mut self, msg: GetEntity, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.store.entity(&msg.entity).cloned())
+        MessageResult(self.store.entity(&msg.entity))
     }
 }
 
@@ -379,7 +379,7 @@ impl Handler<GetEntityStatus> for ControllerActor {
     type Result = MessageResult<GetEntityStatus>;
 
     fn handle(&mut self, msg: GetEntityStatus, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.store.status(&msg.entity).cloned())
+        MessageResult(self.store.status(&msg.entity))
     }
 }
 
@@ -468,8 +468,8 @@ impl Handler<ResyncTick> for ControllerActor {
         let due: Vec<EntityRef> = self
             .store
             .entries()
-            .filter(|(entity, status)| needs_resync(entity, *status))
-            .map(|(entity, _)| EntityRef::of_entity(entity))
+            .filter(|(entity, status)| needs_resync(entity, status.as_ref()))
+            .map(|(entity, _)| EntityRef::of_entity(&entity))
             .collect();
         info!(
             entities = due.len(),

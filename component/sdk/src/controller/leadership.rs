@@ -81,8 +81,8 @@ impl ControllerActor {
         let resumed: Vec<EntityRef> = self
             .store
             .entries()
-            .filter(|(entity, status)| needs_reconcile_at_start(entity, *status))
-            .map(|(entity, _)| EntityRef::of_entity(entity))
+            .filter(|(entity, status)| needs_reconcile_at_start(entity, status.as_ref()))
+            .map(|(entity, _)| EntityRef::of_entity(&entity))
             .collect();
         info!(
             term = self.leadership.acting_term(),
@@ -112,7 +112,7 @@ impl ControllerActor {
             .store
             .entries()
             .filter_map(|(entity, status)| {
-                status.map(|s| crate::events::status_event(s, Some(entity.last_command)))
+                status.map(|s| crate::events::status_event(&s, Some(entity.last_command)))
             })
             .collect();
         if events.is_empty() {

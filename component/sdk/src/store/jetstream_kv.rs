@@ -21,7 +21,6 @@ use operator_contract::election::FENCE_KEY;
 use operator_contract::subject::parse_entity_kv_key;
 use operator_contract::{Entity, EntityStatus};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -29,6 +28,7 @@ use tracing::{debug, info, warn};
 pub(crate) use self::bucket::{open_or_create, snapshot, write_fence, Change, Snapshot};
 pub(crate) use self::writer::WriteFence;
 use self::writer::{WriteValue, WriterCommand};
+use super::memory::Kept;
 use super::{
     EntityRef, MemoryStore, StoreError, StoreFlush, Tombstone, STATUS_KEY_PREFIX,
     TOMBSTONE_KEY_PREFIX,
@@ -214,27 +214,35 @@ impl KvStore {
 
     pub(super) fn put_entity(&mut self, entity: Entity) {
         let r = EntityRef::of_entity(&entity);
-        if !self.write(r.entity_kv_key(), Some(encode(&entity))) {
+        let kept = Kept::new(entity);
+        let Some(bytes) = self.encoded(&kept) else {
+            return;
+        };
+        if !self.write(r.entity_kv_key(), Some(bytes)) {
             return;
         }
         if self.cache.tombstone(&r).is_some() && !self.write(r.tombstone_kv_key(), None) {
             return;
         }
-        self.cache.put_entity(entity);
+        self.cache.put_kept_entity(r, kept);
     }
 
     pub(super) fn put_status(&mut self, status: EntityStatus) {
         let r = EntityRef::of_status(&status);
-        if self.write(r.status_kv_key(), Some(encode(&status))) {
-            self.cache.put_status(status);
+        let kept = Kept::new(status);
+        let Some(bytes) = self.encoded(&kept) else {
+            return;
+        };
+        if self.write(r.status_kv_key(), Some(bytes)) {
+            self.cache.put_kept_status(r, kept);
         }
     }
 
     pub(super) fn remove(&mut self, entity: &EntityRef) {
-        if self.cache.entity(entity).is_some() && !self.write(entity.entity_kv_key(), None) {
+        if self.cache.has_entity(entity) && !self.write(entity.entity_kv_key(), None) {
             return;
         }
-        if self.cache.status(entity).is_some() && !self.write(entity.status_kv_key(), None) {
+        if self.cache.has_status(entity) && !self.write(entity.status_kv_key(), None) {
             return;
         }
         self.cache.remove(entity);
@@ -243,7 +251,10 @@ impl KvStore {
     /// Removes a deleted entity and its status, and writes its tombstone first: a restart
     /// between the writes finds the entity still there and cleans it up again.
     pub(super) fn bury(&mut self, entity: &EntityRef, tombstone: Tombstone) {
-        if !self.write(entity.tombstone_kv_key(), Some(encode(&tombstone))) {
+        let Some(bytes) = self.encoded(&Kept::new(tombstone.clone())) else {
+            return;
+        };
+        if !self.write(entity.tombstone_kv_key(), Some(bytes)) {
             return;
         }
         self.cache.put_tombstone(entity.clone(), tombstone);
@@ -276,6 +287,19 @@ impl KvStore {
         // A stopped writer drops `done`, and the flush reports the store closed.
         let _ = self.writer.send(WriterCommand::Idle(done));
         StoreFlush::new(vec![ticket])
+    }
+
+    /// The bytes to write for `kept`: its JSON, shared in content with the copy. A value that
+    /// could not be encoded is not written (never as empty bytes): the next flush fails.
+    fn encoded<T>(&mut self, kept: &Kept<T>) -> Option<Bytes> {
+        match kept {
+            Kept::Json(json) => Some(Bytes::copy_from_slice(json)),
+            Kept::Value(_) => {
+                let failed = StoreFlush::failed(StoreError::Unencodable);
+                self.pending.extend(failed.into_tickets());
+                None
+            }
+        }
     }
 
     /// Queues a write; false (and a refused flush) when this replica may not write.
@@ -326,11 +350,6 @@ impl KvStore {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Bytes {
-    // Entities and statuses are plain data with string keys: serializing cannot fail.
-    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
-}
-
 /// Puts the value of KV key `key` into `cache`: a status, a tombstone or an entity, by its key.
 pub(crate) fn decode_into(cache: &mut MemoryStore, key: &str, value: &[u8], bucket: &str) {
     if let Some(r) = tombstone_ref(key) {
@@ -342,14 +361,14 @@ pub(crate) fn decode_into(cache: &mut MemoryStore, key: &str, value: &[u8], buck
     if let Some(rest) = key.strip_prefix(STATUS_KEY_PREFIX) {
         if parse_entity_kv_key(rest).is_some() {
             if let Some(status) = decode::<EntityStatus>(key, value) {
-                cache.put_status(status);
+                cache.put_kept_status(EntityRef::of_status(&status), Kept::Json(value.into()));
             }
             return;
         }
     }
     if parse_entity_kv_key(key).is_some() {
         if let Some(entity) = decode::<Entity>(key, value) {
-            cache.put_entity(entity);
+            cache.put_kept_entity(EntityRef::of_entity(&entity), Kept::Json(value.into()));
         }
     } else {
         warn!(bucket = %bucket, kv.key = %key, "unknown key in entity bucket ignored");
