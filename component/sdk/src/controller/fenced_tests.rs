@@ -2,10 +2,11 @@
 //! fence another leader has overwritten: no command may be acknowledged on the strength of a
 //! write JetStream refused.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use operator_contract::Operation;
+use operator_contract::{Envelope, Operation};
 use operator_nats_cluster::test_server::TestNatsServer;
 use tokio::sync::oneshot;
 
@@ -56,6 +57,24 @@ async fn leading_store(nats: &TestNatsServer, bucket: &str) -> (KvStore, Held) {
     (store, (state, events))
 }
 
+/// A controller with one worker over `store`, reconciling with `probe`, and where its status
+/// events arrive (kept for as long as the test runs).
+fn start_leading(
+    store: KvStore,
+    probe: &Arc<Probe>,
+) -> (
+    Addr<ControllerActor>,
+    tokio::sync::mpsc::UnboundedReceiver<Envelope>,
+) {
+    start_with_store(
+        TEST_OPERATOR,
+        EntityStore::JetStreamKv(Box::new(store)),
+        probe,
+        1,
+        None,
+    )
+}
+
 #[actix::test]
 async fn a_command_redelivered_after_its_write_was_refused_is_not_acknowledged_as_stale() {
     let nats = TestNatsServer::start();
@@ -69,13 +88,7 @@ async fn a_command_redelivered_after_its_write_was_refused_is_not_acknowledged_a
     let probe = Probe::new(Duration::ZERO, |_, _, _| {
         Step::Report(Action::await_change())
     });
-    let (addr, _events) = start_with_store(
-        TEST_OPERATOR,
-        EntityStore::JetStreamKv(Box::new(store)),
-        &probe,
-        1,
-        None,
-    );
+    let (addr, _events) = start_leading(store, &probe);
     let (outcome, durable) = send(&addr, 1).await;
     assert_eq!(outcome, CommandOutcome::Applied);
     assert!(!durable, "the write of a deposed leader was refused");
@@ -108,13 +121,7 @@ async fn a_requeue_that_comes_due_while_a_delete_is_not_durable_does_not_reconci
     let probe = Probe::new(Duration::ZERO, |_, _, _| {
         Step::Report(Action::requeue(Duration::from_millis(20)))
     });
-    let (addr, _events) = start_with_store(
-        TEST_OPERATOR,
-        EntityStore::JetStreamKv(Box::new(store)),
-        &probe,
-        1,
-        None,
-    );
+    let (addr, _events) = start_leading(store, &probe);
     let (outcome, durable) = send(&addr, 1).await;
     assert_eq!(outcome, CommandOutcome::Applied);
     assert!(durable);
